@@ -1,0 +1,38 @@
+# `make book` builds the HTML book (executing every notebook on the embedded default);
+# `make test` runs the test suite. Both create or reuse the virtual environment .venv/.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-installed
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Numbers in the book and the tests do not depend on the machine's core count.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: help install book test clean sync-notebooks
+
+help:
+	@echo "make book   build the book into _build/html (executes the notebooks)"
+	@echo "make test   run the test suite"
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+# A regular (non-editable) install: tests and notebooks import the installed package.
+install: $(STAMP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation --force-reinstall .
+
+sync-notebooks: install
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py
+
+book: install
+	$(VENV)/bin/jupyter-book build -W -n --keep-going --path-output . .
+	@echo "book: open _build/html/index.html"
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf _build

@@ -1,0 +1,218 @@
+"""Reading image data: IDX files, image folders, and the data shipped in PyPI packages.
+
+Nothing here downloads anything. A missing file raises :class:`DataNotFoundError`, whose
+message names the path tried, the layout expected and where to get the data.
+
+Unreadable image files (corrupt, truncated, not an image) are **skipped and counted** by
+default: :class:`ImageFiles` marks them, feature extraction drops them and records how many
+and which (``on_error="raise"`` fails instead). A data set with a few broken files should not
+cost a whole benchmark run, and the count keeps the skip visible.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._checks import OODInputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+DATA_ROOT_ENV = "OOD_DATA_ROOT"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set or file is missing; the message says where it was looked for and how to get it."""
+
+
+def missing(what: str, path: Path, layout: str, how: str) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"{what} not found at {Path(path).resolve()}\n  expected layout: {layout}\n  how to get it: {how}"
+    )
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The data root: the explicit argument, else $OOD_DATA_ROOT, else None (embedded data)."""
+    value = explicit if explicit not in (None, "") else os.environ.get(DATA_ROOT_ENV) or None
+    if value is None:
+        return None
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise missing(
+            "data root", root, "a folder holding data sets (e.g. MNIST/raw, CIFAR10-JPEG/test)",
+            f"pass an existing folder as --data-root / DATA_ROOT or set ${DATA_ROOT_ENV}",
+        )
+    return root
+
+
+# --- IDX (MNIST-format) files ------------------------------------------------------------
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a uint8 array, checking its header."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing("IDX file", path, "an IDX file as distributed with MNIST", "see the data set's page")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise OODInputError(f"{path}: not an unsigned-byte IDX file (bad magic {raw[:4]!r})")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    start = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(raw) - start != expected:
+        raise OODInputError(
+            f"{path}: truncated or corrupt IDX file ({len(raw) - start} data bytes, header says {expected})"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims)
+
+
+# --- image files -------------------------------------------------------------------------
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """Every image file under ``root`` (recursively), in sorted order."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def image_folder(root: str | os.PathLike, what: str = "image folder", how: str = "") -> tuple[list[Path], np.ndarray, list[str]]:
+    """An ImageFolder layout ``root/<class>/<image>``: (paths, labels, sorted class names)."""
+    root = Path(root)
+    layout = f"{root}/<class>/<image>.jpg, one folder per class"
+    if not root.is_dir():
+        raise missing(what, root, layout, how or "place the images in that layout")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = list_images(root / c)
+        paths += files
+        labels += [i] * len(files)
+    if not paths:
+        raise missing(f"{what} (no images)", root, layout, how or "place the images in that layout")
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def jpeg_roundtrip(img, quality: int = 75):
+    """Re-encode a PIL image as JPEG at ``quality`` (to match ID images that went through JPEG)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+class JpegRoundTrip:
+    """A transform step: JPEG round trip at a given quality (see :func:`jpeg_roundtrip`)."""
+
+    def __init__(self, quality: int = 75) -> None:
+        self.quality = quality
+
+    def __call__(self, img):
+        return jpeg_roundtrip(img, self.quality)
+
+    def __repr__(self) -> str:
+        return f"JpegRoundTrip(quality={self.quality})"
+
+
+class ImageFiles(Dataset):
+    """Images read from files with PIL; each item is ``(tensor, label, ok)``.
+
+    An unreadable file gives ``ok = False`` and a zero tensor with ``on_error="skip"`` (the
+    caller drops and counts it), or raises with ``on_error="raise"``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[int] | None,
+        transform: Callable,
+        shape: tuple[int, ...],
+        mode: str = "RGB",
+        on_error: str = "skip",
+    ) -> None:
+        if on_error not in ("skip", "raise"):
+            raise OODInputError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if len(paths) == 0:
+            raise OODInputError("ImageFiles: no image paths given")
+        self.paths = list(paths)
+        self.labels = np.full(len(self.paths), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
+        self.transform, self.shape, self.mode, self.on_error = transform, shape, mode, on_error
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                img = im.convert(self.mode)
+            x = self.transform(img)
+            ok = True
+        except Exception as exc:
+            if self.on_error == "raise":
+                raise OODInputError(f"{self.paths[i]}: cannot be read as an image ({exc})") from exc
+            x, ok = torch.zeros(self.shape), False
+        return x, int(self.labels[i]), ok
+
+    def fingerprint(self) -> str:
+        d = hashlib.sha256(f"{self.transform!r}|{self.mode}".encode())
+        for p in self.paths:
+            st = p.stat()
+            d.update(f"{p.name}:{st.st_size}\n".encode())
+        return d.hexdigest()
+
+
+class ArrayImages(Dataset):
+    """Images held in memory as a uint8 array (N, H, W) or (N, H, W, 3); items ``(tensor, label, ok)``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None, transform: Callable) -> None:
+        if images.ndim not in (3, 4) or len(images) == 0:
+            raise OODInputError(f"ArrayImages: expected (N, H, W[, 3]) images, got shape {images.shape}")
+        self.images = np.ascontiguousarray(images)
+        self.labels = np.full(len(images), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
+        if len(self.labels) != len(self.images):
+            raise OODInputError(f"ArrayImages: {len(self.images)} images but {len(self.labels)} labels")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i]), True
+
+    def fingerprint(self) -> str:
+        d = hashlib.sha256(repr(self.transform).encode())
+        d.update(self.images.tobytes())
+        d.update(self.labels.tobytes())
+        return d.hexdigest()
+
+
+@dataclass
+class Split:
+    """A named set of images for one role (ID train, ID test or an OOD set)."""
+
+    name: str
+    dataset: Dataset
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """Indices of a seeded random subset of size ``n`` (all, in order, if n is None or >= total)."""
+    if n is None or n >= n_total:
+        return np.arange(n_total)
+    if n <= 0:
+        raise OODInputError(f"subset size must be positive, got {n}")
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))

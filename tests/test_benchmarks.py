@@ -1,0 +1,155 @@
+"""Each benchmark's loader, on the real data where it exists and on synthetic folders otherwise."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SHARED_DATA, needs_shared_data
+from ood_lib import OODInputError
+from ood_lib.benchmarks import BENCHMARKS, get_benchmark
+from ood_lib.data import DataNotFoundError, ImageFiles, read_idx
+
+
+def test_embedded_needs_no_root_and_has_real_data():
+    sp = get_benchmark("embedded").splits(None)
+    assert len(sp["id_train"].dataset) == 4000 and len(sp["id_test"].dataset) == 1000
+    assert set(sp) == {"id_train", "id_test", "sklearn_digits", "font_letters", "textures", "photos", "noise"}
+    x, y, ok = sp["id_test"].dataset[0]
+    assert x.shape == (1, 28, 28) and 0 <= y <= 9 and ok
+    assert sp["sklearn_digits"].dataset[0][1] == -1
+    letters = sp["font_letters"].dataset.images
+    assert letters.shape == (1500, 28, 28) and letters.max() == 255 and (letters.reshape(1500, -1).std(1) > 10).all()
+
+
+def test_subsampling_is_seeded():
+    b = get_benchmark("embedded")
+    a1 = b.splits(None, seed=3, n_ood=50)["textures"].dataset
+    a2 = b.splits(None, seed=3, n_ood=50)["textures"].dataset
+    a3 = b.splits(None, seed=4, n_ood=50)["textures"].dataset
+    assert a1.indices == a2.indices != a3.indices and len(a1) == 50
+    assert a1.fingerprint() == a2.fingerprint() != a3.fingerprint()
+
+
+@needs_shared_data("MNIST", "raw")
+def test_mnist_loader_on_real_files():
+    sp = get_benchmark("mnist").splits(SHARED_DATA)
+    assert len(sp["id_train"].dataset) == 60000 and len(sp["id_test"].dataset) == 10000
+    assert len(sp["fashion_mnist"].dataset) == 10000 and len(sp["notmnist"].dataset) == 10000
+    assert len(sp["textures"].dataset) == 1200
+    x, _, ok = sp["textures"].dataset[0]
+    assert x.shape == (1, 28, 28) and ok
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+def test_cifar10_loader_on_the_jpeg_copy():
+    sp = get_benchmark("cifar10").splits(SHARED_DATA)
+    assert len(sp["id_test"].dataset) == 10000 and len(sp["id_train"].dataset) == 5000
+    assert list(sp) == ["id_train", "id_test", "textures"]
+    assert "JpegRoundTrip(quality=75)" in repr(sp["textures"].dataset.transform)
+    assert "JpegRoundTrip" not in repr(sp["id_test"].dataset.transform)  # already JPEG on disk
+    x, _, _ = sp["textures"].dataset[0]
+    assert x.shape == (3, 32, 32)
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+@needs_shared_data("weights", "resnet20-12fca82f.th")
+def test_resnet20_accuracy_on_jpeg_cifar10():
+    from ood_lib.features import extract
+
+    b = get_benchmark("cifar10")
+    sp = b.splits(SHARED_DATA, n_id=600, seed=0)
+    f = extract(b.load_model(SHARED_DATA), sp["id_test"].dataset, cache_dir=False, progress=False)
+    acc = (f.logits.argmax(1) == f.labels).mean()
+    assert 0.72 < acc < 0.90, acc  # ~81 % on the JPEG copy (91.8 % on the lossless originals)
+
+
+def _write_images(folder, n, size=48, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+
+
+@pytest.fixture
+def synthetic_imagenet(tmp_path):
+    for c in ("n01440764", "n01443537"):
+        _write_images(tmp_path / "imagenet" / "val" / c, 3)
+        _write_images(tmp_path / "imagenet" / "train" / c, 4, seed=1)
+    for ood in ("iNaturalist/images", "SUN", "Places", "Textures/bubbly"):
+        _write_images(tmp_path / ood, 3, seed=2)
+    return tmp_path
+
+
+def test_imagenet_loader_on_synthetic_folders(synthetic_imagenet):
+    sp = get_benchmark("imagenet").splits(synthetic_imagenet)
+    assert set(sp) == {"id_train", "id_test", "inaturalist", "sun", "places", "textures"}
+    x, y, ok = sp["id_test"].dataset[4]
+    assert x.shape == (3, 224, 224) and y == 1 and ok
+    sb = get_benchmark("imagenet_bit").splits(synthetic_imagenet)
+    assert sb["sun"].dataset[0][0].shape == (3, 480, 480)
+
+
+def test_imagenet_end_to_end_with_random_weights(synthetic_imagenet, tmp_path):
+    from ood_lib.evaluate import run_benchmark
+
+    df = run_benchmark("imagenet", data_root=synthetic_imagenet, checkpoint="random", cache_dir=tmp_path / "c",
+                       methods=["msp", "gradnorm", "gradnorm_autograd", "l1*msp", "knn", "odin"],
+                       progress=False, knn_k=3, batch_size=4)
+    assert set(df.ood) == {"inaturalist", "sun", "places", "textures", "mean"}
+    assert np.isfinite(df[["auroc", "fpr95", "aupr_in", "aupr_out"]].to_numpy()).all()
+    g = df[df.method.isin(["gradnorm", "gradnorm_autograd"])].pivot(index="ood", columns="method", values="auroc")
+    assert (g.gradnorm == g.gradnorm_autograd).all()
+
+
+def test_missing_data_errors_name_path_layout_and_source(tmp_path):
+    with pytest.raises(DataNotFoundError, match="(?s)MNIST.*expected layout.*how to get it"):
+        get_benchmark("mnist").splits(tmp_path)
+    with pytest.raises(DataNotFoundError, match="(?s)CIFAR-10.*cifar-10-batches-py"):
+        get_benchmark("cifar10").splits(tmp_path)
+    with pytest.raises(DataNotFoundError, match="ImageNet validation"):
+        get_benchmark("imagenet").splits(tmp_path)
+    with pytest.raises(DataNotFoundError, match="data root for benchmark 'mnist'"):
+        get_benchmark("mnist").splits(None)
+    with pytest.raises(DataNotFoundError, match="ResNet-20"):
+        (tmp_path / "CIFAR10-JPEG").mkdir()
+        get_benchmark("cifar10").load_model(tmp_path)
+
+
+def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(DataNotFoundError, match="(?s)resnet50 ImageNet weights.*--checkpoint"):
+        get_benchmark("imagenet").load_model(tmp_path)
+
+
+def test_unknown_benchmark_lists_valid_names():
+    with pytest.raises(OODInputError, match="valid: cifar10, embedded, imagenet"):
+        get_benchmark("svhn")
+    assert {"embedded", "mnist", "cifar10", "imagenet"} <= set(BENCHMARKS)
+
+
+def test_idx_reader_rejects_corrupt_files(tmp_path):
+    p = tmp_path / "x-images-idx3-ubyte"
+    p.write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"\x01" * 5)
+    with pytest.raises(OODInputError, match="truncated"):
+        read_idx(p)
+    p.write_bytes(b"\x12\x34\x56\x78")
+    with pytest.raises(OODInputError, match="magic"):
+        read_idx(p)
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    from ood_lib.benchmarks import cifar_eval_transform
+    from ood_lib.features import extract
+    from ood_lib.models import CifarResNet
+
+    _write_images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "imgs" / "notes.png").write_text("hello")
+    paths = sorted((tmp_path / "imgs").iterdir())
+    ds = ImageFiles(paths, None, cifar_eval_transform(), (3, 32, 32))
+    f = extract(CifarResNet().eval(), ds, cache_dir=False, progress=False, batch_size=2)
+    assert len(f.h) == 3 and f.n_skipped == 2
+    strict = ImageFiles(paths, None, cifar_eval_transform(), (3, 32, 32), on_error="raise")
+    with pytest.raises(OODInputError, match="broken.jpg: cannot be read"):
+        extract(CifarResNet().eval(), strict, cache_dir=False, progress=False, batch_size=5, num_workers=0)

@@ -1,0 +1,92 @@
+"""The feature cache: keyed by weights, data and preprocessing; corrupt entries are rebuilt."""
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ood_lib.data import ArrayImages
+from ood_lib.benchmarks import mnist_array_transform
+from ood_lib.features import cache_key, extract
+from ood_lib.models import MnistCNN
+
+
+@pytest.fixture
+def setup(tmp_path):
+    torch.manual_seed(0)
+    model = MnistCNN().eval()
+    imgs = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    ds = ArrayImages(imgs, np.arange(20) % 10, mnist_array_transform())
+    return model, ds, imgs, tmp_path
+
+
+def run(model, ds, cache):
+    return extract(model, ds, cache_dir=cache, progress=False, batch_size=8)
+
+
+def entries(cache: Path):
+    return sorted((cache / "features").glob("*.npz"))
+
+
+def test_second_run_reads_the_cache(setup):
+    model, ds, _, cache = setup
+    a = run(model, ds, cache)
+    b = run(model, ds, cache)
+    assert not a.from_cache and b.from_cache and len(entries(cache)) == 1
+    np.testing.assert_array_equal(a.h, b.h)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_any_change_invalidates(setup):
+    model, ds, imgs, cache = setup
+    k0 = cache_key(model, ds)
+    imgs2 = imgs.copy()
+    imgs2[0, 0, 0] ^= 1
+    assert cache_key(model, ArrayImages(imgs2, ds.labels, ds.transform)) != k0  # data
+    m2 = MnistCNN().eval()
+    m2.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        m2.fc2.bias[0] += 1e-6
+    assert cache_key(m2, ds) != k0  # weights
+    t2 = mnist_array_transform()
+    t2.__class__ = type("OtherNorm", (type(t2),), {"__repr__": lambda self: "other"})
+    assert cache_key(model, ArrayImages(imgs, ds.labels, t2)) != k0  # preprocessing
+    assert cache_key(model, ArrayImages(imgs, ds.labels, mnist_array_transform())) == k0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other_key", "nan"])
+def test_damaged_cache_is_detected_and_rebuilt(setup, damage):
+    model, ds, _, cache = setup
+    good = run(model, ds, cache)
+    (path,) = entries(cache)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(500))
+    else:
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+        if damage == "other_key":
+            d["meta"] = np.array(str(d["meta"]).replace(good.key, "0" * 32))
+        else:
+            d["h"] = d["h"].copy()
+            d["h"][0, 0] = np.nan
+        with open(path, "wb") as fh:
+            np.savez(fh, **d)
+    with pytest.warns(UserWarning, match="unusable.*rebuilding"):
+        again = run(model, ds, cache)
+    assert not again.from_cache
+    np.testing.assert_array_equal(again.h, good.h)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(model, ds, cache).from_cache
+
+
+def test_no_temporary_files_are_left(setup):
+    model, ds, _, cache = setup
+    run(model, ds, cache)
+    assert [p.name for p in (cache / "features").iterdir() if p.suffix != ".npz"] == []

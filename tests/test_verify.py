@@ -1,0 +1,77 @@
+"""verify(): the table on the real CIFAR-10 ResNet-20, and the command line."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import RESNET20, SHARED_DATA, needs_shared_data
+from ood_lib import OODInputError
+from ood_lib.models import CifarResNet, MnistCNN, load_checkpoint
+from ood_lib.verify import default_deeper, verify
+
+
+@needs_shared_data("weights", "resnet20-12fca82f.th")
+def test_resnet20_checkpoint_loads_strictly():
+    model = load_checkpoint(CifarResNet(), RESNET20)
+    assert sum(p.numel() for p in model.parameters()) == 269722
+    assert default_deeper(model) == "layer3"
+
+
+def test_checkpoint_for_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "cnn.pt"
+    torch.save(MnistCNN().state_dict(), path)
+    with pytest.raises(OODInputError, match="does not match the CifarResNet architecture"):
+        load_checkpoint(CifarResNet(), path)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(CifarResNet(), tmp_path / "missing.th")
+    (tmp_path / "junk.th").write_bytes(b"not a checkpoint")
+    with pytest.raises(OODInputError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(CifarResNet(), tmp_path / "junk.th")
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+@needs_shared_data("weights", "resnet20-12fca82f.th")
+def test_verify_on_real_images_via_the_command_line():
+    out = subprocess.run(
+        [sys.executable, "-m", "ood_lib", "verify", "--checkpoint", str(RESNET20), "--n", "6", "--seed", "1"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "CIFAR-10 test images" in out and "layer3" in out and "input" in out
+    assert "worst difference in V units" in out
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+@needs_shared_data("weights", "resnet20-12fca82f.th")
+def test_verify_table_real_model():
+    from ood_lib.benchmarks import get_benchmark
+
+    bench = get_benchmark("cifar10")
+    model = bench.load_model(SHARED_DATA)
+    ds = bench.splits(SHARED_DATA, n_id=5)["id_test"].dataset
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    t = verify(model, x, temperature=1.5, loop=False)
+    last = t[t.wrt.isin(["W", "W,b"])]
+    assert (last.v_diff_vmap <= 1e-10).all(), last
+    assert (last.spread <= 1e-10).all()
+    deep = t[~t.wrt.isin(["W", "W,b"])]
+    assert set(deep.wrt) == {"layer3", "input"}
+    assert (deep.spread > 1e-2).all() and (deep.rel_diff_vmap > 1e-2).all()
+
+
+def test_verify_embedded_command_runs(tmp_path):
+    env = {**__import__("os").environ, "OOD_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--n", "4", "--no-loop"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "embedded benchmark" in r.stdout and "fc1" in r.stdout
+
+
+def test_verify_cli_reports_missing_images(tmp_path):
+    ck = tmp_path / "weights" / "r.th"
+    ck.parent.mkdir()
+    torch.save(CifarResNet().state_dict(), ck)
+    r = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--checkpoint", str(ck)],
+                       capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "needs real images" in r.stderr
