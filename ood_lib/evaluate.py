@@ -11,16 +11,22 @@ Each method declares what it needs, and gets exactly that:
 
 ``seconds`` is the time a method spends beyond the shared forward pass (whose time is recorded
 in the metadata); it is the only column that differs between two runs with the same seed.
+Each method's scores are cached with the seconds they took (keyed by the method, its
+hyper-parameters and the feature-cache keys of every set it read), so a re-run reproduces the
+same table, timings included, in seconds.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import json
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -30,7 +36,7 @@ from . import data as D
 from ._checks import OODInputError, unknown_name
 from .baselines import KNN, Mahalanobis, ReAct, odin_scores
 from .benchmarks import get_benchmark
-from .features import Features, _atomic_write_bytes, extract, resolve_device
+from .features import Features, _atomic_write_bytes, default_cache_dir, extract, read_arrays, resolve_device, write_arrays
 from .gradients import head_gradient_score
 from .metrics import METRICS, bootstrap_ci, evaluate_scores
 from .scores import SCORES, scores as closed_scores
@@ -63,6 +69,64 @@ def _make_fitted(name: str, head: torch.nn.Linear, knn_k: int):
     return KNN(k=knn_k)
 
 
+@dataclass
+class Prepared:
+    """A benchmark ready to score: its model, splits and (cached) features."""
+
+    benchmark: str
+    model: torch.nn.Module
+    splits: dict[str, D.Split]
+    feats: dict[str, Features]
+    device: torch.device
+    root: Path | None
+    batch_size: int
+
+    @property
+    def ood_keys(self) -> list[str]:
+        return [k for k in self.splits if k not in ("id_train", "id_test")]
+
+    @property
+    def id_accuracy(self) -> float:
+        """Top-1 accuracy (percent) on the labelled ID test images."""
+        f = self.feats["id_test"]
+        labelled = f.labels >= 0
+        if not labelled.any():
+            return float("nan")
+        return float(100.0 * (f.logits[labelled].argmax(1) == f.labels[labelled]).mean())
+
+
+def prepare(
+    benchmark: str = "embedded",
+    *,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    cache_dir: str | Path | None | bool = None,
+    progress: bool = True,
+    n_id: int | None = None,
+    n_ood: int | None = None,
+    n_fit: int | None = None,
+    checkpoint: str | None = None,
+    batch_size: int | None = None,
+    with_train: bool = True,
+) -> Prepared:
+    """Load a benchmark's model and splits and extract (or read from the cache) every set's features."""
+    bench = get_benchmark(benchmark)
+    dev = resolve_device(device)
+    root = D.data_root(data_root)
+    torch.manual_seed(seed)
+    splits = bench.splits(root, seed=seed, n_id=n_id, n_ood=n_ood, n_fit=n_fit)
+    model = bench.load_model(root, seed=seed, checkpoint=checkpoint, cache_dir=cache_dir, progress=progress)
+    bs = batch_size or bench.fit_batch_size
+    feats: dict[str, Features] = {}
+    for key, split in splits.items():
+        if key == "id_train" and not with_train:
+            continue
+        feats[key] = extract(model, split.dataset, device=dev, batch_size=bs, cache_dir=cache_dir,
+                             progress=progress, desc=f"{benchmark}/{key}")
+    return Prepared(benchmark, model, splits, feats, dev, root, bs)
+
+
 def run_benchmark(
     benchmark: str = "embedded",
     *,
@@ -89,7 +153,6 @@ def run_benchmark(
     The metadata (versions, device, seed, data fingerprints, skipped images, forward-pass time)
     is in ``df.attrs["meta"]`` and, with ``out``, in ``<out>.json`` beside the CSV.
     """
-    bench = get_benchmark(benchmark)
     registry = available_methods()
     names = list(registry) if methods is None else list(methods)
     for n in names:
@@ -97,34 +160,35 @@ def run_benchmark(
             raise unknown_name("method", n, registry)
     if not names:
         raise OODInputError("no methods to evaluate")
-    dev = resolve_device(device)
-    root = D.data_root(data_root)
-    torch.manual_seed(seed)
-    splits = bench.splits(root, seed=seed, n_id=n_id, n_ood=n_ood, n_fit=n_fit)
-    model = bench.load_model(root, seed=seed, checkpoint=checkpoint, cache_dir=cache_dir, progress=progress)
-    bs = batch_size or bench.fit_batch_size
-    feats: dict[str, Features] = {}
-    for key, split in splits.items():
-        if key == "id_train" and not any(registry[n].needs == "fit" for n in names):
-            continue
-        feats[key] = extract(model, split.dataset, device=dev, batch_size=bs, cache_dir=cache_dir,
-                             progress=progress, desc=f"{benchmark}/{key}")
-    ood_keys = [k for k in splits if k not in ("id_train", "id_test")]
-    idf = feats["id_test"]
-    labelled = idf.labels >= 0
-    accuracy = float(100.0 * (idf.logits[labelled].argmax(1) == idf.labels[labelled]).mean()) if labelled.any() else float("nan")
+    prep = prepare(
+        benchmark, data_root=data_root, device=device, seed=seed, cache_dir=cache_dir, progress=progress,
+        n_id=n_id, n_ood=n_ood, n_fit=n_fit, checkpoint=checkpoint, batch_size=batch_size,
+        with_train=any(registry[n].needs == "fit" for n in names),
+    )
+    model, splits, feats, dev, root, bs = prep.model, prep.splits, prep.feats, prep.device, prep.root, prep.batch_size
+    ood_keys = prep.ood_keys
+    accuracy = prep.id_accuracy
     head = model.head
     cpu_head = torch.nn.Linear(head.in_features, head.out_features).eval()
     cpu_head.load_state_dict({k: v.detach().cpu() for k, v in head.state_dict().items()})
+    head64 = copy.deepcopy(cpu_head).double()
     notes: dict[str, str] = {}
+
+    def h64(k: str) -> torch.Tensor:
+        return torch.from_numpy(feats[k].h).double()
+
+    def f64(k: str) -> torch.Tensor:
+        return torch.from_numpy(feats[k].logits).double()
 
     def run(method: Method) -> dict[str, np.ndarray] | None:
         sets = ["id_test"] + ood_keys
+        # float64 from the cached float32 features: closed forms and autograd then agree to
+        # ~1e-15, so no pair of samples swaps order between them
         if method.needs == "features":
-            return {k: closed_scores([method.name], feats[k].h, feats[k].logits)[method.name].double().numpy() for k in sets}
+            return {k: closed_scores([method.name], h64(k), f64(k))[method.name].numpy() for k in sets}
         if method.needs == "autograd":
             g = method.name.removesuffix("_autograd")
-            return {k: head_gradient_score(g, cpu_head, feats[k].h).double().numpy() for k in sets}
+            return {k: head_gradient_score(g, head64, h64(k)).numpy() for k in sets}
         if method.needs == "fit":
             if "id_train" not in feats:
                 notes[method.name] = "skipped: the benchmark has no ID training split to fit on"
@@ -135,14 +199,35 @@ def run_benchmark(
         loaders = {k: torch.utils.data.DataLoader(splits[k].dataset, batch_size=bs, shuffle=False) for k in sets}
         return {k: odin_scores(model.to(dev), loaders[k], device=dev) for k in sets}
 
+    score_dir = None if cache_dir is False else (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "scores"
+    sets = ["id_test"] + ood_keys
+
+    def cached_run(method: Method) -> tuple[dict[str, np.ndarray] | None, float]:
+        """Scores per set and the seconds they took, from the score cache when possible."""
+        path = key = None
+        if score_dir is not None:
+            parts = {"method": method.name, "knn_k": knn_k, "code": _code_fingerprint(),
+                     "sets": {k: feats[k].key for k in sets}}
+            if method.needs == "fit" and "id_train" in feats:
+                parts["fit"] = feats["id_train"].key
+            key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+            path = score_dir / f"{key}.npz"
+            got = read_arrays(path, key, tuple(sets))
+            if got is not None:
+                return got[0], float(got[1]["seconds"])
+        t0 = time.perf_counter()
+        s = run(method)
+        seconds = time.perf_counter() - t0
+        if s is not None and path is not None:
+            write_arrays(path, key, s, seconds=seconds)
+        return s, seconds
+
     rows = []
     from tqdm.auto import tqdm
 
     for name in tqdm(names, desc=f"{benchmark}: scoring", disable=not progress, leave=False):
         method = registry[name]
-        t0 = time.perf_counter()
-        s = run(method)
-        seconds = time.perf_counter() - t0
+        s, seconds = cached_run(method)
         if s is None:
             continue
         per_set = []
@@ -167,6 +252,16 @@ def run_benchmark(
     if out is not None:
         write_results(df, out)
     return df
+
+
+def _code_fingerprint() -> str:
+    """A hash of the modules that compute scores: editing a formula invalidates cached scores."""
+    from . import baselines, gradients, scores
+
+    d = hashlib.sha256()
+    for mod in (scores, gradients, baselines):
+        d.update(Path(mod.__file__).read_bytes())
+    return d.hexdigest()
 
 
 def _metadata(benchmark, root, seed, dev, splits, feats, accuracy, notes, model) -> dict:

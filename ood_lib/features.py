@@ -99,32 +99,52 @@ def cache_key(model: torch.nn.Module, dataset: Dataset) -> str:
     return d.hexdigest()[:32]
 
 
-def _read_cache(path: Path, key: str) -> Features | None:
+def read_arrays(path: Path, key: str, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict] | None:
+    """Arrays ``names`` and the metadata of a cache entry, or None if absent or unusable.
+
+    Unusable means unreadable, truncated, written under another key or format version, or
+    holding non-finite values; such an entry is reported (a warning) and must be rebuilt.
+    """
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            h, f, y = z["h"], z["logits"], z["labels"]
-        ok = (
-            meta.get("key") == key and meta.get("version") == FORMAT_VERSION
-            and h.ndim == 2 and f.ndim == 2 and y.ndim == 1
-            and len(h) == len(f) == len(y) == meta.get("n")
-            and np.isfinite(h).all() and np.isfinite(f).all()
-        )
-        if not ok:
-            raise ValueError("contents do not match the key")
+            arrays = {n: z[n] for n in names}
+        if meta.get("key") != key or meta.get("version") != FORMAT_VERSION:
+            raise ValueError("written under another key")
+        for n, a in arrays.items():
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ValueError(f"non-finite values in {n}")
     except Exception as exc:
-        warnings.warn(f"feature cache {path} is unusable ({exc}); rebuilding it", stacklevel=3)
+        warnings.warn(f"cache entry {path} is unusable ({exc}); rebuilding it", stacklevel=3)
+        return None
+    return arrays, meta
+
+
+def write_arrays(path: Path, key: str, arrays: dict[str, np.ndarray], **meta: Any) -> None:
+    """Write a cache entry atomically: arrays plus metadata holding its key and format version."""
+    buf = io.BytesIO()
+    info = {"key": key, "version": FORMAT_VERSION, **meta}
+    np.savez(buf, meta=np.array(json.dumps(info)), **arrays)
+    _atomic_write_bytes(buf.getvalue(), path)
+
+
+def _read_cache(path: Path, key: str) -> Features | None:
+    got = read_arrays(path, key, ("h", "logits", "labels"))
+    if got is None:
+        return None
+    a, meta = got
+    h, f, y = a["h"], a["logits"], a["labels"]
+    if not (h.ndim == 2 and f.ndim == 2 and y.ndim == 1 and len(h) == len(f) == len(y) == meta.get("n")):
+        warnings.warn(f"cache entry {path} is unusable (inconsistent shapes); rebuilding it", stacklevel=2)
         return None
     return Features(h, f, y, int(meta["n_skipped"]), 0.0, True, key)
 
 
 def _write_cache(path: Path, feats: Features) -> None:
-    meta = {"key": feats.key, "version": FORMAT_VERSION, "n": len(feats.h), "n_skipped": feats.n_skipped}
-    buf = io.BytesIO()
-    np.savez(buf, h=feats.h, logits=feats.logits, labels=feats.labels, meta=np.array(json.dumps(meta)))
-    _atomic_write_bytes(buf.getvalue(), path)
+    write_arrays(path, feats.key, {"h": feats.h, "logits": feats.logits, "labels": feats.labels},
+                 n=len(feats.h), n_skipped=feats.n_skipped)
 
 
 def extract(

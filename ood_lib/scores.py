@@ -73,35 +73,54 @@ class Outputs:
     @cached_property
     def p(self) -> torch.Tensor:
         """Softmax probabilities p = softmax(f / T)."""
-        return torch.exp(self.z - self.lse[:, None])
+        return torch.softmax(self.z, dim=1)
 
     @cached_property
+    def _top(self) -> tuple[torch.Tensor, torch.Tensor]:
+        top = torch.max(self.p, dim=1)
+        return top.values, top.indices
+
+    @property
     def msp(self) -> torch.Tensor:
-        return self.p.amax(dim=1)
+        return self._top[0]
 
     @cached_property
+    def _rest(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ_{j≠k*} p_j, Σ_{j≠k*} p_j²) over the classes other than the top one k*.
+
+        Summed from the small probabilities themselves, never as 1 − max p, so they keep full
+        relative precision when max p ≈ 1. The top entry is zeroed in place and restored,
+        which avoids a copy of the (N, C) matrix.
+        """
+        p, (msp, idx) = self.p, self._top
+        p.scatter_(1, idx[:, None], 0.0)
+        try:
+            rest = p.sum(dim=1)
+            rest_sq = torch.einsum("nc,nc->n", p, p)
+        finally:
+            p.scatter_(1, idx[:, None], msp[:, None])
+        return rest, rest_sq
+
+    @property
     def one_minus_msp(self) -> torch.Tensor:
-        """1 − max p, summed from the other classes (no cancellation when max p ≈ 1)."""
-        top = self.p.argmax(dim=1, keepdim=True)
-        return self.p.scatter(1, top, 0.0).sum(dim=1)
+        """1 − max p."""
+        return self._rest[0]
 
     @cached_property
     def gini(self) -> torch.Tensor:
-        """Σ p(1 − p), with 1 − max p taken from :attr:`one_minus_msp` (stable near a vertex)."""
-        top = self.p.argmax(dim=1, keepdim=True)
-        rest = self.p.scatter(1, top, 0.0)
-        return (rest * (1.0 - rest)).sum(dim=1) + self.msp * self.one_minus_msp
+        """Σ p(1 − p) = Σ_{j≠k*} p_j − Σ_{j≠k*} p_j² + max p · (1 − max p)."""
+        rest, rest_sq = self._rest
+        return rest - rest_sq + self.msp * rest
 
     @cached_property
     def p_sq(self) -> torch.Tensor:
         """‖p‖₂²."""
-        p = self.p
-        return torch.einsum("nc,nc->n", p, p)
+        return self._rest[1] + self.msp * self.msp
 
     @cached_property
     def pu_l1(self) -> torch.Tensor:
         """‖p − u‖₁ with u the uniform distribution."""
-        return (self.p - 1.0 / self.C).abs().sum(dim=1)
+        return torch.linalg.vector_norm(self.p - 1.0 / self.C, ord=1, dim=1)
 
     @cached_property
     def entropy(self) -> torch.Tensor:
@@ -111,7 +130,7 @@ class Outputs:
     # --- feature side ------------------------------------------------------------------
     @cached_property
     def h_l1(self) -> torch.Tensor:
-        return self._need_h().abs().sum(dim=1)
+        return torch.linalg.vector_norm(self._need_h(), ord=1, dim=1)
 
     @cached_property
     def h_l2sq(self) -> torch.Tensor:
@@ -120,7 +139,7 @@ class Outputs:
 
     @cached_property
     def h_linf(self) -> torch.Tensor:
-        return self._need_h().abs().amax(dim=1)
+        return torch.linalg.vector_norm(self._need_h(), ord=float("inf"), dim=1)
 
 
 # --- U terms: functions of h alone -------------------------------------------------------

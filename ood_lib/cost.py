@@ -1,0 +1,131 @@
+"""What each way of scoring costs, measured side by side on the same model, inputs and device.
+
+Used by ``benchmarks/score_cost.py`` (full sizes) and the chapter *Cost* (small sizes). Every
+path returns per-image scores so that its work cannot be skipped; times are medians over
+repeats after a warm-up, divided by the number of images.
+
+Paths:
+
+* ``forward`` — the batched forward pass (h and logits): the limit every score is held against;
+* ``gradnorm_published`` — one image at a time, ``loss.backward()`` through the whole network,
+  the head's ``.grad`` read (what the GradNorm reference code does);
+* ``loop_head_only`` — one image at a time, the gradient of the head only;
+* ``vmap_head`` — batched forward, then batched per-sample head gradients (``torch.func``);
+* ``closed_form`` — batched forward, then every U·V member and every gradient closed form;
+* ``exgrad_loop`` — exact ExGrad by autograd: one image at a time, C head-gradient passes;
+* ``exgrad_closed_form`` — batched forward, then ExGrad's closed form.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .gradients import gradient_score, head_gradient_score
+from .scores import SCORES, scores
+
+PATHS = ("forward", "gradnorm_published", "loop_head_only", "vmap_head", "closed_form",
+         "exgrad_loop", "exgrad_closed_form")
+ALL_CLOSED_FORM = [n for n, s in SCORES.items()]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device=None) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    for _ in range(warmup):
+        fn()
+    _sync(dev)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _forward(model, x):
+    with torch.inference_mode():
+        return model.forward_features(x)
+
+
+def _published_gradnorm(model, x, T: float = 1.0):
+    """GradNorm as its reference code computes it: batch size 1, full backward, all-ones target."""
+    out = torch.empty(len(x))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for i in range(len(x)):
+        model.zero_grad(set_to_none=True)
+        logits = model(x[i : i + 1])
+        loss = torch.sum(-F.log_softmax(logits / T, dim=-1))
+        loss.backward()
+        out[i] = model.head.weight.grad.abs().sum()
+    return out
+
+
+def path_functions(model, x) -> dict[str, Callable[[], object]]:
+    """The timed callables, each over all of ``x``."""
+    n_small = min(len(x), 8)
+
+    def closed_all():
+        h, f = _forward(model, x)
+        return scores(ALL_CLOSED_FORM, h, f)
+
+    def exgrad_cf():
+        h, f = _forward(model, x)
+        return scores(["exgrad"], h, f)
+
+    def vmap_head():
+        h, _ = _forward(model, x)
+        return head_gradient_score("gradnorm", model.head, h.clone())
+
+    return {
+        "forward": lambda: _forward(model, x),
+        "gradnorm_published": lambda: _published_gradnorm(model, x[:n_small]),
+        "loop_head_only": lambda: gradient_score("gradnorm", model, x[:n_small], method="loop"),
+        "vmap_head": vmap_head,
+        "closed_form": closed_all,
+        "exgrad_loop": lambda: gradient_score("exgrad", model, x[:2], method="loop"),
+        "exgrad_closed_form": exgrad_cf,
+    }
+
+
+def score_cost(
+    model: torch.nn.Module, x: torch.Tensor, *, label: str, repeats: int = 5,
+    paths: tuple[str, ...] = PATHS,
+) -> pd.DataFrame:
+    """Median milliseconds per image of each path, and its ratio to the batched forward pass."""
+    model = model.eval()
+    dev = next(model.parameters()).device
+    fns = path_functions(model, x)
+    n_images = {"gradnorm_published": min(len(x), 8), "loop_head_only": min(len(x), 8), "exgrad_loop": min(len(x), 2)}
+    rows = []
+    for name in paths:
+        reps = repeats if name not in ("exgrad_loop",) else max(1, repeats // 2)
+        sec = median_seconds(fns[name], repeats=reps, device=dev)
+        rows.append({"model": label, "device": str(dev), "path": name, "batch": len(x),
+                     "images_timed": n_images.get(name, len(x)), "ms_per_image": 1e3 * sec / n_images.get(name, len(x))})
+    df = pd.DataFrame(rows)
+    fwd = float(df.loc[df.path == "forward", "ms_per_image"].iloc[0]) if "forward" in paths else float("nan")
+    df["ratio_to_forward"] = df.ms_per_image / fwd
+    return df
+
+
+def grid_cost(n: int = 100_000, classes: int = 1000, dim: int = 2048, repeats: int = 3, seed: int = 0) -> dict:
+    """Seconds to compute every closed-form score (U·V grid, baselines, gradient closed forms)
+    from cached float32 (h, logits) of ``n`` samples."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.rand(n, dim, generator=g)
+    f = 4 * torch.randn(n, classes, generator=g)
+    sec = median_seconds(lambda: scores(ALL_CLOSED_FORM, h, f), repeats=repeats)
+    return {"n": n, "classes": classes, "dim": dim, "members": len(ALL_CLOSED_FORM), "seconds": sec}
