@@ -36,7 +36,8 @@ def test_every_method_every_set(cache, tmp_path):
     assert pd.read_csv(out).shape == df.shape
 
 
-def test_fitted_baselines_only_ever_see_the_id_training_split(cache, monkeypatch):
+def test_fitted_baselines_only_ever_see_the_id_training_split(tmp_path, monkeypatch):
+    cache = tmp_path  # a fresh cache: cached scores would skip the fits being watched
     seen = []
     real = ev._make_fitted
 
