@@ -11,7 +11,9 @@ Paths:
   the head's ``.grad`` read (what the GradNorm reference code does);
 * ``loop_head_only`` — one image at a time, the gradient of the head only;
 * ``vmap_head`` — batched forward, then batched per-sample head gradients (``torch.func``);
-* ``closed_form`` — batched forward, then every U·V member and every gradient closed form;
+* ``closed_form`` — batched forward, then every U·V member and every gradient closed form
+  (``closed_form_scoring_only``: the scoring alone, from features already computed);
+* ``vmap_head_scoring_only`` — the per-sample head gradients alone;
 * ``exgrad_loop`` — exact ExGrad by autograd: one image at a time, C head-gradient passes;
 * ``exgrad_closed_form`` — batched forward, then ExGrad's closed form.
 """
@@ -29,8 +31,8 @@ import torch.nn.functional as F
 from .gradients import gradient_score, head_gradient_score
 from .scores import SCORES, scores
 
-PATHS = ("forward", "gradnorm_published", "loop_head_only", "vmap_head", "closed_form",
-         "exgrad_loop", "exgrad_closed_form")
+PATHS = ("forward", "closed_form", "closed_form_scoring_only", "vmap_head", "vmap_head_scoring_only",
+         "gradnorm_published", "loop_head_only", "exgrad_loop", "exgrad_closed_form")
 ALL_CLOSED_FORM = [n for n, s in SCORES.items()]
 
 
@@ -73,9 +75,11 @@ def _published_gradnorm(model, x, T: float = 1.0):
     return out
 
 
-def path_functions(model, x) -> dict[str, Callable[[], object]]:
-    """The timed callables, each over all of ``x``."""
-    n_small = min(len(x), 8)
+def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> dict[str, Callable[[], object]]:
+    """The timed callables, each over all of ``x`` (the loops over its first few images)."""
+    n_small = min(len(x), loop_images)
+    h0, f0 = _forward(model, x)
+    h0, f0 = h0.clone(), f0.clone()
 
     def closed_all():
         h, f = _forward(model, x)
@@ -91,41 +95,55 @@ def path_functions(model, x) -> dict[str, Callable[[], object]]:
 
     return {
         "forward": lambda: _forward(model, x),
+        "closed_form": closed_all,
+        "closed_form_scoring_only": lambda: scores(ALL_CLOSED_FORM, h0, f0),
+        "vmap_head": vmap_head,
+        "vmap_head_scoring_only": lambda: head_gradient_score("gradnorm", model.head, h0),
         "gradnorm_published": lambda: _published_gradnorm(model, x[:n_small]),
         "loop_head_only": lambda: gradient_score("gradnorm", model, x[:n_small], method="loop"),
-        "vmap_head": vmap_head,
-        "closed_form": closed_all,
-        "exgrad_loop": lambda: gradient_score("exgrad", model, x[:2], method="loop"),
+        "exgrad_loop": lambda: gradient_score("exgrad", model, x[:exgrad_images], method="loop"),
         "exgrad_closed_form": exgrad_cf,
     }
 
 
 def score_cost(
     model: torch.nn.Module, x: torch.Tensor, *, label: str, repeats: int = 5,
-    paths: tuple[str, ...] = PATHS,
+    paths: tuple[str, ...] = PATHS, loop_images: int = 8, exgrad_images: int = 2,
 ) -> pd.DataFrame:
-    """Median milliseconds per image of each path, and its ratio to the batched forward pass."""
+    """Median milliseconds per image of each path, and its ratio to the batched forward pass.
+
+    The paths are timed round-robin (one run of each, ``repeats`` times over) after a warm-up
+    of each, so that drift in the machine's speed falls on all of them alike.
+    """
     model = model.eval()
     dev = next(model.parameters()).device
-    fns = path_functions(model, x)
-    n_images = {"gradnorm_published": min(len(x), 8), "loop_head_only": min(len(x), 8), "exgrad_loop": min(len(x), 2)}
-    rows = []
+    fns = path_functions(model, x, loop_images, exgrad_images)
+    n_small = min(len(x), loop_images)
+    n_images = {"gradnorm_published": n_small, "loop_head_only": n_small, "exgrad_loop": min(len(x), exgrad_images)}
     for name in paths:
-        reps = repeats if name not in ("exgrad_loop",) else max(1, repeats // 2)
-        sec = median_seconds(fns[name], repeats=reps, device=dev)
-        rows.append({"model": label, "device": str(dev), "path": name, "batch": len(x),
-                     "images_timed": n_images.get(name, len(x)), "ms_per_image": 1e3 * sec / n_images.get(name, len(x))})
+        fns[name]()
+    _sync(dev)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name in paths:
+            times[name].append(median_seconds(fns[name], repeats=1, warmup=0, device=dev))
+    rows = [
+        {"model": label, "device": str(dev), "path": name, "batch": len(x), "images_timed": n_images.get(name, len(x)),
+         "ms_per_image": 1e3 * statistics.median(times[name]) / n_images.get(name, len(x))}
+        for name in paths
+    ]
     df = pd.DataFrame(rows)
     fwd = float(df.loc[df.path == "forward", "ms_per_image"].iloc[0]) if "forward" in paths else float("nan")
     df["ratio_to_forward"] = df.ms_per_image / fwd
     return df
 
 
-def grid_cost(n: int = 100_000, classes: int = 1000, dim: int = 2048, repeats: int = 3, seed: int = 0) -> dict:
+def grid_cost(n: int = 100_000, classes: int = 1000, dim: int = 2048, repeats: int = 3, seed: int = 0,
+              dtype: torch.dtype = torch.float32) -> dict:
     """Seconds to compute every closed-form score (U·V grid, baselines, gradient closed forms)
-    from cached float32 (h, logits) of ``n`` samples."""
+    from cached (h, logits) of ``n`` samples."""
     g = torch.Generator().manual_seed(seed)
-    h = torch.rand(n, dim, generator=g)
-    f = 4 * torch.randn(n, classes, generator=g)
+    h = torch.rand(n, dim, generator=g).to(dtype)
+    f = (4 * torch.randn(n, classes, generator=g)).to(dtype)
     sec = median_seconds(lambda: scores(ALL_CLOSED_FORM, h, f), repeats=repeats)
     return {"n": n, "classes": classes, "dim": dim, "members": len(ALL_CLOSED_FORM), "seconds": sec}

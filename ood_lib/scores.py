@@ -60,86 +60,102 @@ class Outputs:
         return self.h
 
     # --- output side -------------------------------------------------------------------
-    @cached_property
-    def z(self) -> torch.Tensor:
-        """Tempered logits f / T."""
-        return self.f / self.T if self.T != 1.0 else self.f
+    # Every per-sample statistic of one side (logits or features) is computed in a single pass
+    # over row blocks small enough to stay in cache, so a whole grid of scores costs about one
+    # read of each array (chapter *Cost*).
+
+    def _blocks(self, t: torch.Tensor):
+        rows = max(1, (1 << 19) // max(1, t.shape[1]))  # ~2 MB of float32 per block
+        for i in range(0, t.shape[0], rows):
+            yield t[i : i + rows]
 
     @cached_property
+    def _out(self) -> dict[str, torch.Tensor]:
+        """Per-sample statistics of the output distribution, from one blocked pass over f."""
+        keys = ("maxlogit", "lse", "msp", "rest", "rest_sq", "pu_l1", "entropy")
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        inv_c = 1.0 / self.C
+        for fb in self._blocks(self.f):
+            zb = fb / self.T if self.T != 1.0 else fb
+            lse = torch.logsumexp(zb, dim=1)
+            p = torch.softmax(zb, dim=1)
+            top = torch.max(p, dim=1)
+            parts["maxlogit"].append(fb.amax(dim=1))
+            parts["lse"].append(lse)
+            parts["msp"].append(top.values)
+            parts["pu_l1"].append((p - inv_c).abs_().sum(dim=1))
+            parts["entropy"].append(lse - torch.einsum("nc,nc->n", p, zb))
+            # the mass and squared mass of the classes other than the top one, summed from the
+            # small probabilities themselves (never as 1 − max p): full relative precision when
+            # max p ≈ 1
+            p.scatter_(1, top.indices[:, None], 0.0)
+            parts["rest"].append(p.sum(dim=1))
+            parts["rest_sq"].append(torch.einsum("nc,nc->n", p, p))
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    @property
+    def maxlogit(self) -> torch.Tensor:
+        return self._out["maxlogit"]
+
+    @property
     def lse(self) -> torch.Tensor:
         """logsumexp(f / T)."""
-        return torch.logsumexp(self.z, dim=1)
-
-    @cached_property
-    def p(self) -> torch.Tensor:
-        """Softmax probabilities p = softmax(f / T)."""
-        return torch.softmax(self.z, dim=1)
-
-    @cached_property
-    def _top(self) -> tuple[torch.Tensor, torch.Tensor]:
-        top = torch.max(self.p, dim=1)
-        return top.values, top.indices
+        return self._out["lse"]
 
     @property
     def msp(self) -> torch.Tensor:
-        return self._top[0]
-
-    @cached_property
-    def _rest(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_{j≠k*} p_j, Σ_{j≠k*} p_j²) over the classes other than the top one k*.
-
-        Summed from the small probabilities themselves, never as 1 − max p, so they keep full
-        relative precision when max p ≈ 1. The top entry is zeroed in place and restored,
-        which avoids a copy of the (N, C) matrix.
-        """
-        p, (msp, idx) = self.p, self._top
-        p.scatter_(1, idx[:, None], 0.0)
-        try:
-            rest = p.sum(dim=1)
-            rest_sq = torch.einsum("nc,nc->n", p, p)
-        finally:
-            p.scatter_(1, idx[:, None], msp[:, None])
-        return rest, rest_sq
+        return self._out["msp"]
 
     @property
     def one_minus_msp(self) -> torch.Tensor:
         """1 − max p."""
-        return self._rest[0]
+        return self._out["rest"]
 
-    @cached_property
+    @property
     def gini(self) -> torch.Tensor:
         """Σ p(1 − p) = Σ_{j≠k*} p_j − Σ_{j≠k*} p_j² + max p · (1 − max p)."""
-        rest, rest_sq = self._rest
-        return rest - rest_sq + self.msp * rest
+        o = self._out
+        return o["rest"] - o["rest_sq"] + o["msp"] * o["rest"]
 
-    @cached_property
+    @property
     def p_sq(self) -> torch.Tensor:
         """‖p‖₂²."""
-        return self._rest[1] + self.msp * self.msp
+        return self._out["rest_sq"] + self.msp * self.msp
 
-    @cached_property
+    @property
     def pu_l1(self) -> torch.Tensor:
         """‖p − u‖₁ with u the uniform distribution."""
-        return torch.linalg.vector_norm(self.p - 1.0 / self.C, ord=1, dim=1)
+        return self._out["pu_l1"]
 
-    @cached_property
+    @property
     def entropy(self) -> torch.Tensor:
         """H(p) = logsumexp(z) − Σ p z (no log of a tiny probability is ever taken)."""
-        return self.lse - torch.einsum("nc,nc->n", self.p, self.z)
+        return self._out["entropy"]
 
     # --- feature side ------------------------------------------------------------------
     @cached_property
-    def h_l1(self) -> torch.Tensor:
-        return torch.linalg.vector_norm(self._need_h(), ord=1, dim=1)
-
-    @cached_property
-    def h_l2sq(self) -> torch.Tensor:
+    def _feat(self) -> dict[str, torch.Tensor]:
+        """‖h‖₁, ‖h‖₂², ‖h‖_∞ from one blocked pass over h."""
         h = self._need_h()
-        return torch.einsum("nd,nd->n", h, h)
+        parts: dict[str, list[torch.Tensor]] = {"l1": [], "l2sq": [], "linf": []}
+        for hb in self._blocks(h):
+            a = hb.abs()
+            parts["l1"].append(a.sum(dim=1))
+            parts["linf"].append(a.amax(dim=1))
+            parts["l2sq"].append(torch.einsum("nd,nd->n", hb, hb))
+        return {k: torch.cat(v) for k, v in parts.items()}
 
-    @cached_property
+    @property
+    def h_l1(self) -> torch.Tensor:
+        return self._feat["l1"]
+
+    @property
+    def h_l2sq(self) -> torch.Tensor:
+        return self._feat["l2sq"]
+
+    @property
     def h_linf(self) -> torch.Tensor:
-        return torch.linalg.vector_norm(self._need_h(), ord=float("inf"), dim=1)
+        return self._feat["linf"]
 
 
 # --- U terms: functions of h alone -------------------------------------------------------
@@ -189,7 +205,7 @@ V_TERMS: dict[str, VTerm] = {
         VTerm("unif_l2sq", "1 − 2/C + ‖p‖₂²", +1, lambda o: 1.0 - 2.0 / o.C + o.p_sq),
         VTerm("neg_entropy", "Σ p log p", +1, lambda o: -o.entropy),
         VTerm("kl_u", "log C − H(p) = KL(p ‖ u)", +1, lambda o: math.log(o.C) - o.entropy),
-        VTerm("maxlogit", "max_k f_k", +1, lambda o: o.f.amax(dim=1)),
+        VTerm("maxlogit", "max_k f_k", +1, lambda o: o.maxlogit),
         VTerm("lse", "T · logsumexp(f / T) (= −energy)", +1, lambda o: o.T * o.lse),
         VTerm("gini", "Σ p(1 − p) = 1 − ‖p‖₂² (ExGrad)", -1, lambda o: o.gini),
         VTerm("one_minus_msp", "1 − max_k p_k", -1, lambda o: o.one_minus_msp),
@@ -344,7 +360,7 @@ def grid_names(u: Iterable[str] | None = None, v: Iterable[str] | None = None) -
 def _oriented(spec: ScoreSpec, o: Outputs) -> torch.Tensor:
     s = spec.fn(o)
     s = s if spec.sign > 0 else -s
-    if not bool(torch.isfinite(s).all()):
+    if not bool(torch.isfinite(s.sum())) and not bool(torch.isfinite(s).all()):
         raise OODInputError(f"score {spec.name!r} produced non-finite values; check the inputs' scale")
     return s
 

@@ -1,0 +1,98 @@
+"""What gradients cost: every way of scoring, side by side on the same model, inputs and device.
+
+    .venv/bin/python benchmarks/score_cost.py [--device auto] [--data-root DIR] [--out results/score_cost.csv]
+
+Prints median milliseconds per image and the ratio of each path to the bare batched forward
+pass, for the CIFAR ResNet-20 (32×32) and torchvision's ResNet-50 (224×224), random weights;
+then the time to score the whole closed-form family from cached features of 100,000 samples ×
+1,000 classes; then (with a data root holding CIFAR10-JPEG) the evaluation runner's feature
+extraction throughput against the bare forward pass over the same images. Writes the first
+table as CSV for the book's cost chapter (`notebooks/04_cost.py`, parameter COST_CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from ood_lib import data as D
+from ood_lib.cost import grid_cost, median_seconds, score_cost
+from ood_lib.features import extract, resolve_device
+from ood_lib.models import build_model
+
+
+def runner_throughput(root: Path, device: torch.device, repeats: int) -> dict:
+    """Images per second: the runner's extraction (decode + transform + forward) vs the bare forward."""
+    from ood_lib.benchmarks import get_benchmark
+
+    bench = get_benchmark("cifar10")
+    ds = bench.splits(root)["id_test"].dataset
+    model = bench.load_model(root).to(device)
+    x = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
+
+    def bare():
+        with torch.inference_mode():
+            for i in range(0, len(x), 256):
+                model.forward_features(x[i : i + 256])
+
+    t_bare = median_seconds(bare, repeats=repeats, device=device)
+    t_run = median_seconds(lambda: extract(model, ds, device=device, cache_dir=False, progress=False, batch_size=256),
+                           repeats=repeats, device=device)
+    return {"images": len(x), "bare_img_per_s": len(x) / t_bare, "runner_img_per_s": len(x) / t_run,
+            "runner_over_bare": t_bare / t_run}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--batch-resnet20", type=int, default=256)
+    p.add_argument("--batch-resnet50", type=int, default=32)
+    p.add_argument("--grid-n", type=int, default=100_000)
+    p.add_argument("--grid-classes", type=int, default=1000)
+    p.add_argument("--grid-dim", type=int, default=2048)
+    p.add_argument("--data-root", help="folder with CIFAR10-JPEG/ and weights/ (default: $OOD_DATA_ROOT)")
+    p.add_argument("--out", default="results/score_cost.csv")
+    a = p.parse_args()
+    dev = resolve_device(a.device)
+    torch.manual_seed(0)
+    print(f"device: {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    tables = []
+    for name, shape, batch in (("resnet20", (3, 32, 32), a.batch_resnet20), ("resnet50", (3, 224, 224), a.batch_resnet50)):
+        model = build_model(name).to(dev).eval()
+        x = torch.randn(batch, *shape, device=dev)
+        t = score_cost(model, x, label=name, repeats=a.repeats)
+        tables.append(t)
+        print(t[["model", "path", "images_timed", "ms_per_image", "ratio_to_forward"]].to_string(index=False,
+              float_format=lambda v: f"{v:.3f}"))
+        fwd = t.set_index("path").ms_per_image
+        print(f"  closed-form overhead on the forward pass: {100 * fwd['closed_form_scoring_only'] / fwd['forward']:.2f} %"
+              f"   fastest gradient path (vmap_head) / forward: {fwd['vmap_head'] / fwd['forward']:.2f}x\n")
+    import pandas as pd
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(tables).to_csv(out, index=False)
+    print(f"wrote {out}\n")
+
+    for dtype in (torch.float32, torch.float64):
+        g = grid_cost(a.grid_n, a.grid_classes, a.grid_dim, repeats=3, dtype=dtype)
+        print(f"closed-form family ({g['members']} scores) from cached features, {g['n']:,} × {g['classes']:,} "
+              f"(D = {g['dim']}), {str(dtype).removeprefix('torch.')}: {g['seconds']:.2f} s (median of 3)")
+    root = D.data_root(a.data_root) if (a.data_root or D.DATA_ROOT_ENV in __import__("os").environ) else None
+    if root is not None and (root / "CIFAR10-JPEG").is_dir():
+        r = runner_throughput(root, dev, repeats=3)
+        print(f"\nrunner throughput on CIFAR-10 ({r['images']:,} JPEG images): {r['runner_img_per_s']:.0f} img/s "
+              f"vs bare forward {r['bare_img_per_s']:.0f} img/s = {100 * r['runner_over_bare']:.0f} %")
+    else:
+        print("\nrunner throughput: skipped (pass --data-root DIR holding CIFAR10-JPEG/ and weights/)")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -1,0 +1,204 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (ch-closed-forms)=
+# # Gradient scores and their closed forms
+#
+# **Claim.** For the gradient of a loss with respect to a classifier's *last* linear layer, every
+# gradient-norm OOD score in use equals a closed form $c \cdot U(h)\,V(p)$: a norm of the
+# penultimate features times a function of the softmax output. **Answer on this page's model**
+# ({glue:text}`nb01_what`): every one of the {glue:text}`nb01_n_scores` last-layer scores agrees with
+# its closed form to {glue:text}`nb01_worst_v:.1e` (in units of $V$), for both the batched and the
+# one-image-at-a-time autograd paths. The factorisation stops one layer down: the best constant
+# multiple of the closed form misses the gradient norm of {glue:text}`nb01_deeper` by up to
+# {glue:text}`nb01_deeper_rel:.0%`, and the input gradient by up to {glue:text}`nb01_input_rel:.0%`.
+
+# %%
+import numpy as np
+import pandas as pd
+import torch
+from myst_nb import glue
+
+from ood_lib import data as D
+from ood_lib import plots
+from ood_lib.benchmarks import get_benchmark
+from ood_lib.gradients import gradient_score
+from ood_lib.scores import GRADIENT_FORMS, closed_form
+from ood_lib.verify import default_deeper, verify
+
+# %% tags=["parameters"]
+BENCHMARK = "embedded"
+DATA_ROOT = ""
+SEED = 0
+N_VERIFY = 32
+TEMPERATURE = 1.0
+
+# %% [markdown]
+# ## The one identity behind every score
+#
+# Write the classifier as $f(x) = W h(x) + b$ with $W \in \mathbb{R}^{C \times D}$, penultimate
+# features $h(x) \in \mathbb{R}^D$ and $p = \operatorname{softmax}(f / T)$. For any target vector
+# $q$ over the $C$ classes the cross-entropy $\ell_q = -\sum_k q_k \log p_k$ has
+#
+# $$
+# \frac{\partial \ell_q}{\partial f} = \frac{(\textstyle\sum_k q_k)\,p - q}{T},\qquad
+# \frac{\partial \ell_q}{\partial W} = \frac{\partial \ell_q}{\partial f}\, h^\top,\qquad
+# \frac{\partial \ell_q}{\partial b} = \frac{\partial \ell_q}{\partial f}.
+# $$
+#
+# The weight gradient is an **outer product** $a h^\top$, and entry-wise norms of an outer product
+# split: $\lVert a h^\top \rVert_1 = \lVert a \rVert_1 \lVert h \rVert_1$ and
+# $\lVert a h^\top \rVert_F^2 = \lVert a \rVert_2^2 \lVert h \rVert_2^2$. Adding the bias row turns
+# $\lVert h \rVert_1$ into $\lVert h \rVert_1 + 1$ and $\lVert h \rVert_2^2$ into $\lVert h \rVert_2^2 + 1$.
+# Every score below follows from this and from averaging over the label:
+#
+# | score | definition | closed form |
+# |---|---|---|
+# | GradNorm | $\lVert \nabla_W \mathrm{KL}(u \Vert p) \rVert_1$ | $\lVert h \rVert_1 \lVert p - u \rVert_1 / T$ |
+# | GradNorm, reference code | all-ones target $q = \mathbf 1$ | $C\, \lVert h \rVert_1 \lVert p - u \rVert_1 / T$ |
+# | ExGrad | $\mathbb E_{Y\sim p} \lVert \nabla_W \mathrm{CE}(f, Y) \rVert_1$ | $2 \lVert h \rVert_1 \sum_k p_k (1 - p_k) / T$ |
+# | Fisher trace | $\mathbb E_{Y\sim p} \lVert \nabla_W \mathrm{CE}(f, Y) \rVert_2^2$ | $\lVert h \rVert_2^2 (1 - \lVert p \rVert_2^2) / T^2$ |
+# | uniform label, L1 | $\mathbb E_{Y\sim u} \lVert \nabla_W \mathrm{CE}(f, Y) \rVert_1$ | $2 \lVert h \rVert_1 (C-1)/(C T)$ |
+# | uniform label, L2² | $\mathbb E_{Y\sim u} \lVert \nabla_W \mathrm{CE}(f, Y) \rVert_2^2$ | $\lVert h \rVert_2^2 (1 - 2/C + \lVert p \rVert_2^2) / T^2$ |
+# | predicted label | $\lVert \nabla_W \mathrm{CE}(f, \hat y) \rVert_1$ | $2 \lVert h \rVert_1 (1 - \max_k p_k) / T$ |
+# | norm of the expected gradient | $\lVert \mathbb E_{Y\sim p} \nabla_W \mathrm{CE}(f, Y) \rVert_1$ | $0$ |
+#
+# ExGrad's factor comes from $\mathbb E_{Y \sim p}\lVert p - e_Y\rVert_1 = \sum_y p_y \cdot 2(1 - p_y)$,
+# the Fisher trace's from $\mathbb E_{Y\sim p}\lVert p - e_Y \rVert_2^2 = 1 - \lVert p \rVert_2^2$, and the
+# last row vanishes because $\mathbb E_{Y\sim p}[p - e_Y] = p - p = 0$.
+
+# %% [markdown]
+# ## The model and the images
+#
+# We take the benchmark's trained classifier and a seeded sample of its in-distribution test
+# images. Everything below runs in float64, so that any difference larger than rounding error
+# would show.
+
+# %%
+bench = get_benchmark(BENCHMARK)
+root = D.data_root(DATA_ROOT or None)
+model = bench.load_model(root, seed=SEED)
+x, _ = D.stack_images(bench.splits(root, seed=SEED)["id_test"].dataset, N_VERIFY, SEED)
+what = f"{BENCHMARK}: {type(model).__name__}, {len(x)} ID test images"
+glue("nb01_what", what, display=False)
+print(what)
+
+# %% [markdown]
+# ## Autograd against the closed form
+#
+# `verify` computes every score by autograd *exactly as it is defined* — the loss, its gradient
+# with respect to the head, the norm, and for ExGrad an explicit sum over all $C$ labels — and
+# holds it against the closed form. `rel_diff` is the relative difference; `v_diff` is the same
+# difference divided by $c\,U(h)$, i.e. measured in units of the bounded $V$ term. The two differ
+# on very confident predictions: there autograd itself forms $p_y - 1$ for the top class and
+# carries a rounding error of order $\varepsilon / (1 - \max_k p_k)$ relative to the result, which
+# the closed form (computed from the small probabilities directly) does not. `spread` tests the
+# factorisation without any closed form at all: for each one-hot target it divides the gradient
+# norm by $\lVert p - e_y \rVert$; if the norm factorises, that ratio is the same for every $y$.
+
+# %%
+table = verify(model, x, temperature=TEMPERATURE)
+last = table[table.wrt.isin(["W", "W,b"])]
+deep = table[~table.wrt.isin(["W", "W,b"])]
+worst_v = float(last[["v_diff_vmap", "v_diff_loop"]].to_numpy().max())
+worst_rel = float(last[["rel_diff_vmap", "rel_diff_loop"]].to_numpy().max())
+deeper = default_deeper(model)
+glue("nb01_n_scores", int(last.score.nunique()), display=False)
+glue("nb01_worst_v", worst_v, display=False)
+glue("nb01_worst_rel", worst_rel, display=False)
+glue("nb01_deeper", deeper, display=False)
+glue("nb01_deeper_rel", float(deep.loc[deep.wrt == deeper, "rel_diff_vmap"].iloc[0]), display=False)
+glue("nb01_input_rel", float(deep.loc[deep.wrt == "input", "rel_diff_vmap"].iloc[0]), display=False)
+glue("nb01_deeper_spread", float(deep.loc[deep.wrt == deeper, "spread"].iloc[0]), display=False)
+glue("nb01_head_spread", float(last.spread.max()), display=False)
+for name in ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred"):
+    glue(f"nb01_v_{name}", float(last.loc[last.score == name, ["v_diff_vmap", "v_diff_loop"]].to_numpy().max()),
+         display=False)
+table.style.format({c: "{:.1e}" for c in table.columns if c not in ("score", "wrt", "closed_form")})
+
+# %% [markdown]
+# Over the last layer the largest difference in units of $V$ is {glue:text}`nb01_worst_v:.1e` and
+# the largest relative difference {glue:text}`nb01_worst_rel:.1e`; the target spread is at most
+# {glue:text}`nb01_head_spread:.1e`. One layer down ({glue:text}`nb01_deeper`) the spread is
+# {glue:text}`nb01_deeper_spread:.2f`: the gradient norm depends on *which* label is used in a way
+# that no function of $h$ alone can absorb.
+
+# %% [markdown]
+# ## Where the simplification stops
+#
+# The figure puts the gradient norm of the head, of the layer below it and of the input (ODIN's
+# perturbation direction) against GradNorm's closed form, each scaled by its best constant. On
+# the head the points lie on the diagonal; below it they scatter.
+
+# %% tags=["hide-input"]
+import matplotlib.pyplot as plt
+
+xd = x.double()
+m64 = model.double().eval()
+with torch.no_grad():
+    h, f = m64.forward_features(xd)
+cf = closed_form("gradnorm", h, f, TEMPERATURE).numpy()
+fig, ax = plt.subplots(figsize=(5, 4))
+for wrt, marker in (("head", "o"), (deeper, "s"), ("input", "^")):
+    g = gradient_score("gradnorm", m64, xd, temperature=TEMPERATURE, wrt=wrt).numpy()
+    k = (g * cf).sum() / (cf * cf).sum()
+    ax.scatter(cf, g / k, s=14, marker=marker, label=f"w.r.t. {wrt}", alpha=0.7)
+lims = [cf.min() * 0.8, cf.max() * 1.25]
+ax.plot(lims, lims, "k--", lw=1)
+ax.set(xscale="log", yscale="log", xlabel="closed form ‖h‖₁‖p − u‖₁ / T",
+       ylabel="autograd gradient norm / best constant")
+ax.legend(fontsize=8)
+fig.tight_layout()
+glue("nb01_fig_deeper", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} nb01_fig_deeper
+# :name: fig-deeper
+#
+# GradNorm's gradient norm against its last-layer closed form, for the head (on the diagonal), the
+# layer below and the input (scattered).
+# ```
+
+# %% [markdown]
+# ## The V terms over the probability simplex
+#
+# {numref}`fig-simplex` draws the output terms over the 3-class simplex, oriented as the library
+# scores them (bright = scored as in-distribution). MSP and GradNorm's $\lVert p - u\rVert_1$ are
+# lowest at the uniform prediction and highest at a vertex; ExGrad's $\sum_k p_k(1-p_k)$ is the
+# reverse, so it enters with a minus sign when oriented — while its feature factor
+# $\lVert h \rVert_1$ still says "larger means in-distribution". The two factors of ExGrad pull in
+# opposite directions; {ref}`ch-factors` measures what that does.
+
+# %% tags=["hide-input"]
+fig = plots.simplex_figure(["msp", "pu_l1", "gini", "p_l2sq", "neg_entropy", "one_minus_msp"])
+glue("nb01_fig_simplex", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} nb01_fig_simplex
+# :name: fig-simplex
+#
+# V terms over the 3-class probability simplex (corners: one-hot predictions; centre: uniform).
+# Titles with a minus sign are terms that the library negates to orient them.
+# ```
+
+# %% [markdown]
+# ## Summary
+#
+# * Each last-layer gradient score is $c\,U(h)\,V(p)$ exactly; the check above leaves differences
+#   of {glue:text}`nb01_worst_v:.1e` in units of $V$.
+# * The official GradNorm code's score is $C$ times the KL form — the same ranking.
+# * Gradients of deeper layers and of the input do not factorise: that is where a gradient score
+#   could carry information the closed forms lack, and what {ref}`ch-evaluation` puts to the test.

@@ -1,0 +1,75 @@
+"""Small analyses the chapters run on prepared features (chapter *Feature norm × output distribution*)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from ._checks import OODInputError, check_scores
+from .evaluate import Prepared
+from .gradients import head_gradient_score
+from .metrics import auroc, evaluate_scores
+from .scores import scores
+
+
+def set_scores(prep: Prepared, methods: list[str], temperature: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
+    """``{set: {method: oriented float64 scores}}`` for the ID test set and every OOD set.
+
+    ``methods`` are registry names (:data:`ood_lib.scores.SCORES`) or ``"<gradient>_autograd"``
+    for a head gradient computed by autograd from the cached features.
+    """
+    head = torch.nn.Linear(prep.model.head.in_features, prep.model.head.out_features).double().eval()
+    head.load_state_dict({k: v.detach().cpu().double() for k, v in prep.model.head.state_dict().items()})
+    out = {}
+    for key in ["id_test"] + prep.ood_keys:
+        h = torch.from_numpy(prep.feats[key].h).double()
+        f = torch.from_numpy(prep.feats[key].logits).double()
+        closed = [m for m in methods if not m.endswith("_autograd")]
+        res = {k: v.numpy() for k, v in scores(closed, h, f, temperature).items()}
+        for m in methods:
+            if m.endswith("_autograd"):
+                res[m] = head_gradient_score(m.removesuffix("_autograd"), head, h, temperature=temperature).numpy()
+        out[key] = res
+    return out
+
+
+def metric_table(s: dict[str, dict[str, np.ndarray]], metric: str = "auroc") -> pd.DataFrame:
+    """OOD set × method table of one metric (percent), with a ``mean`` row."""
+    rows = {}
+    for key, per in s.items():
+        if key == "id_test":
+            continue
+        rows[key] = {m: evaluate_scores(s["id_test"][m], v)[metric] for m, v in per.items()}
+    t = pd.DataFrame(rows).T
+    t.loc["mean"] = t.mean()
+    return t
+
+
+def log_variance_shares(u, v) -> dict[str, float]:
+    """Shares of var(log U·V) carried by log U, by log V and by twice their covariance."""
+    lu, lv = np.log(check_scores(u, "u")), np.log(check_scores(v, "v"))
+    if len(lu) != len(lv):
+        raise OODInputError(f"u and v have different lengths ({len(lu)} vs {len(lv)})")
+    total = np.var(lu + lv)
+    if not total > 0:
+        raise OODInputError("log U·V is constant: no variance to share")
+    cov = np.cov(lu, lv, bias=True)[0, 1]
+    return {"u": float(np.var(lu) / total), "v": float(np.var(lv) / total), "cov": float(2 * cov / total)}
+
+
+def rank_agreement(a, b) -> dict[str, float]:
+    """Spearman and Kendall rank correlations and the fraction of exactly equal ranks."""
+    a, b = check_scores(a, "a"), check_scores(b, "b")
+    if len(a) != len(b):
+        raise OODInputError(f"a and b have different lengths ({len(a)} vs {len(b)})")
+    same = float(np.mean(stats.rankdata(a) == stats.rankdata(b)))
+    return {"spearman": float(stats.spearmanr(a, b).statistic), "kendall": float(stats.kendalltau(a, b).statistic),
+            "same_rank": same}
+
+
+def auroc_difference(s: dict[str, dict[str, np.ndarray]], a: str, b: str) -> float:
+    """Largest |AUROC(a) − AUROC(b)| over the OOD sets (percentage points)."""
+    return max(abs(auroc(s["id_test"][a], per[a]) - auroc(s["id_test"][b], per[b]))
+               for key, per in s.items() if key != "id_test")
