@@ -91,13 +91,13 @@ def metric_bars(df: pd.DataFrame, methods: Sequence[str], metric: str = "auroc")
     import seaborn as sns
 
     d = df[df.method.isin(methods)]
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    sns.barplot(data=d, x="ood", y=metric, hue="method", hue_order=list(methods), ax=ax)
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    sns.barplot(data=d, x="ood", y=metric, hue="method", hue_order=list(dict.fromkeys(methods)), ax=ax)
     ax.set_ylabel(f"{metric} (%)")
     ax.set_xlabel("")
     lo = max(0.0, float(d[metric].min()) - 5)
     ax.set_ylim(lo, 100 if metric != "fpr95" else None)
-    ax.legend(fontsize=8, ncols=min(len(methods), 4), loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,121 @@
+"""Every notebook runs under papermill with smoke parameters (and on CIFAR-10 when the real data is
+there), glues every key its prose uses with finite values, and is a canonical jupytext pair; the
+book builds with warnings as errors."""
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED_DATA, needs_shared_data
+
+sys.path.insert(0, str(REPO / "tools"))
+import run_notebook  # noqa: E402
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+SMOKE = {
+    "01_gradient_closed_forms": {"N_VERIFY": 8},
+    "02_feature_norm_output": {"N_ID": 300, "N_OOD": 150},
+    "03_evaluation": {"N_ID": 300, "N_OOD": 150, "N_FIT": 600, "N_BOOT": 50},
+    "04_cost": {"REPEATS": 1, "BATCH_RESNET20": 16, "BATCH_RESNET50": 2, "LOOP_IMAGES": 2,
+                "EXGRAD_IMAGES": 1, "N_GRID": 2000},
+}
+CIFAR = {
+    "01_gradient_closed_forms": {"N_VERIFY": 8},
+    "02_feature_norm_output": {"N_ID": 2000, "N_OOD": 600},
+    "03_evaluation": {"N_ID": 2000, "N_OOD": 600, "N_FIT": 2000, "N_BOOT": 50},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OOD_CACHE_DIR", str(tmp_path_factory.mktemp("nbcache")))
+    mp.delenv("OOD_DATA_ROOT", raising=False)
+    yield
+    mp.undo()
+
+
+def referenced_keys(text: str, prefix: str) -> set[str]:
+    """Glue keys a text pastes (own keys, or another page's via path::key)."""
+    keys = set(re.findall(r"\{glue:(?:text|figure|)\}`(?:[^`]*::)?(" + prefix + r"\w+)", text))
+    keys |= set(re.findall(r"```\{glue:(?:figure|)\}\s+(" + prefix + r"\w+)", text))
+    return keys
+
+
+def check_glue(nb_path: Path, values: dict) -> None:
+    prefix = nb_path.stem[:2].join(["nb", "_"])
+    used = referenced_keys(nb_path.read_text(), prefix)
+    for page in (REPO / "book").glob("*.md"):
+        used |= referenced_keys(page.read_text(), prefix)
+    missing = used - set(values)
+    assert not missing, f"{nb_path.name}: prose pastes keys that were never glued: {sorted(missing)}"
+    assert not run_notebook.non_finite(values), f"non-finite glued values: {run_notebook.non_finite(values)}"
+    for k, v in values.items():
+        assert v is not None, k
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_smoke(nb):
+    values = run_notebook.glued(run_notebook.execute(nb, parameters=SMOKE[nb.stem]))
+    check_glue(nb, values)
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+@needs_shared_data("weights", "resnet20-12fca82f.th")
+@pytest.mark.parametrize("name", sorted(CIFAR))
+def test_notebook_on_cifar10(name):
+    nb = REPO / "notebooks" / f"{name}.py"
+    params = {"BENCHMARK": "cifar10", "DATA_ROOT": str(SHARED_DATA), **CIFAR[name]}
+    values = run_notebook.glued(run_notebook.execute(nb, parameters=params))
+    check_glue(nb, values)
+    if name == "03_evaluation":
+        assert values["nb03_benchmark"].strip("'") == "cifar10"
+        assert 70 < float(values["nb03_id_accuracy"]) < 90  # ResNet-20 on the JPEG copy
+
+
+def test_every_notebook_is_a_canonical_jupytext_pair(tmp_path):
+    shutil.copy(REPO / "jupytext.toml", tmp_path / "jupytext.toml")
+    for nb in NOTEBOOKS:
+        shutil.copy(nb, tmp_path / nb.name)
+    jupytext = Path(sys.executable).with_name("jupytext")
+    subprocess.run([str(jupytext), "--sync", *[str(tmp_path / nb.name) for nb in NOTEBOOKS]],
+                   check=True, capture_output=True)
+    for nb in NOTEBOOKS:
+        assert (tmp_path / nb.name).read_text() == nb.read_text(), f"{nb.name} changed on jupytext --sync"
+        assert (tmp_path / (nb.stem + ".ipynb")).is_file()
+
+
+def test_notebooks_have_one_parameters_cell_of_literals():
+    import jupytext
+
+    for nb in NOTEBOOKS:
+        cells = [c for c in jupytext.read(nb).cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, nb.name
+        for line in cells[0].source.splitlines():
+            name, _, value = line.partition(" = ")
+            assert name.isupper(), line
+            __import__("ast").literal_eval(value)
+
+
+def test_no_function_is_defined_in_a_notebook():
+    for nb in NOTEBOOKS:
+        assert not re.search(r"^\s*(def|class) ", nb.read_text(), re.M), nb.name
+
+
+def test_book_builds_without_warnings(tmp_path):
+    jb = Path(sys.executable).with_name("jupyter-book")
+    out = tmp_path / "book"
+    r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    html = out / "_build" / "html"
+    for page in ["book/intro", "book/discussion", "notebooks/03_evaluation", "book/appendix_environment"]:
+        assert (html / f"{page}.html").is_file(), page
+    intro = (html / "book" / "intro.html").read_text()
+    assert intro.count('class="pasted-text"') >= 8
+    assert len(list((html / "_images").glob("*.png"))) >= 6
