@@ -242,10 +242,10 @@ class Benchmark:
     ) -> dict[str, D.Split]:
         """``{"id_train": ..., "id_test": ..., <ood name>: ...}``, optionally subsampled (seeded)."""
         if self.needs_root and root is None:
-            raise D.missing(
-                f"data root for benchmark {self.name!r}", Path(os.environ.get(D.DATA_ROOT_ENV, "<unset>")),
-                "see `python -m ood_lib evaluate --help` and the book's appendix",
-                f"pass --data-root DIR / DATA_ROOT=DIR or set ${D.DATA_ROOT_ENV}",
+            raise D.DataNotFoundError(
+                f"benchmark {self.name!r} needs a data root, and none was given: pass --data-root DIR "
+                f"(DATA_ROOT in the notebooks) or set ${D.DATA_ROOT_ENV}; the layout each benchmark "
+                "expects is in the book's appendix 'Run it on your own model and data'"
             )
         sp = self.splits_fn(root, seed)
         out = {}
@@ -422,9 +422,10 @@ def _trained_cnn(split_fn: Callable, tag: str, epochs: int):
         if checkpoint:
             return load_checkpoint(build_model("mnist_cnn"), checkpoint)
         train = split_fn(root, seed)["id_train"].dataset
-        key = hashlib.sha256(f"{tag}:{train.fingerprint()}:{seed}:{epochs}:v1".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{tag}:{train.fingerprint()}:{seed}:{epochs}:v2".encode()).hexdigest()[:16]
         folder = _cache_dir(cache_dir)
         path = None if folder is None else folder / "models" / f"{tag}-cnn-{key}.pt"
+        torch.manual_seed(seed)  # the initial weights, too, come from the seed
         model = build_model("mnist_cnn")
         if path is not None and path.is_file():
             try:

@@ -36,7 +36,16 @@ from . import data as D
 from ._checks import OODInputError, unknown_name
 from .baselines import KNN, Mahalanobis, ReAct, odin_scores
 from .benchmarks import get_benchmark
-from .features import Features, _atomic_write_bytes, default_cache_dir, extract, read_arrays, resolve_device, write_arrays
+from .features import (
+    Features,
+    _atomic_write_bytes,
+    dataset_fingerprint,
+    default_cache_dir,
+    extract,
+    read_arrays,
+    resolve_device,
+    write_arrays,
+)
 from .gradients import head_gradient_score
 from .metrics import METRICS, bootstrap_ci, evaluate_scores
 from .scores import SCORES, scores as closed_scores
@@ -278,6 +287,7 @@ def _metadata(benchmark, root, seed, dev, splits, feats, accuracy, notes, model)
         "model_fingerprint": weights_fingerprint(model),
         "sets": {
             k: {"name": splits[k].name, "n": int(len(f.h)), "n_skipped": f.n_skipped,
+                "data_fingerprint": dataset_fingerprint(splits[k].dataset),
                 "feature_key": f.key, "forward_seconds": f.seconds, "from_cache": f.from_cache}
             for k, f in feats.items()
         },

@@ -62,3 +62,30 @@ def tiny_images():
 @pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "cache"
+
+
+# --- the reliability matrix: every bad input tried and fault injected, with its outcome ---
+RELIABILITY: list[tuple[str, str, str]] = []
+
+
+@pytest.fixture
+def record():
+    """record(kind, case, outcome): one row of the reliability matrix printed after the run."""
+
+    def add(kind: str, case: str, outcome: str) -> None:
+        RELIABILITY.append((kind, case, outcome))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RELIABILITY:
+        return
+    tr = terminalreporter
+    tr.section("reliability matrix")
+    width = max(len(c) for _, c, _ in RELIABILITY)
+    for kind, case, outcome in RELIABILITY:
+        tr.write_line(f"{kind:10s} {case:{width}s}  {outcome}")
+    kinds = sorted({k for k, _, _ in RELIABILITY})
+    counts = ", ".join(f"{sum(1 for k, _, _ in RELIABILITY if k == kind)} {kind}" for kind in kinds)
+    tr.write_line(f"{counts}: all handled (each row above is a passing test)")

@@ -18,35 +18,36 @@ F = torch.zeros(3, 5)
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: score("msp", None, torch.tensor([[1.0, float("nan")]])), "non-finite"),
-        (lambda: score("msp", None, torch.tensor([[1.0, float("inf")]])), "non-finite"),
-        (lambda: score("l1*msp", torch.tensor([[float("nan")] * 4] * 3), F), "features: contains"),
-        (lambda: score("msp", None, torch.zeros(0, 5)), "empty"),
-        (lambda: score("msp", None, torch.zeros(3, 1)), "at least 2 classes"),
-        (lambda: score("msp", None, torch.zeros(3)), "2-d"),
-        (lambda: score("l1*msp", torch.ones(2, 4), F), "rows but the logits have 3"),
-        (lambda: score("msp", None, F, temperature=0), "temperature"),
-        (lambda: score("msp", None, F, temperature=-1), "temperature"),
-        (lambda: score("msp", None, F, temperature=float("nan")), "temperature"),
-        (lambda: score("msp", None, F, temperature="hot"), "temperature"),
-        (lambda: score("nope", H, F), "valid:.*msp"),
-        (lambda: closed_form("nope", H, F), "valid:.*gradnorm"),
-        (lambda: u_term("l3", H), "valid:.*l1"),
-        (lambda: v_term("x", F), "valid:.*msp"),
-        (lambda: grid_names(["l1"], ["bogus"]), "V term"),
-        (lambda: score("l1*msp", None, F), "needs the penultimate features"),
-        (lambda: score("msp", None, np.array([["a", "b"]])), "numeric"),
-        (lambda: auroc([], [1.0]), "empty"),
-        (lambda: auroc([1.0], [float("nan")]), "non-finite"),
-        (lambda: auroc([[1.0]], [1.0]), "1-d"),
-        (lambda: fpr_at_tpr([1.0], [0.0], 0), "tpr_level"),
-        (lambda: bootstrap_ci([1.0], [0.0], "auc"), "unknown metric"),
-        (lambda: bootstrap_ci([1.0], [0.0], n_boot=0), "n_boot"),
+        pytest.param(lambda: score("msp", None, torch.tensor([[1.0, float("nan")]])), "non-finite", id='NaN in logits'),
+        pytest.param(lambda: score("msp", None, torch.tensor([[1.0, float("inf")]])), "non-finite", id='Inf in logits'),
+        pytest.param(lambda: score("l1*msp", torch.tensor([[float("nan")] * 4] * 3), F), "features: contains", id='NaN in features'),
+        pytest.param(lambda: score("msp", None, torch.zeros(0, 5)), "empty", id='empty logits'),
+        pytest.param(lambda: score("msp", None, torch.zeros(3, 1)), "at least 2 classes", id='a single class'),
+        pytest.param(lambda: score("msp", None, torch.zeros(3)), "2-d", id='1-d logits'),
+        pytest.param(lambda: score("l1*msp", torch.ones(2, 4), F), "rows but the logits have 3", id='mismatched lengths'),
+        pytest.param(lambda: score("msp", None, F, temperature=0), "temperature", id='T = 0'),
+        pytest.param(lambda: score("msp", None, F, temperature=-1), "temperature", id='T < 0'),
+        pytest.param(lambda: score("msp", None, F, temperature=float("nan")), "temperature", id='T = NaN'),
+        pytest.param(lambda: score("msp", None, F, temperature="hot"), "temperature", id='T not a number'),
+        pytest.param(lambda: score("nope", H, F), "valid:.*msp", id='unknown score'),
+        pytest.param(lambda: closed_form("nope", H, F), "valid:.*gradnorm", id='unknown gradient score'),
+        pytest.param(lambda: u_term("l3", H), "valid:.*l1", id='unknown U term'),
+        pytest.param(lambda: v_term("x", F), "valid:.*msp", id='unknown V term'),
+        pytest.param(lambda: grid_names(["l1"], ["bogus"]), "V term", id='unknown V term in grid'),
+        pytest.param(lambda: score("l1*msp", None, F), "needs the penultimate features", id='features missing'),
+        pytest.param(lambda: score("msp", None, np.array([["a", "b"]])), "numeric", id='non-numeric array'),
+        pytest.param(lambda: auroc([], [1.0]), "empty", id='empty ID scores'),
+        pytest.param(lambda: auroc([1.0], [float("nan")]), "non-finite", id='NaN OOD score'),
+        pytest.param(lambda: auroc([[1.0]], [1.0]), "1-d", id='2-d scores'),
+        pytest.param(lambda: fpr_at_tpr([1.0], [0.0], 0), "tpr_level", id='TPR level 0'),
+        pytest.param(lambda: bootstrap_ci([1.0], [0.0], "auc"), "unknown metric", id='unknown metric'),
+        pytest.param(lambda: bootstrap_ci([1.0], [0.0], n_boot=0), "n_boot", id='zero bootstrap resamples'),
     ],
 )
-def test_clear_errors(call, match):
-    with pytest.raises(OODInputError, match=match):
+def test_clear_errors(call, match, record, request):
+    with pytest.raises(OODInputError, match=match) as err:
         call()
+    record("bad input", request.node.callspec.id, f"OODInputError: {str(err.value)[:70]}")
 
 
 def test_overflowing_scale_is_reported_not_returned():

@@ -109,7 +109,7 @@ def test_missing_data_errors_name_path_layout_and_source(tmp_path):
         get_benchmark("cifar10").splits(tmp_path)
     with pytest.raises(DataNotFoundError, match="ImageNet validation"):
         get_benchmark("imagenet").splits(tmp_path)
-    with pytest.raises(DataNotFoundError, match="data root for benchmark 'mnist'"):
+    with pytest.raises(DataNotFoundError, match="benchmark 'mnist' needs a data root"):
         get_benchmark("mnist").splits(None)
     with pytest.raises(DataNotFoundError, match="ResNet-20"):
         (tmp_path / "CIFAR10-JPEG").mkdir()

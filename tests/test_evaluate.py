@@ -33,6 +33,7 @@ def test_every_method_every_set(cache, tmp_path):
     assert (g.gradnorm == g.gradnorm_autograd).all()
     meta = json.loads(out.with_suffix(".csv.json").read_text())
     assert meta["seed"] == 0 and meta["versions"]["torch"] and meta["sets"]["id_test"]["n"] == 200
+    assert meta["device"] == "cpu" and len(meta["sets"]["noise"]["data_fingerprint"]) == 64
     assert pd.read_csv(out).shape == df.shape
 
 
