@@ -176,7 +176,7 @@ def extract(
             return cached
     in_memory = not any(hasattr(d, "paths") for d in (dataset, getattr(dataset, "dataset", None)))
     if num_workers is None:
-        num_workers = 0 if in_memory else min(4, os.cpu_count() or 1)
+        num_workers = 0 if in_memory else min(8, os.cpu_count() or 1)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
         pin_memory=dev.type == "cuda", persistent_workers=False,

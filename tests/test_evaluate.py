@@ -95,3 +95,9 @@ def test_cli_evaluate(cache, tmp_path):
     assert "gradnorm" in r.stdout and out.is_file()
     r = subprocess.run([sys.executable, "-m", "ood_lib", "evaluate", "--benchmark", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "valid: cifar10, embedded" in r.stderr
+
+
+def test_default_methods_skip_c_pass_autograd_only_for_many_classes():
+    assert "exgrad_autograd" in ev.default_methods("embedded")
+    big = ev.default_methods("imagenet")
+    assert "exgrad_autograd" not in big and "gradnorm_autograd" in big and "exgrad" in big
