@@ -13,6 +13,7 @@ table as CSV for the book's cost chapter (`notebooks/04_cost.py`, parameter COST
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -38,9 +39,15 @@ def runner_throughput(root: Path, device: torch.device, repeats: int) -> dict:
             for i in range(0, len(x), 256):
                 model.forward_features(x[i : i + 256])
 
-    t_bare = median_seconds(bare, repeats=repeats, device=device)
-    t_run = median_seconds(lambda: extract(model, ds, device=device, cache_dir=False, progress=False, batch_size=256),
-                           repeats=repeats, device=device)
+    def runner():
+        extract(model, ds, device=device, cache_dir=False, progress=False, batch_size=256)
+
+    bare(), runner()  # warm-up
+    t_bare, t_run = [], []
+    for _ in range(repeats):  # interleaved, so that drift in the machine's speed hits both alike
+        t_bare.append(median_seconds(bare, repeats=1, warmup=0, device=device))
+        t_run.append(median_seconds(runner, repeats=1, warmup=0, device=device))
+    t_bare, t_run = statistics.median(t_bare), statistics.median(t_run)
     return {"images": len(x), "bare_img_per_s": len(x) / t_bare, "runner_img_per_s": len(x) / t_run,
             "runner_over_bare": t_bare / t_run}
 
@@ -85,7 +92,7 @@ def main() -> None:
               f"(D = {g['dim']}), {str(dtype).removeprefix('torch.')}: {g['seconds']:.2f} s (median of 3)")
     root = D.data_root(a.data_root) if (a.data_root or D.DATA_ROOT_ENV in __import__("os").environ) else None
     if root is not None and (root / "CIFAR10-JPEG").is_dir():
-        r = runner_throughput(root, dev, repeats=3)
+        r = runner_throughput(root, dev, repeats=5)
         print(f"\nrunner throughput on CIFAR-10 ({r['images']:,} JPEG images): {r['runner_img_per_s']:.0f} img/s "
               f"vs bare forward {r['bare_img_per_s']:.0f} img/s = {100 * r['runner_over_bare']:.0f} %")
     else:

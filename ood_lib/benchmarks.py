@@ -55,10 +55,65 @@ def mnist_array_transform() -> Callable:
 
 
 def mnist_image_transform() -> Callable:
-    """A PIL image → grayscale 28×28 (shorter side resized, centre crop) → normalised tensor."""
-    from torchvision import transforms as T
+    """A grayscale PIL image → 28×28 (shorter side resized, centre crop) → normalised tensor."""
+    return ImageToInput(28, 28, (MNIST_MEAN,), (MNIST_STD,))
 
-    return T.Compose([T.Grayscale(), T.Resize(28), T.CenterCrop(28), T.ToTensor(), T.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+
+class ImageToInput:
+    """A PIL image → resized (``resize``: the shorter side, or an exact (width, height)) →
+    centre-cropped to ``crop`` → optional JPEG round trip → normalised float tensor.
+
+    The same arithmetic as torchvision's Resize / CenterCrop / ToTensor / Normalize, but steps
+    that would not change the image are skipped and the conversion is a few array operations,
+    so that decoding stays cheap beside the forward pass (chapter *Cost*).
+    """
+
+    def __init__(self, resize: int | tuple[int, int], crop: int | None, mean: tuple[float, ...],
+                 std: tuple[float, ...], jpeg_quality: int | None = None) -> None:
+        self.resize, self.crop, self.jpeg_quality = resize, crop, jpeg_quality
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, img) -> torch.Tensor:
+        from PIL import Image
+
+        w, h = img.size
+        if isinstance(self.resize, tuple):
+            size = self.resize
+        else:
+            s = self.resize
+            size = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+        if size != (w, h):
+            img = img.resize(size, Image.BILINEAR)
+            w, h = size
+        c = self.crop
+        if c is not None and (w, h) != (c, c):
+            left, top = int(round((w - c) / 2.0)), int(round((h - c) / 2.0))
+            img = img.crop((left, top, left + c, top + c))
+        if self.jpeg_quality is not None:
+            img = D.jpeg_roundtrip(img, self.jpeg_quality)
+        a = np.array(img, dtype=np.uint8)
+        x = torch.from_numpy(a).permute(2, 0, 1) if a.ndim == 3 else torch.from_numpy(a)[None]
+        return (x.float().div_(255.0) - self.mean) / self.std
+
+    def batch_fast_path(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For decoded uint8 images of ``shape`` (C, H, W) that this transform would not resample,
+        the batched equivalent of the conversion; None otherwise."""
+        if self.jpeg_quality is not None or len(shape) != 3:
+            return None
+        _, h, w = shape
+        if isinstance(self.resize, tuple):
+            unchanged = (w, h) == self.resize
+        else:
+            unchanged = min(w, h) == self.resize
+        if not unchanged or (self.crop is not None and (w, h) != (self.crop, self.crop)):
+            return None
+        mean, std = self.mean[None], self.std[None]
+        return lambda xb: (xb.float().div_(255.0) - mean) / std
+
+    def __repr__(self) -> str:
+        return (f"ImageToInput(resize={self.resize}, crop={self.crop}, mean={self.mean.flatten().tolist()}, "
+                f"std={self.std.flatten().tolist()}, jpeg_quality={self.jpeg_quality})")
 
 
 def cifar_eval_transform(jpeg_quality: int | None = None) -> Callable:
@@ -66,12 +121,7 @@ def cifar_eval_transform(jpeg_quality: int | None = None) -> Callable:
 
     The ResNet-20 checkpoint expects ImageNet mean/std normalisation.
     """
-    from torchvision import transforms as T
-
-    steps = [T.Resize(32), T.CenterCrop(32)]
-    if jpeg_quality is not None:
-        steps.append(D.JpegRoundTrip(jpeg_quality))
-    return T.Compose(steps + [T.ToTensor(), T.Normalize(D.IMAGENET_MEAN, D.IMAGENET_STD)])
+    return ImageToInput(32, 32, D.IMAGENET_MEAN, D.IMAGENET_STD, jpeg_quality)
 
 
 def cifar_array_transform() -> Callable:
@@ -83,11 +133,9 @@ def cifar_array_transform() -> Callable:
 
 def imagenet_transform(model: str) -> Callable:
     """Each ImageNet model's own preprocessing: ResNet-50 224 crop, BiT 480×480 with mean = std = 0.5."""
-    from torchvision import transforms as T
-
     if model == "bit_r101x1":
-        return T.Compose([T.Resize((480, 480)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
-    return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(D.IMAGENET_MEAN, D.IMAGENET_STD)])
+        return ImageToInput((480, 480), None, (0.5,) * 3, (0.5,) * 3)
+    return ImageToInput(256, 224, D.IMAGENET_MEAN, D.IMAGENET_STD)
 
 
 # --- embedded data (shipped inside PyPI packages) -----------------------------------------

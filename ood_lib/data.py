@@ -125,6 +125,21 @@ class JpegRoundTrip:
         return f"JpegRoundTrip(quality={self.quality})"
 
 
+def _decode_jpegs(raw: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Decode JPEG byte tensors to uint8 RGB (C, H, W) with libjpeg-turbo, all in one call.
+
+    torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec; the pinned
+    version still ships them, so the notice is silenced here, for this call only.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        return decode_jpeg(raw, mode=ImageReadMode.RGB)
+
+
 class ImageFiles(Dataset):
     """Images read from files with PIL; each item is ``(tensor, label, ok)``.
 
@@ -152,19 +167,65 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def _from_bytes(self, data: bytes, i: int) -> tuple[torch.Tensor, bool]:
+        """Decode one image with PIL and apply the transform (the reference path)."""
         from PIL import Image
 
         try:
-            with Image.open(self.paths[i]) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 img = im.convert(self.mode)
-            x = self.transform(img)
-            ok = True
+            return self.transform(img), True
         except Exception as exc:
             if self.on_error == "raise":
                 raise OODInputError(f"{self.paths[i]}: cannot be read as an image ({exc})") from exc
-            x, ok = torch.zeros(self.shape), False
+            return torch.zeros(self.shape), False
+
+    def _read(self, i: int) -> bytes | None:
+        try:
+            return self.paths[i].read_bytes()
+        except OSError as exc:
+            if self.on_error == "raise":
+                raise OODInputError(f"{self.paths[i]}: cannot be read ({exc})") from exc
+            return None
+
+    def __getitem__(self, i: int):
+        data = self._read(i)
+        x, ok = (torch.zeros(self.shape), False) if data is None else self._from_bytes(data, i)
         return x, int(self.labels[i]), ok
+
+    def load_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Items ``indices`` as one batch ``(x, labels, ok)``, equal to stacking ``self[i]``.
+
+        JPEG files whose decoded size needs no resampling are decoded together by libjpeg-turbo
+        (``torchvision.io.decode_jpeg``) and normalised as one tensor, with no per-image Python
+        work beyond reading the bytes; every other file takes the per-image PIL path.
+        """
+        n = len(indices)
+        x = torch.zeros((n, *self.shape))
+        ok = torch.ones(n, dtype=torch.bool)
+        fast = getattr(self.transform, "batch_fast_path", None)
+        raw, where = [], []
+        for j, i in enumerate(indices):
+            data = self._read(i)
+            if data is None:
+                ok[j] = False
+            elif fast is not None and self.mode == "RGB" and data[:2] == b"\xff\xd8":
+                raw.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+                where.append((j, i, data))
+            else:
+                x[j], ok[j] = self._from_bytes(data, i)
+        if raw:
+            try:
+                decoded = _decode_jpegs(raw)
+            except RuntimeError:  # one bad file fails the batch: find it via the PIL path
+                decoded = [None] * len(raw)
+            same = [k for k, img in enumerate(decoded) if img is not None and fast(img.shape) is not None]
+            if same:
+                x[[where[k][0] for k in same]] = fast(decoded[same[0]].shape)(torch.stack([decoded[k] for k in same]))
+            for k in set(range(len(raw))) - set(same):
+                j, i, data = where[k]
+                x[j], ok[j] = self._from_bytes(data, i)
+        return x, torch.as_tensor(self.labels[list(indices)]), ok
 
     def fingerprint(self) -> str:
         d = hashlib.sha256(f"{self.transform!r}|{self.mode}".encode())

@@ -39,6 +39,7 @@ from .benchmarks import get_benchmark
 from .features import (
     Features,
     _atomic_write_bytes,
+    batch_loader,
     dataset_fingerprint,
     default_cache_dir,
     extract,
@@ -221,7 +222,7 @@ def run_benchmark(
             tr = feats["id_train"]
             det = _make_fitted(method.name, cpu_head, min(knn_k, len(tr.h))).fit(tr.h, tr.logits, tr.labels)
             return {k: det.score(feats[k].h, feats[k].logits) for k in sets}
-        loaders = {k: torch.utils.data.DataLoader(splits[k].dataset, batch_size=bs, shuffle=False) for k in sets}
+        loaders = {k: batch_loader(splits[k].dataset, bs, device_type=dev.type) for k in sets}
         return {k: odin_scores(model.to(dev), loaders[k], device=dev) for k in sets}
 
     score_dir = None if cache_dir is False else (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "scores"

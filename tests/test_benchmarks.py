@@ -46,8 +46,8 @@ def test_cifar10_loader_on_the_jpeg_copy():
     sp = get_benchmark("cifar10").splits(SHARED_DATA)
     assert len(sp["id_test"].dataset) == 10000 and len(sp["id_train"].dataset) == 5000
     assert list(sp) == ["id_train", "id_test", "textures"]
-    assert "JpegRoundTrip(quality=75)" in repr(sp["textures"].dataset.transform)
-    assert "JpegRoundTrip" not in repr(sp["id_test"].dataset.transform)  # already JPEG on disk
+    assert "jpeg_quality=75" in repr(sp["textures"].dataset.transform)
+    assert "jpeg_quality=None" in repr(sp["id_test"].dataset.transform)  # already JPEG on disk
     x, _, _ = sp["textures"].dataset[0]
     assert x.shape == (3, 32, 32)
 
@@ -151,5 +151,54 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     f = extract(CifarResNet().eval(), ds, cache_dir=False, progress=False, batch_size=2)
     assert len(f.h) == 3 and f.n_skipped == 2
     strict = ImageFiles(paths, None, cifar_eval_transform(), (3, 32, 32), on_error="raise")
-    with pytest.raises(OODInputError, match="broken.jpg: cannot be read"):
+    with pytest.raises(OODInputError, match="(broken.jpg|notes.png): cannot be read as an image"):
         extract(CifarResNet().eval(), strict, cache_dir=False, progress=False, batch_size=5, num_workers=0)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (57, 40), (40, 91), (300, 200), (17, 17)])
+def test_image_to_input_matches_torchvision(size):
+    from torchvision import transforms as T
+
+    from ood_lib.benchmarks import cifar_eval_transform, imagenet_transform, mnist_image_transform
+    from ood_lib.data import IMAGENET_MEAN, IMAGENET_STD
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    pairs = [
+        (cifar_eval_transform(), T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]), rgb),
+        (imagenet_transform("resnet50"), T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]), rgb),
+        (imagenet_transform("bit_r101x1"), T.Compose([T.Resize((480, 480)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]), rgb),
+        (mnist_image_transform(), T.Compose([T.Resize(28), T.CenterCrop(28), T.ToTensor(), T.Normalize((0.1307,), (0.3081,))]), rgb.convert("L")),
+    ]
+    for ours, ref, img in pairs:
+        a, b = ours(img), ref(img)
+        assert a.shape == b.shape and float((a - b).abs().max()) < 1e-5, (repr(ours), size)
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+def test_batched_decoding_equals_the_per_image_path():
+    from ood_lib.features import batch_loader
+
+    sp = get_benchmark("cifar10").splits(SHARED_DATA, n_id=300, n_ood=60, seed=2)
+    for key in ("id_test", "textures"):
+        ds = sp[key].dataset
+        xb, yb, okb = next(iter(batch_loader(ds, batch_size=len(ds), num_workers=0)))
+        xs = torch.stack([ds[i][0] for i in range(len(ds))])
+        ys = torch.tensor([ds[i][1] for i in range(len(ds))])
+        assert okb.all() and torch.equal(yb, ys)
+        assert torch.equal(xb, xs), key  # bit for bit
+
+
+def test_batched_decoding_skips_the_same_broken_files(tmp_path):
+    from ood_lib.benchmarks import cifar_eval_transform
+    from ood_lib.features import batch_loader
+
+    _write_images(tmp_path / "imgs", 3, size=32)
+    for i in range(3):  # 32×32 JPEGs take the batched path
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"sq{i}.jpg")
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    paths = sorted((tmp_path / "imgs").iterdir())
+    ds = ImageFiles(paths, None, cifar_eval_transform(), (3, 32, 32))
+    xb, _, okb = next(iter(batch_loader(ds, batch_size=len(ds), num_workers=0)))
+    single = [ds[i] for i in range(len(ds))]
+    assert okb.tolist() == [ok for _, _, ok in single] and okb.sum() == 6
+    assert torch.equal(xb, torch.stack([x for x, _, _ in single]))
