@@ -92,7 +92,8 @@ glue("nb03_verdict",
      display=False)
 versions = pd.Series({**meta["versions"], "device": meta["device"], "seed": meta["seed"]}, name="value").to_frame()
 glue("nb03_versions", versions, display=False)
-glue("nb03_claim5", "supported" if ahead else "not supported by the pre-registered member on this benchmark", display=False)
+glue("nb03_claim5", "Supported" if ahead else "Not supported by the pre-registered member on this benchmark",
+     display=False)
 print(f"{len(mean)} methods on {BENCHMARK} in {wall:.0f} s on {meta['device']}")
 
 # %% [markdown]

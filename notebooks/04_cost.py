@@ -69,7 +69,9 @@ else:
     cost = pd.concat(parts, ignore_index=True)
 ratio = cost.pivot(index="path", columns="model", values="ratio_to_forward")
 ms = cost.pivot(index="path", columns="model", values="ms_per_image")
-glue("nb04_device", str(cost.device.iloc[0]), display=False)
+device = str(cost.device.iloc[0])
+glue("nb04_device", f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
+     else f"{device} ({torch.cuda.get_device_name(torch.device(device))})", display=False)
 for m in ("resnet20", "resnet50"):
     short = m.replace("resnet", "r")
     glue(f"nb04_{short}_published", float(ratio.loc["gradnorm_published", m]), display=False)
