@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path

@@ -2,7 +2,6 @@
 there), glues every key its prose uses with finite values, and is a canonical jupytext pair; the
 book builds with warnings as errors."""
 
-import math
 import re
 import shutil
 import subprocess
