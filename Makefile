@@ -22,6 +22,7 @@ $(STAMP): requirements.txt
 
 # A regular (non-editable) install: tests and notebooks import the installed package.
 install: $(STAMP)
+	rm -rf build
 	$(PY) -m pip install -q --no-deps --no-build-isolation --force-reinstall .
 
 sync-notebooks: install

@@ -28,7 +28,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import data as D
 from ._checks import OODInputError, unknown_name
@@ -303,7 +302,7 @@ class Benchmark:
             if not hasattr(ds, "fingerprint"):
                 base_fp = s.dataset.fingerprint()
                 ds.fingerprint = lambda b=base_fp, i=idx: hashlib.sha256(b.encode() + i.tobytes()).hexdigest()
-            out[key] = D.Split(s.name, ds, s.note, s.extra)
+            out[key] = D.Split(s.name, ds, s.note)
         return out
 
     def load_model(self, root: Path | None = None, seed: int = 0, checkpoint: str | None = None,
@@ -540,7 +539,3 @@ def get_benchmark(name: str) -> Benchmark:
     if name not in BENCHMARKS:
         raise unknown_name("benchmark", name, BENCHMARKS)
     return BENCHMARKS[name]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

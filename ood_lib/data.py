@@ -15,7 +15,7 @@ import gzip
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -110,19 +110,6 @@ def jpeg_roundtrip(img, quality: int = 75):
     img.convert("RGB").save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     return Image.open(buf).convert("RGB")
-
-
-class JpegRoundTrip:
-    """A transform step: JPEG round trip at a given quality (see :func:`jpeg_roundtrip`)."""
-
-    def __init__(self, quality: int = 75) -> None:
-        self.quality = quality
-
-    def __call__(self, img):
-        return jpeg_roundtrip(img, self.quality)
-
-    def __repr__(self) -> str:
-        return f"JpegRoundTrip(quality={self.quality})"
 
 
 def _decode_jpegs(raw: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -267,7 +254,6 @@ class Split:
     name: str
     dataset: Dataset
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:

@@ -322,12 +322,3 @@ def write_results(df: pd.DataFrame, out: str | Path) -> None:
     _atomic_write_bytes(buf.getvalue().encode(), out)
     meta = df.attrs.get("meta", {})
     _atomic_write_bytes(json.dumps(meta, indent=2, sort_keys=True, default=str).encode(), out.with_suffix(out.suffix + ".json"))
-
-
-def summary(df: pd.DataFrame, methods: list[str] | None = None) -> pd.DataFrame:
-    """Method × OOD-set AUROC / FPR95 table (wide), mean last."""
-    d = df if methods is None else df[df.method.isin(methods)]
-    wide = d.pivot_table(index="method", columns="ood", values=["auroc", "fpr95"])
-    order = [c for c in d.ood.unique() if c != "mean"] + ["mean"]
-    return wide.reindex(columns=order, level=1)
-
