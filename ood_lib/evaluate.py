@@ -40,7 +40,6 @@ from .features import (
     Features,
     _atomic_write_bytes,
     batch_loader,
-    dataset_fingerprint,
     default_cache_dir,
     extract,
     read_arrays,
@@ -198,11 +197,17 @@ def run_benchmark(
     head64 = copy.deepcopy(cpu_head).double()
     notes: dict[str, str] = {}
 
+    as64: dict[tuple[str, str], torch.Tensor] = {}  # float64 copies, made once per set, not per method
+
     def h64(k: str) -> torch.Tensor:
-        return torch.from_numpy(feats[k].h).double()
+        if (k, "h") not in as64:
+            as64[k, "h"] = torch.from_numpy(feats[k].h).double()
+        return as64[k, "h"]
 
     def f64(k: str) -> torch.Tensor:
-        return torch.from_numpy(feats[k].logits).double()
+        if (k, "f") not in as64:
+            as64[k, "f"] = torch.from_numpy(feats[k].logits).double()
+        return as64[k, "f"]
 
     def run(method: Method) -> dict[str, np.ndarray] | None:
         sets = ["id_test"] + ood_keys
@@ -304,7 +309,7 @@ def _metadata(benchmark, root, seed, dev, splits, feats, accuracy, notes, model)
         "model_fingerprint": weights_fingerprint(model),
         "sets": {
             k: {"name": splits[k].name, "n": int(len(f.h)), "n_skipped": f.n_skipped,
-                "data_fingerprint": dataset_fingerprint(splits[k].dataset),
+                "data_fingerprint": f.data_fingerprint,
                 "feature_key": f.key, "forward_seconds": f.seconds, "from_cache": f.from_cache}
             for k, f in feats.items()
         },

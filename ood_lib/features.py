@@ -83,6 +83,7 @@ class Features:
     seconds: float  # extraction time (0 when read from the cache)
     from_cache: bool
     key: str
+    data_fingerprint: str = ""  # of the images and their preprocessing (part of ``key``)
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -92,10 +93,11 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return fp()
 
 
-def cache_key(model: torch.nn.Module, dataset: Dataset) -> str:
+def cache_key(model: torch.nn.Module, dataset: Dataset, data_fp: str | None = None) -> str:
+    """The cache key of (model weights, data and preprocessing, format version)."""
     d = hashlib.sha256(FORMAT_VERSION.encode())
     d.update(weights_fingerprint(model).encode())
-    d.update(dataset_fingerprint(dataset).encode())
+    d.update((data_fp if data_fp is not None else dataset_fingerprint(dataset)).encode())
     return d.hexdigest()[:32]
 
 
@@ -207,11 +209,13 @@ def extract(
     dev = resolve_device(device)
     model = model.eval()
     key = path = None
+    data_fp = dataset_fingerprint(dataset)  # computed once: the key and the results' metadata use it
     if cache_dir is not False:
-        key = cache_key(model, dataset)
+        key = cache_key(model, dataset, data_fp)
         path = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "features" / f"{key}.npz"
         cached = _read_cache(path, key)
         if cached is not None:
+            cached.data_fingerprint = data_fp
             return cached
     loader = batch_loader(dataset, batch_size, num_workers, device_type=dev.type)
     model = model.to(dev)
@@ -235,7 +239,7 @@ def extract(
         raise OODInputError(f"{desc}: none of the {len(dataset)} images could be read")
     feats = Features(
         torch.cat(hs).numpy(), torch.cat(fs).numpy(), torch.cat(ys).numpy().astype(np.int64),
-        skipped, seconds, False, key or "",
+        skipped, seconds, False, key or "", data_fp,
     )
     if not (np.isfinite(feats.h).all() and np.isfinite(feats.logits).all()):
         raise OODInputError(f"{desc}: the model produced non-finite features or logits")

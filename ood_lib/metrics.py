@@ -38,42 +38,55 @@ def _validate(id_scores: Any, ood_scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return check_scores(id_scores, "id_scores"), check_scores(ood_scores, "ood_scores")
 
 
-def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    tp, fp = _curve(pos, neg)
-    return float(100.0 * np.trapezoid(np.r_[0.0, tp / len(pos)], np.r_[0.0, fp / len(neg)]))
+# Each metric is a function of one curve: (true positives, false positives) at the distinct
+# thresholds, with the positive and negative counts. evaluate_scores builds each curve once.
+def _auroc_c(tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int) -> float:
+    return float(100.0 * np.trapezoid(np.r_[0.0, tp / n_pos], np.r_[0.0, fp / n_neg]))
 
 
-def _fpr(pos: np.ndarray, neg: np.ndarray, tpr_level: float = 0.95) -> float:
-    tp, fp = _curve(pos, neg)
-    i = int(np.searchsorted(tp / len(pos), tpr_level, side="left"))
-    return float(100.0 * fp[i] / len(neg))
+def _fpr_c(tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int, tpr_level: float = 0.95) -> float:
+    i = int(np.searchsorted(tp / n_pos, tpr_level, side="left"))
+    return float(100.0 * fp[i] / n_neg)
 
 
-def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
-    tp, fp = _curve(pos, neg)
-    precision = tp / (tp + fp)
-    recall = tp / len(pos)
-    return float(100.0 * np.sum(np.diff(np.r_[0.0, recall]) * precision))
+def _ap_c(tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int) -> float:
+    return float(100.0 * np.sum(np.diff(np.r_[0.0, tp / n_pos]) * (tp / (tp + fp))))
+
+
+def _all(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
+    c_in = (*_curve(pos, neg), len(pos), len(neg))
+    c_out = (*_curve(-neg, -pos), len(neg), len(pos))
+    return {"auroc": _auroc_c(*c_in), "fpr95": _fpr_c(*c_in), "aupr_in": _ap_c(*c_in), "aupr_out": _ap_c(*c_out)}
+
+
+def _one(fn, flip: bool = False):
+    def metric(pos: np.ndarray, neg: np.ndarray) -> float:
+        if flip:
+            pos, neg = -neg, -pos
+        return fn(*_curve(pos, neg), len(pos), len(neg))
+
+    return metric
 
 
 _IMPL = {
-    "auroc": _auroc,
-    "fpr95": _fpr,
-    "aupr_in": _average_precision,
-    "aupr_out": lambda pos, neg: _average_precision(-neg, -pos),
+    "auroc": _one(_auroc_c),
+    "fpr95": _one(_fpr_c),
+    "aupr_in": _one(_ap_c),
+    "aupr_out": _one(_ap_c, flip=True),
 }
 
 
 def auroc(id_scores: Any, ood_scores: Any) -> float:
     """Area under the ROC curve, percent (50 for constant scores)."""
-    return _auroc(*_validate(id_scores, ood_scores))
+    return _IMPL["auroc"](*_validate(id_scores, ood_scores))
 
 
 def fpr_at_tpr(id_scores: Any, ood_scores: Any, tpr_level: float = 0.95) -> float:
     """FPR (percent of OOD accepted) at the first threshold whose ID recall reaches ``tpr_level``."""
     if not 0.0 < tpr_level <= 1.0:
         raise OODInputError(f"tpr_level must be in (0, 1], got {tpr_level}")
-    return _fpr(*_validate(id_scores, ood_scores), tpr_level)
+    pos, neg = _validate(id_scores, ood_scores)
+    return _fpr_c(*_curve(pos, neg), len(pos), len(neg), tpr_level)
 
 
 def fpr95(id_scores: Any, ood_scores: Any) -> float:
@@ -93,8 +106,7 @@ def aupr_out(id_scores: Any, ood_scores: Any) -> float:
 
 def evaluate_scores(id_scores: Any, ood_scores: Any) -> dict[str, float]:
     """All four metrics (percent) for one pair of score vectors."""
-    pos, neg = _validate(id_scores, ood_scores)
-    return {name: fn(pos, neg) for name, fn in _IMPL.items()}
+    return _all(*_validate(id_scores, ood_scores))
 
 
 def bootstrap_ci(
