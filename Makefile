@@ -1,5 +1,6 @@
 # `make book` builds the HTML book (executing every notebook on the embedded default);
-# `make test` runs the test suite. Both create or reuse the virtual environment .venv/.
+# `make test` runs the test suite. Both create or reuse the virtual environment .venv/ and install
+# the lock, requirements.txt (compiled from requirements.in: `make lock`).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
@@ -8,11 +9,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Numbers in the book and the tests do not depend on the machine's core count.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help install book test clean sync-notebooks
+.PHONY: help install book test lock clean sync-notebooks
 
 help:
 	@echo "make book   build the book into _build/html (executes the notebooks)"
 	@echo "make test   run the test suite"
+	@echo "make lock   recompile the lock requirements.txt from requirements.in (needs the network)"
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,8 +34,17 @@ book: install
 	$(VENV)/bin/jupyter-book build -W -n --keep-going --path-output . .
 	@echo "book: open _build/html/index.html"
 
+# Two pytest runs, each with its own time: every test but the book build, then the book build
+# (which executes each notebook once, at its default size). Exit status 5 = nothing selected.
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not book" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m book $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# pip-tools in a throwaway environment, so that .venv holds exactly the lock.
+lock:
+	d=$$(mktemp -d) && python3 -m venv $$d && $$d/bin/pip install -q pip-tools && \
+	$$d/bin/pip-compile --allow-unsafe --no-emit-index-url --no-emit-find-links requirements.in -o requirements.txt; \
+	s=$$?; rm -rf $$d; exit $$s
 
 clean:
 	rm -rf _build

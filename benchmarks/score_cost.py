@@ -58,6 +58,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--batch-resnet20", type=int, default=256)
     p.add_argument("--batch-resnet50", type=int, default=32)
+    p.add_argument("--models", nargs="*", default=["resnet20", "resnet50"], choices=["resnet20", "resnet50"])
+    p.add_argument("--loop-images", type=int, default=8, help="images timed on the one-at-a-time paths")
+    p.add_argument("--exgrad-images", type=int, default=2, help="images timed on the C-pass ExGrad path")
+    p.add_argument("--no-grid", action="store_true", help="skip the cached-features grid timing")
     p.add_argument("--grid-n", type=int, default=100_000)
     p.add_argument("--grid-classes", type=int, default=1000)
     p.add_argument("--grid-dim", type=int, default=2048)
@@ -69,10 +73,17 @@ def main() -> None:
     print(f"device: {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     tables = []
+    from ood_lib.envinfo import environment
+
+    env = environment(str(dev))
     for name, shape, batch in (("resnet20", (3, 32, 32), a.batch_resnet20), ("resnet50", (3, 224, 224), a.batch_resnet50)):
+        if name not in a.models:
+            continue
         model = build_model(name).to(dev).eval()
         x = torch.randn(batch, *shape, device=dev)
-        t = score_cost(model, x, label=name, repeats=a.repeats)
+        t = score_cost(model, x, label=name, repeats=a.repeats, loop_images=a.loop_images,
+                       exgrad_images=a.exgrad_images)
+        t = t.assign(device_name=env["device_name"], torch=env["torch"], cuda=env["cuda"])
         tables.append(t)
         print(t[["model", "path", "images_timed", "ms_per_image", "ratio_to_forward"]].to_string(index=False,
               float_format=lambda v: f"{v:.3f}"))
@@ -86,6 +97,8 @@ def main() -> None:
     pd.concat(tables).to_csv(out, index=False)
     print(f"wrote {out}\n")
 
+    if a.no_grid:
+        return
     for dtype in (torch.float32, torch.float64):
         g = grid_cost(a.grid_n, a.grid_classes, a.grid_dim, repeats=3, dtype=dtype)
         print(f"closed-form family ({g['members']} scores) from cached features, {g['n']:,} × {g['classes']:,} "

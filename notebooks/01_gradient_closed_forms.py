@@ -30,11 +30,11 @@
 import numpy as np
 import pandas as pd
 import torch
-from myst_nb import glue
 
 from ood_lib import data as D
 from ood_lib import plots
 from ood_lib.benchmarks import get_benchmark
+from ood_lib.book import glue
 from ood_lib.gradients import gradient_score
 from ood_lib.scores import GRADIENT_FORMS, closed_form
 from ood_lib.verify import default_deeper, verify

@@ -30,9 +30,9 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from myst_nb import glue
 
 from ood_lib import analysis, plots
+from ood_lib.book import glue
 from ood_lib.evaluate import prepare
 
 # %% tags=["parameters"]

@@ -30,9 +30,9 @@ import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from myst_nb import glue
 
 from ood_lib import plots
+from ood_lib.book import glue
 from ood_lib.evaluate import run_benchmark
 from ood_lib.reference import gradnorm_imagenet_table
 

@@ -27,9 +27,9 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from myst_nb import glue
 
 from ood_lib import plots
+from ood_lib.book import glue
 from ood_lib.cost import grid_cost, score_cost
 from ood_lib.features import resolve_device
 from ood_lib.models import build_model

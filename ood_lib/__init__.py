@@ -5,11 +5,12 @@ Importing the package does nothing beyond defining names: no seeding, no downloa
 
 from ._checks import OODInputError
 from .metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scores, fpr95
-from .scores import GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, closed_form, score
+from .scores import ALIASES, GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, canonical, closed_form, score
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALIASES",
     "OODInputError",
     "GRADIENT_FORMS",
     "SCORES",
@@ -19,6 +20,7 @@ __all__ = [
     "aupr_out",
     "auroc",
     "bootstrap_ci",
+    "canonical",
     "closed_form",
     "evaluate_scores",
     "fpr95",

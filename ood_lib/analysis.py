@@ -4,34 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from ._checks import OODInputError, check_scores
-from .evaluate import Prepared
-from .gradients import head_gradient_score
+from .detectors import create
+from .evaluate import Prepared, detector_scores
 from .metrics import auroc, evaluate_scores
-from .scores import scores
 
 
 def set_scores(prep: Prepared, methods: list[str], temperature: float = 1.0) -> dict[str, dict[str, np.ndarray]]:
-    """``{set: {method: oriented float64 scores}}`` for the ID test set and every OOD set.
+    """``{set: {method: oriented scores}}`` for the ID test set and every OOD set.
 
-    ``methods`` are registry names (:data:`ood_lib.scores.SCORES`) or ``"<gradient>_autograd"``
-    for a head gradient computed by autograd from the cached features.
+    ``methods`` are detector names (:data:`ood_lib.detectors.DETECTORS`: the closed-form scores,
+    ``"<gradient>_autograd"`` for a head gradient by autograd from the cached features, the fitted
+    detectors where ``prep`` holds the ID training split, …), scored through the same dispatch as
+    the runner (:func:`ood_lib.evaluate.detector_scores`). ``temperature`` other than 1 is handed
+    to every method, each of which must take it.
     """
-    head = torch.nn.Linear(prep.model.head.in_features, prep.model.head.out_features).double().eval()
-    head.load_state_dict({k: v.detach().cpu().double() for k, v in prep.model.head.state_dict().items()})
-    out = {}
-    for key in ["id_test"] + prep.ood_keys:
-        h = torch.from_numpy(prep.feats[key].h).double()
-        f = torch.from_numpy(prep.feats[key].logits).double()
-        closed = [m for m in methods if not m.endswith("_autograd")]
-        res = {k: v.numpy() for k, v in scores(closed, h, f, temperature).items()}
-        for m in methods:
-            if m.endswith("_autograd"):
-                res[m] = head_gradient_score(m.removesuffix("_autograd"), head, h, temperature=temperature).numpy()
-        out[key] = res
+    sets = ["id_test"] + prep.ood_keys
+    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in sets}
+    params = {} if temperature == 1.0 else {"temperature": temperature}
+    for m in methods:
+        det = create(m, model=prep.model, **params)
+        reason = det.not_applicable(prep.fit_data if det.needs.fit else None)
+        if reason:
+            raise OODInputError(f"{m} is not applicable here: {reason}")
+        for k, v in detector_scores(prep, det, sets).items():
+            out[k][m] = v
     return out
 
 

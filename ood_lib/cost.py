@@ -129,7 +129,9 @@ def score_cost(
             times[name].append(median_seconds(fns[name], repeats=1, warmup=0, device=dev))
     rows = [
         {"model": label, "device": str(dev), "path": name, "batch": len(x), "images_timed": n_images.get(name, len(x)),
-         "ms_per_image": 1e3 * statistics.median(times[name]) / n_images.get(name, len(x))}
+         "ms_per_image": 1e3 * statistics.median(times[name]) / n_images.get(name, len(x)),
+         "ms_min": 1e3 * min(times[name]) / n_images.get(name, len(x)),
+         "ms_max": 1e3 * max(times[name]) / n_images.get(name, len(x)), "repeats": repeats}
         for name in paths
     ]
     df = pd.DataFrame(rows)

@@ -11,10 +11,12 @@ cost a whole benchmark run, and the count keeps the skip visible.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -127,6 +129,39 @@ def _decode_jpegs(raw: list[torch.Tensor]) -> list[torch.Tensor]:
         return decode_jpeg(raw, mode=ImageReadMode.RGB)
 
 
+# Digests of unchanged files are reused within a process. A file's (device, inode, size, mtime,
+# ctime) changes with any write or rename (ctime cannot be set back by a user); a file modified in
+# the last few seconds is hashed again every time, as a timestamp may not have ticked yet.
+_RECENT_NS = 3_000_000_000
+_DIGEST_CACHE_SIZE = 1 << 18
+
+
+@functools.lru_cache(maxsize=_DIGEST_CACHE_SIZE)
+def _stable_digest(path: str, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    return _hash_file(path)
+
+
+def _hash_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """blake2b-128 of a file's bytes (read in chunks), or ``"unreadable:<errno>"`` if it cannot be
+    read — such a file is skipped when the images are loaded, and the fingerprint records that."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _RECENT_NS:
+            return _hash_file(path)
+        return _stable_digest(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"
+
+
 class ImageFiles(Dataset):
     """Images read from files with PIL; each item is ``(tensor, label, ok)``.
 
@@ -215,10 +250,15 @@ class ImageFiles(Dataset):
         return x, torch.as_tensor(self.labels[list(indices)]), ok
 
     def fingerprint(self) -> str:
-        d = hashlib.sha256(f"{self.transform!r}|{self.mode}".encode())
-        for p in self.paths:
-            st = p.stat()
-            d.update(f"{p.name}:{st.st_size}\n".encode())
+        """sha256 over the preprocessing and, per file, its path relative to the files' common
+        folder, its label and :func:`file_digest` of its bytes: an edited image, or one moved to
+        another class, changes it; the same tree under another root does not."""
+        d = hashlib.sha256(f"images-v2|{self.transform!r}|{self.mode}".encode())
+        paths = [os.path.abspath(p) for p in self.paths]
+        root = os.path.commonpath([os.path.dirname(p) for p in paths])
+        for p, y in zip(paths, self.labels):
+            rel = p[len(root):].lstrip(os.sep).replace(os.sep, "/")
+            d.update(f"{rel}|{int(y)}|{file_digest(p)}\n".encode())
         return d.hexdigest()
 
 
@@ -254,6 +294,7 @@ class Split:
     name: str
     dataset: Dataset
     note: str = ""
+    group: str = "far"  # OOD sets: "near" (semantically close / covariate shift) or "far"; ID splits: "id"
 
 
 def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:

@@ -1,42 +1,35 @@
-"""Feature extraction (h, logits, labels) with an on-disk cache.
+"""Feature extraction: (h, logits, labels) for every readable image of a data set, cached.
 
 The forward pass is the only expensive step of the study; everything after it is a pure
-function of these arrays (DESIGN: "features are the hinge"). The cache key is made of the
-model's weights, the data (file names and sizes, or the bytes of in-memory arrays), the
-preprocessing and the format version, so a re-run costs nothing and any change invalidates
-it. Writes are atomic (a temporary file, then ``os.replace``): an interrupted run leaves no
-file that a later run could take for complete, and two runs writing the same entry at once
-each write whole files. A cache entry that is unreadable, truncated, from another key or
-with non-finite values is detected, reported and rebuilt — never used.
+function of these arrays (chapter *The evaluation*). The cache key is made of the
+model's weights, the data and its preprocessing (the dataset's ``fingerprint()``) and the cache
+format, so a re-run costs nothing and any change invalidates it; the entry itself is written and
+checked by :mod:`ood_lib.cache`. Images are batched at fixed boundaries — batch k holds items
+``[k·B, (k+1)·B)`` — so that a run sharded over processes by whole batches
+(:mod:`ood_lib.distributed`) computes every batch exactly as one process does.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import time
-import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._checks import OODInputError
+from .cache import FORMAT_VERSION, default_cache_dir, read_arrays, write_arrays
 from .models import weights_fingerprint
 
-CACHE_ENV = "OOD_CACHE_DIR"
-FORMAT_VERSION = "features-v1"
-
-
-def default_cache_dir() -> Path:
-    """$OOD_CACHE_DIR, else ~/.cache/ood_lib."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ood_lib")
+__all__ = [
+    "Features", "assemble", "batch_loader", "cache_key", "dataset_fingerprint", "extract", "features_path",
+    "forward_batches", "item_files", "read_features", "resolve_device", "write_features",
+]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -52,26 +45,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_save_torch(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    _atomic_write_bytes(buf.getvalue(), Path(path))
-
-
 @dataclass
 class Features:
     """Everything the scores need for one set of images."""
@@ -84,8 +57,11 @@ class Features:
     from_cache: bool
     key: str
     data_fingerprint: str = ""  # of the images and their preprocessing (part of ``key``)
+    skipped: list[int] = field(default_factory=list)  # positions in the dataset of the dropped images
+    skipped_files: list[str] = field(default_factory=list)  # their files, relative to the set's folder
 
 
+# --- keys and entries ----------------------------------------------------------------------
 def dataset_fingerprint(dataset: Dataset) -> str:
     fp = getattr(dataset, "fingerprint", None)
     if fp is None:
@@ -101,54 +77,52 @@ def cache_key(model: torch.nn.Module, dataset: Dataset, data_fp: str | None = No
     return d.hexdigest()[:32]
 
 
-def read_arrays(path: Path, key: str, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict] | None:
-    """Arrays ``names`` and the metadata of a cache entry, or None if absent or unusable.
-
-    Unusable means unreadable, truncated, written under another key or format version, or
-    holding non-finite values; such an entry is reported (a warning) and must be rebuilt.
-    """
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {n: z[n] for n in names}
-        if meta.get("key") != key or meta.get("version") != FORMAT_VERSION:
-            raise ValueError("written under another key")
-        for n, a in arrays.items():
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                raise ValueError(f"non-finite values in {n}")
-    except Exception as exc:
-        warnings.warn(f"cache entry {path} is unusable ({exc}); rebuilding it", stacklevel=3)
-        return None
-    return arrays, meta
+def features_path(cache_dir: str | Path | None, key: str) -> Path:
+    """Where the entry of ``key`` lives (``cache_dir=None``: the default cache folder)."""
+    return (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "features" / f"{key}.npz"
 
 
-def write_arrays(path: Path, key: str, arrays: dict[str, np.ndarray], **meta: Any) -> None:
-    """Write a cache entry atomically: arrays plus metadata holding its key and format version."""
-    buf = io.BytesIO()
-    info = {"key": key, "version": FORMAT_VERSION, **meta}
-    np.savez(buf, meta=np.array(json.dumps(info)), **arrays)
-    _atomic_write_bytes(buf.getvalue(), path)
-
-
-def _read_cache(path: Path, key: str) -> Features | None:
+def read_features(path: Path, key: str) -> Features | None:
+    """The cached features of ``key`` at ``path``, or None (absent, or unusable and reported)."""
     got = read_arrays(path, key, ("h", "logits", "labels"))
     if got is None:
         return None
     a, meta = got
     h, f, y = a["h"], a["logits"], a["labels"]
+    skipped = meta.get("skipped")
+    problem = None
     if not (h.ndim == 2 and f.ndim == 2 and y.ndim == 1 and len(h) == len(f) == len(y) == meta.get("n")):
-        warnings.warn(f"cache entry {path} is unusable (inconsistent shapes); rebuilding it", stacklevel=2)
+        problem = "inconsistent shapes"
+    elif skipped is None and meta.get("n_skipped"):
+        problem = "it does not say which images were skipped"
+    if problem:
+        warnings.warn(f"cache entry {path} is unusable ({problem}); rebuilding it", stacklevel=2)
         return None
-    return Features(h, f, y, int(meta["n_skipped"]), 0.0, True, key)
+    return Features(h, f, y, int(meta["n_skipped"]), 0.0, True, key, "", list(skipped or []),
+                    list(meta.get("skipped_files", [])))
 
 
-def _write_cache(path: Path, feats: Features) -> None:
+def write_features(path: Path, feats: Features) -> None:
+    """Write ``feats`` as the cache entry of ``feats.key`` (atomically; no timings, so equal
+    features give equal bytes)."""
     write_arrays(path, feats.key, {"h": feats.h, "logits": feats.logits, "labels": feats.labels},
-                 n=len(feats.h), n_skipped=feats.n_skipped)
+                 n=len(feats.h), n_skipped=feats.n_skipped, skipped=feats.skipped, skipped_files=feats.skipped_files)
 
 
+def item_files(dataset: Dataset, positions: list[int]) -> list[str]:
+    """The files behind dataset items ``positions``, relative to the folder all the set's files
+    share (through a ``Subset``); ``[]`` for sets not read from files."""
+    base, index = dataset, None
+    if isinstance(dataset, Subset):
+        base, index = dataset.dataset, list(dataset.indices)
+    paths = getattr(base, "paths", None)
+    if paths is None or not positions:
+        return []
+    top = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
+    return [Path(paths[i if index is None else index[i]]).relative_to(top).as_posix() for i in positions]
+
+
+# --- the forward pass ----------------------------------------------------------------------
 class _Batches(Dataset):
     """Item k is batch k of a dataset with ``load_batch`` (decoded together, in a worker)."""
 
@@ -163,29 +137,71 @@ class _Batches(Dataset):
 
 
 def batch_loader(dataset: Dataset, batch_size: int, num_workers: int | None = None,
-                 device_type: str = "cpu") -> DataLoader:
-    """A loader of ``(x, labels, ok)`` batches in order. Datasets of image files (also inside a
-    ``Subset``) are decoded a batch at a time in worker processes; in-memory arrays are read in
-    the main process, where workers would only add copying.
+                 device_type: str = "cpu", batches: range | None = None) -> DataLoader:
+    """A loader of ``(x, labels, ok)`` batches in order: batch k holds items ``[k·B, (k+1)·B)``;
+    ``batches`` keeps only those batch numbers (a contiguous range). Datasets of image files
+    (also inside a ``Subset``) are decoded a batch at a time in worker processes; in-memory
+    arrays are read in the main process, where workers would only add copying.
 
     Default workers: up to 8 when the model runs on a GPU (the CPU only feeds it); none when it
     runs on the CPU, whose forward pass already keeps every core busy — a worker process would
     compete with it, while decoding a batch in between costs a few percent of the forward pass.
     """
+    n = len(dataset)
+    batches = range((n + batch_size - 1) // batch_size) if batches is None else batches
+    lo, hi = min(batches.start * batch_size, n), min(batches.stop * batch_size, n)
     pin_memory = device_type == "cuda"
-    base, index = dataset, None
-    if isinstance(dataset, torch.utils.data.Subset):
+    base, index = dataset, list(range(n))
+    if isinstance(dataset, Subset):
         base, index = dataset.dataset, list(dataset.indices)
     files = hasattr(base, "load_batch")
     if num_workers is None:
-        cores = os.cpu_count() or 1
-        num_workers = min(8, cores) if files and pin_memory else 0
+        num_workers = min(8, os.cpu_count() or 1) if files and pin_memory else 0
     if files:
-        order = index if index is not None else list(range(len(base)))
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        return DataLoader(_Batches(base, batches), batch_size=None, shuffle=False, num_workers=num_workers,
+        order = index[lo:hi]
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return DataLoader(_Batches(base, chunks), batch_size=None, shuffle=False, num_workers=num_workers,
                           pin_memory=pin_memory)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+    part = dataset if (lo, hi) == (0, n) else Subset(dataset, range(lo, hi))
+    return DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def forward_batches(
+    model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int, *,
+    batches: range | None = None, num_workers: int | None = None, progress: bool = True, desc: str = "features",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], float]:
+    """``(h, logits, labels, skipped, seconds)`` over batches ``batches`` (default: all) of ``dataset``.
+
+    ``skipped`` holds the dataset positions of unreadable images (``ok = False``), which are
+    dropped; with no readable image, h and logits have shape (0, 0).
+    """
+    from tqdm.auto import tqdm
+
+    loader = batch_loader(dataset, batch_size, num_workers, device.type, batches)
+    start = 0 if batches is None else batches.start * batch_size
+    model = model.eval().to(device)
+    hs, fs, ys, skipped = [], [], [], []
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x, y, ok in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            first, start = start, start + len(ok)
+            if not bool(ok.all()):
+                skipped += [first + int(j) for j in torch.nonzero(~ok).flatten()]
+                x, y = x[ok], y[ok]
+                if len(x) == 0:
+                    continue
+            h, f = model.forward_features(x.to(device, non_blocking=True))
+            hs.append(h.float().cpu())
+            fs.append(f.float().cpu())
+            ys.append(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    if not hs:
+        empty = np.zeros((0, 0), np.float32)
+        return empty, empty.copy(), np.zeros(0, np.int64), skipped, seconds
+    return (torch.cat(hs).numpy(), torch.cat(fs).numpy(), torch.cat(ys).numpy().astype(np.int64), skipped,
+            seconds)
 
 
 def extract(
@@ -202,47 +218,35 @@ def extract(
     """(h, logits, labels) for every readable image of ``dataset`` (items ``(x, label, ok)``).
 
     ``cache_dir=False`` disables the cache. Unreadable images (``ok = False``) are dropped and
-    counted in ``n_skipped``; if every image is unreadable the error says so.
+    recorded (``n_skipped``, ``skipped`` positions and ``skipped_files``); if every image is
+    unreadable the error says so.
     """
-    from tqdm.auto import tqdm
-
     dev = resolve_device(device)
-    model = model.eval()
     key = path = None
     data_fp = dataset_fingerprint(dataset)  # computed once: the key and the results' metadata use it
     if cache_dir is not False:
         key = cache_key(model, dataset, data_fp)
-        path = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "features" / f"{key}.npz"
-        cached = _read_cache(path, key)
+        path = features_path(cache_dir, key)
+        cached = read_features(path, key)
         if cached is not None:
             cached.data_fingerprint = data_fp
             return cached
-    loader = batch_loader(dataset, batch_size, num_workers, device_type=dev.type)
-    model = model.to(dev)
-    hs, fs, ys, skipped = [], [], [], 0
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        for x, y, ok in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            if not bool(ok.all()):
-                skipped += int((~ok).sum())
-                x, y = x[ok], y[ok]
-                if len(x) == 0:
-                    continue
-            h, f = model.forward_features(x.to(dev, non_blocking=True))
-            hs.append(h.float().cpu())
-            fs.append(f.float().cpu())
-            ys.append(y)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    if not hs:
-        raise OODInputError(f"{desc}: none of the {len(dataset)} images could be read")
-    feats = Features(
-        torch.cat(hs).numpy(), torch.cat(fs).numpy(), torch.cat(ys).numpy().astype(np.int64),
-        skipped, seconds, False, key or "", data_fp,
-    )
-    if not (np.isfinite(feats.h).all() and np.isfinite(feats.logits).all()):
-        raise OODInputError(f"{desc}: the model produced non-finite features or logits")
+    h, f, y, skipped, seconds = forward_batches(model, dataset, dev, batch_size, num_workers=num_workers,
+                                                progress=progress, desc=desc)
+    feats = assemble(h, f, y, skipped, dataset, key or "", data_fp, seconds, desc)
     if path is not None:
-        _write_cache(path, feats)
+        write_features(path, feats)
     return feats
+
+
+def assemble(h: np.ndarray, logits: np.ndarray, labels: np.ndarray, skipped: list[int], dataset: Dataset,
+             key: str, data_fp: str, seconds: float, desc: str) -> Features:
+    """Check a finished forward pass and wrap it as :class:`Features` (skipped files named)."""
+    if len(h) == 0:
+        raise OODInputError(f"{desc}: none of the {len(dataset)} images could be read")
+    if not (np.isfinite(h).all() and np.isfinite(logits).all()):
+        raise OODInputError(f"{desc}: the model produced non-finite features or logits")
+    if len(h) + len(skipped) != len(dataset):
+        raise OODInputError(f"{desc}: {len(h)} features + {len(skipped)} skipped ≠ {len(dataset)} images")
+    return Features(h, logits, labels, len(skipped), seconds, False, key, data_fp, skipped,
+                    item_files(dataset, skipped))

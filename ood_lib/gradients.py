@@ -1,7 +1,8 @@
 """Gradient OOD scores computed by autograd, exactly as each is defined (never via a closed form).
 
 These are the *evidence* against which the closed forms in :mod:`ood_lib.scores` are checked
-(chapter *Gradient scores and their closed forms*). Each score is a norm of the gradient of a
+(chapter *Gradient scores and their closed forms*). Each score (a record of
+:mod:`ood_lib.gradient_registry`: loss target and norm) is a norm of the gradient of a
 cross-entropy-type loss of the logits, w.r.t. a chosen set of tensors:
 
 * ``wrt="head"``  — the last linear layer's weight W (and its bias b when ``bias=True``);
@@ -13,8 +14,10 @@ Two paths compute the same numbers:
 * ``method="loop"``: one image at a time with ``torch.autograd``, the way published GradNorm
   code does it (``full_backward=True`` also fills ``.grad`` of every parameter, as a plain
   ``loss.backward()`` does);
-* ``method="vmap"``: batched per-sample gradients with ``torch.func``; for ``wrt="head"`` the
-  backbone runs once without a graph and only the head is differentiated.
+* ``method="vmap"``: batched per-sample gradients with ``torch.func``. For ``wrt="head"`` the
+  backbone runs once per batch, without a graph, and only the head is differentiated — once per
+  loss target (C times for the exact expectations over the labels). For the input or a deeper
+  layer the gradient flows through the backbone, so it runs again for every target.
 
 The model must expose ``features(x) -> h`` and a ``head`` linear layer with
 ``model(x) == head(features(x))`` (see :mod:`ood_lib.models`), and should be in eval mode.
@@ -22,7 +25,6 @@ The model must expose ``features(x) -> h`` and a ``head`` linear layer with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -30,29 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import OODInputError, as_float_tensor, check_temperature, unknown_name
+from .gradient_registry import GRADIENT_SCORES, GradientScore
 
-
-@dataclass(frozen=True)
-class GradientScore:
-    name: str
-    target: str  # "uniform_kl", "ones", "pred", "expect_p", "expect_u", "mean_grad_p"
-    norm: str  # "l1" or "l2sq"
-    definition: str
-
-
-GRADIENT_SCORES: dict[str, GradientScore] = {
-    g.name: g
-    for g in [
-        GradientScore("gradnorm", "uniform_kl", "l1", "‖∇ KL(u ‖ p)‖₁"),
-        GradientScore("gradnorm_official", "ones", "l1", "‖∇ Σ_k −log p_k‖₁ (all-ones target)"),
-        GradientScore("exgrad", "expect_p", "l1", "E_{Y~p} ‖∇ CE(f, Y)‖₁ (exact, C passes)"),
-        GradientScore("fisher", "expect_p", "l2sq", "E_{Y~p} ‖∇ CE(f, Y)‖₂²"),
-        GradientScore("unif_l1", "expect_u", "l1", "E_{Y~u} ‖∇ CE(f, Y)‖₁"),
-        GradientScore("unif_l2sq", "expect_u", "l2sq", "E_{Y~u} ‖∇ CE(f, Y)‖₂²"),
-        GradientScore("ce_pred", "pred", "l1", "‖∇ CE(f, argmax p)‖₁"),
-        GradientScore("mean_grad", "mean_grad_p", "l1", "‖E_{Y~p} ∇ CE(f, Y)‖₁ (is 0)"),
-    ]
-}
+__all__ = ["GRADIENT_SCORES", "check_feature_model", "gradient_score", "head_gradient_score", "target_spread"]
 
 
 def _loss(logits: torch.Tensor, q: torch.Tensor, target: str, T: float) -> torch.Tensor:
@@ -90,7 +72,8 @@ def _targets(spec: GradientScore, p: torch.Tensor) -> list[tuple[torch.Tensor | 
     raise AssertionError(spec.target)  # pragma: no cover
 
 
-def _check_model(model: nn.Module) -> nn.Linear:
+def check_feature_model(model: nn.Module) -> nn.Linear:
+    """The model's ``head`` linear layer; an error unless it also exposes ``features(x)``."""
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear) or not callable(getattr(model, "features", None)):
         raise OODInputError(
@@ -100,7 +83,7 @@ def _check_model(model: nn.Module) -> nn.Linear:
 
 
 def _param_set(model: nn.Module, wrt: str, bias: bool) -> dict[str, nn.Parameter]:
-    head = _check_model(model)
+    head = check_feature_model(model)
     named = dict(model.named_parameters())
     if wrt == "head":
         ids = {id(head.weight)} | ({id(head.bias)} if bias and head.bias is not None else set())
@@ -158,13 +141,29 @@ def _loop_mean_grad(model, x, wrt, T, bias) -> torch.Tensor:
     return out
 
 
-def _vmap_grads(model, x, wrt, bias, T, target, q_batch) -> tuple[torch.Tensor, ...]:
-    """Per-sample gradients of the loss with per-sample targets q_batch (N, C)."""
+def _vmap_inputs(model, x, wrt, T) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the per-sample gradients are taken from, and p (detached), from one forward pass.
+
+    For ``wrt="head"`` that is h: the backbone runs here once, and every loss target reuses it.
+    Otherwise it is x itself, which each target runs through the backbone again.
+    """
+    with torch.no_grad():
+        if wrt == "head":
+            h = model.features(x)
+            return h, F.softmax(model.head(h) / T, dim=-1)
+        return x, F.softmax(model(x) / T, dim=-1)
+
+
+def _vmap_grads(model, inp, wrt, bias, T, target, q_batch) -> tuple[torch.Tensor, ...]:
+    """Per-sample gradients of the loss with per-sample targets q_batch (N, C).
+
+    ``inp`` is what :func:`_vmap_inputs` returned: the features h for ``wrt="head"`` (only the
+    head is differentiated; no backbone pass here), else the images (a backbone pass per call).
+    """
     from torch.func import functional_call, grad, vmap
 
     head = model.head
     if wrt == "head":
-        h = model.features(x).detach()
         theta = {"weight": head.weight.detach()}
         fixed_b = head.bias.detach() if head.bias is not None else None
         if bias and head.bias is not None:
@@ -174,14 +173,14 @@ def _vmap_grads(model, x, wrt, bias, T, target, q_batch) -> tuple[torch.Tensor, 
             logits = F.linear(hi, th["weight"], th.get("bias", fixed_b))
             return _loss(logits, qi, target, T)
 
-        g = vmap(grad(loss_fn), in_dims=(None, 0, 0))(theta, h, q_batch)
+        g = vmap(grad(loss_fn), in_dims=(None, 0, 0))(theta, inp, q_batch)
         return tuple(g.values())
     if wrt == "input":
 
         def loss_x(xi, qi):
             return _loss(model(xi[None])[0], qi, target, T)
 
-        return (vmap(grad(loss_x), in_dims=(0, 0))(x, q_batch),)
+        return (vmap(grad(loss_x), in_dims=(0, 0))(inp, q_batch),)
 
     chosen = _param_set(model, wrt, bias)
     theta = {n: q.detach() for n, q in chosen.items()}
@@ -192,25 +191,24 @@ def _vmap_grads(model, x, wrt, bias, T, target, q_batch) -> tuple[torch.Tensor, 
         logits = functional_call(model, ({**rest, **th}, buffers), (xi[None],))[0]
         return _loss(logits, qi, target, T)
 
-    g = vmap(grad(loss_p), in_dims=(None, 0, 0))(theta, x, q_batch)
+    g = vmap(grad(loss_p), in_dims=(None, 0, 0))(theta, inp, q_batch)
     return tuple(g.values())
 
 
 def _vmap(model, x, spec, wrt, T, bias) -> torch.Tensor:
-    with torch.no_grad():
-        p = F.softmax(model(x) / T, dim=-1)
+    inp, p = _vmap_inputs(model, x, wrt, T)
     if spec.target == "mean_grad_p":
         eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
         total = None
         for y in range(p.shape[1]):
-            g = _vmap_grads(model, x, wrt, bias, T, "ce", eye[y].expand_as(p))
+            g = _vmap_grads(model, inp, wrt, bias, T, "ce", eye[y].expand_as(p))
             w = p[:, y]
             g = tuple(t * w.view(-1, *([1] * (t.ndim - 1))) for t in g)
             total = g if total is None else tuple(a + b for a, b in zip(total, g))
         return _norm(total, "l1", batched=True)
     acc = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for w, q in _targets(spec, p):
-        g = _vmap_grads(model, x, wrt, bias, T, spec.target, q)
+        g = _vmap_grads(model, inp, wrt, bias, T, spec.target, q)
         n = _norm(g, spec.norm, batched=True)
         acc = acc + (n if w is None else w * n)
     return acc
@@ -238,7 +236,7 @@ def gradient_score(
     if method not in ("loop", "vmap"):
         raise OODInputError(f"method must be 'loop' or 'vmap', got {method!r}")
     T = check_temperature(temperature)
-    _check_model(model)
+    check_feature_model(model)
     x = as_float_tensor(x, "x")
     if model.training:
         raise OODInputError("put the model in eval mode (model.eval()) before scoring")
@@ -267,14 +265,13 @@ def target_spread(
     if norm not in ("l1", "l2sq"):
         raise OODInputError(f"norm must be 'l1' or 'l2sq', got {norm!r}")
     T = check_temperature(temperature)
-    _check_model(model)
+    check_feature_model(model)
     x = as_float_tensor(x, "x").to(dtype=next(model.parameters()).dtype)
-    with torch.no_grad():
-        p = F.softmax(model(x) / T, dim=-1)
-    eye = torch.eye(p.shape[1], dtype=p.dtype)
+    inp, p = _vmap_inputs(model, x, wrt, T)
+    eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
     ratios = []
     for y in range(p.shape[1]):
-        g = _vmap_grads(model, x, wrt, bias, T, "ce", eye[y].expand_as(p))
+        g = _vmap_grads(model, inp, wrt, bias, T, "ce", eye[y].expand_as(p))
         d = p - eye[y]
         dn = d.abs().sum(1) if norm == "l1" else d.pow(2).sum(1)
         ratios.append(_norm(g, norm, batched=True) / dn)

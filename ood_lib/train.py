@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .models import FeatureModel
+from ._checks import OODInputError
+from .models import FeatureModel, build_model, load_checkpoint
 
 
 def train_classifier(
@@ -36,3 +41,37 @@ def train_classifier(
                 opt.step()
                 bar.update()
     return model.eval()
+
+
+def cached_classifier(
+    arch: str,
+    train: Dataset,
+    *,
+    tag: str,
+    epochs: int,
+    seed: int = 0,
+    cache_dir: Path | None | bool = None,
+    progress: bool = False,
+) -> FeatureModel:
+    """A model ``arch`` trained on ``train`` (see :func:`train_classifier`), cached on disk.
+
+    The cache entry is keyed by the training data's fingerprint, the seed and the epochs; a cached
+    file that no longer loads is reported and the model retrained (to the same weights).
+    ``cache_dir=False`` trains without caching.
+    """
+    from .cache import atomic_save_torch, default_cache_dir
+
+    key = hashlib.sha256(f"{tag}:{train.fingerprint()}:{seed}:{epochs}:v2".encode()).hexdigest()[:16]
+    folder = None if cache_dir is False else default_cache_dir() if cache_dir is None else Path(cache_dir)
+    path = None if folder is None else folder / "models" / f"{tag}-cnn-{key}.pt"
+    torch.manual_seed(seed)  # the initial weights, too, come from the seed
+    model = build_model(arch)
+    if path is not None and path.is_file():
+        try:
+            return load_checkpoint(model, path)
+        except OODInputError as exc:
+            warnings.warn(f"cached model {path} is unusable ({exc}); retraining it", stacklevel=2)
+    train_classifier(model, train, epochs=epochs, seed=seed, progress=progress, desc=f"training {tag} CNN")
+    if path is not None:
+        atomic_save_torch(model.state_dict(), path)
+    return model

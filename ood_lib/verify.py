@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from ._checks import OODInputError, as_float_tensor
-from .gradients import GRADIENT_SCORES, _check_model, gradient_score, target_spread
-from .scores import GRADIENT_FORMS, closed_form, u_term
+from .gradient_registry import GRADIENT_FORMS, GRADIENT_SCORES
+from .gradients import check_feature_model, gradient_score, target_spread
+from .scores import closed_form, u_term
 
 
 def default_deeper(model: nn.Module) -> str:
     """The last top-level submodule with parameters before the head (e.g. ``layer3``)."""
-    head = _check_model(model)
+    head = check_feature_model(model)
     names = [
         n for n, m in model.named_children()
         if m is not head and any(True for _ in m.parameters())
@@ -50,6 +51,7 @@ def verify(
     deeper: list[str] | None = None,
     loop: bool = True,
     dtype: torch.dtype = torch.float64,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Each gradient score by autograd against its closed form, on ``model`` and images ``x``.
 
@@ -74,19 +76,23 @@ def verify(
     T = temperature
     paths = ["vmap", "loop"] if loop else ["vmap"]
     rows: list[dict] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 * len(GRADIENT_SCORES) + 2, desc="verify", disable=not progress, leave=False)
     for bias in (False, True):
         spread = float(target_spread(model, x, wrt="head", temperature=T, bias=bias).max())
-        for name in GRADIENT_SCORES:
-            form = "gradnorm" if name == "mean_grad" else name
-            scale = _factor_scale(form, h, f, T, bias)
-            c = torch.zeros_like(scale) if name == "mean_grad" else closed_form(name, h, f, T, bias)
-            row = {"score": name, "wrt": "W,b" if bias else "W", "closed_form": "0" if name == "mean_grad" else name}
+        for name, g in GRADIENT_SCORES.items():
+            # a score whose closed form is 0 is measured in the units of GradNorm's V term
+            scale = _factor_scale(name if g.has_closed_form else "gradnorm", h, f, T, bias)
+            c = closed_form(name, h, f, T, bias) if g.has_closed_form else torch.zeros_like(scale)
+            row = {"score": name, "wrt": "W,b" if bias else "W", "closed_form": name if g.has_closed_form else g.formula}
             for method in paths:
                 a = gradient_score(name, model, x, temperature=T, bias=bias, method=method)
-                row[f"rel_diff_{method}"] = _max_rel(a, c, c if name != "mean_grad" else scale)
+                row[f"rel_diff_{method}"] = _max_rel(a, c, c if g.has_closed_form else scale)
                 row[f"v_diff_{method}"] = _max_rel(a, c, scale)
             row["spread"] = spread
             rows.append(row)
+            bar.update()
     cf = closed_form("gradnorm", h, f, T)
     for wrt in (deeper if deeper is not None else [default_deeper(model)]) + ["input"]:
         row = {"score": "gradnorm", "wrt": wrt, "closed_form": "best multiple of gradnorm"}
@@ -97,4 +103,6 @@ def verify(
             row[f"v_diff_{method}"] = _max_rel(a, k * cf, k * _factor_scale("gradnorm", h, f, T, False))
         row["spread"] = float(target_spread(model, x, wrt=wrt, temperature=T).max())
         rows.append(row)
+        bar.update()
+    bar.close()
     return pd.DataFrame(rows)

@@ -1,8 +1,23 @@
-"""Shared fixtures. Tests import the *installed* ood_lib (see test_package.py)."""
+"""Shared fixtures and the rules of every test session. Tests import the *installed* ood_lib
+(see test_package.py).
+
+* Offline: every Python process of the run (this one, CLI subprocesses, notebook kernels, worker
+  processes) may open AF_UNIX sockets and talk to loopback addresses only (``tests/offline``); any
+  other attempt raises there and fails the session here, even if the code under test caught it.
+* Real data: tests marked with :func:`needs_shared_data` skip where the data is absent — and fail
+  instead when ``OOD_REQUIRE_DATA=1`` (CI), so a missing data root cannot pass silently.
+* Trained models: each small CNN is trained once per session (:func:`_train_once`); a test that
+  asks for ``real_training`` trains for real.
+* The reliability matrix: each row printed with its test's outcome, failures counted.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,14 +29,124 @@ from ood_lib.models import FeatureModel
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OOD_TEST_DATA", REPO.parent / "shared" / "data"))
 RESNET20 = SHARED_DATA / "weights" / "resnet20-12fca82f.th"
+REQUIRE_DATA_ENV = "OOD_REQUIRE_DATA"
+OFFLINE_DIR = Path(__file__).resolve().parent / "offline"
+OFFLINE_LOG_ENV = "OOD_OFFLINE_LOG"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared_data(path): needs this path under the real test data folder")
+    config.addinivalue_line("markers", "book: builds the whole book (its own pytest run in `make test`)")
+    # offline for this process and, via sitecustomize on PYTHONPATH, for every Python child
+    log = Path(tempfile.mkdtemp(prefix="ood-offline-")) / "attempts.log"
+    log.touch()
+    os.environ[OFFLINE_LOG_ENV] = str(log)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OFFLINE_DIR), os.environ.get("PYTHONPATH")]))
+    spec = importlib.util.spec_from_file_location("ood_offline_guard", OFFLINE_DIR / "sitecustomize.py")
+    guard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guard)  # installs the guard: the environment variable is set
+    config.stash[_LOG] = log
+
+
+_LOG = pytest.StashKey[Path]()
+
+
+def _attempts(config) -> list[str]:
+    log = config.stash.get(_LOG, None)
+    return log.read_text().splitlines() if log is not None and log.is_file() else []
+
+
+def pytest_unconfigure(config):
+    log = config.stash.get(_LOG, None)
+    if log is not None:
+        log.unlink(missing_ok=True)
+        log.parent.rmdir()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _attempts(session.config) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- real data -----------------------------------------------------------------------------
 def needs_shared_data(*parts: str):
-    path = SHARED_DATA.joinpath(*parts)
-    return pytest.mark.skipif(
-        not path.exists(),
-        reason=f"real test data not found at {path} (set OOD_TEST_DATA to a folder laid out like shared/data)",
-    )
+    """Mark a test as reading ``SHARED_DATA/<parts>``: skipped where absent, failed with OOD_REQUIRE_DATA=1."""
+    return pytest.mark.shared_data(SHARED_DATA.joinpath(*parts))
+
+
+def data_required() -> bool:
+    return os.environ.get(REQUIRE_DATA_ENV, "") not in ("", "0")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("shared_data"):
+        path = Path(mark.args[0])
+        if path.exists():
+            continue
+        msg = f"real test data not found at {path} (set OOD_TEST_DATA to a folder laid out like shared/data)"
+        if data_required():
+            pytest.fail(f"{msg}; {REQUIRE_DATA_ENV}=1 forbids skipping", pytrace=False)
+        pytest.skip(msg)
+
+
+# --- models ----------------------------------------------------------------------------------
+def _state_hash(model: nn.Module) -> str:
+    d = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        d.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    return d.hexdigest()
+
+
+_TRAINED: dict[tuple, dict] = {}
+
+
+def _train_once_per_session(real):
+    """``real`` (ood_lib.train.train_classifier) run once per (architecture, initial weights,
+    training data, settings); later calls load the weights that run produced. Training is
+    deterministic (a test with ``real_training`` retrains and compares), so this changes time,
+    not results."""
+
+    def once(model, dataset, **kw):
+        fp = getattr(dataset, "fingerprint", None)
+        if fp is None:
+            return real(model, dataset, **kw)
+        settings = tuple(sorted((k, v) for k, v in kw.items() if k not in ("progress", "desc")))
+        key = (type(model).__qualname__, _state_hash(model), fp(), settings)
+        if key not in _TRAINED:
+            _TRAINED[key] = copy.deepcopy(real(model, dataset, **kw).state_dict())
+        model.load_state_dict(_TRAINED[key])
+        return model.eval()
+
+    once.__wrapped__ = real
+    return once
+
+
+@pytest.fixture(autouse=True)
+def _train_once(monkeypatch):
+    import ood_lib.train as T
+
+    monkeypatch.setattr(T, "train_classifier", _train_once_per_session(T.train_classifier))
+
+
+@pytest.fixture
+def real_training(monkeypatch, _train_once):
+    """From here on, this test trains for real."""
+    import ood_lib.train as T
+
+    monkeypatch.setattr(T, "train_classifier", T.train_classifier.__wrapped__)
+
+
+@pytest.fixture(scope="session")
+def embedded_model_cache(tmp_path_factory):
+    """A cache folder holding the embedded benchmark's trained CNN (trained once per session)."""
+    import ood_lib.train as T
+    from ood_lib.benchmarks import get_benchmark
+
+    folder = tmp_path_factory.mktemp("models-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "train_classifier", _train_once_per_session(T.train_classifier))
+        get_benchmark("embedded").load_model(cache_dir=folder)
+    return folder
 
 
 class TinyNet(FeatureModel):
@@ -65,27 +190,63 @@ def cache_dir(tmp_path):
 
 
 # --- the reliability matrix: every bad input tried and fault injected, with its outcome ---
-RELIABILITY: list[tuple[str, str, str]] = []
+RELIABILITY: dict[str, dict] = {}  # test id -> {"rows": [(kind, case, outcome)], "outcome": ...}
 
 
 @pytest.fixture
-def record():
+def record(request):
     """record(kind, case, outcome): one row of the reliability matrix printed after the run."""
+    entry = RELIABILITY.setdefault(request.node.nodeid, {"rows": [], "outcome": "not run"})
 
     def add(kind: str, case: str, outcome: str) -> None:
-        RELIABILITY.append((kind, case, outcome))
+        entry["rows"].append((kind, case, outcome))
 
     return add
 
 
-def pytest_terminal_summary(terminalreporter):
-    if not RELIABILITY:
-        return
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    entry = RELIABILITY.get(item.nodeid)
+    if entry is not None:
+        if rep.failed:
+            entry["outcome"] = "failed"
+        elif rep.skipped:
+            entry["outcome"] = "skipped"
+        elif rep.when == "call" and entry["outcome"] == "not run":
+            entry["outcome"] = "passed"
+    return rep
+
+
+def reliability_lines(entries: dict[str, dict]) -> list[str]:
+    """The matrix: one line per row with its test's outcome, then the counts. A test that failed
+    before recording its row still gets one (named by its test id)."""
+    rows = []
+    for nodeid, e in entries.items():
+        for kind, case, outcome in e["rows"] or [("?", nodeid.split("::")[-1], "(no row recorded)")]:
+            rows.append((kind, case, outcome, e["outcome"]))
+    if not rows:
+        return []
+    width = max(len(c) for _, c, _, _ in rows)
+    lines = [f"{'ok' if st == 'passed' else st.upper():8s} {kind:10s} {case:{width}s}  {out}"
+             for kind, case, out, st in rows]
+    kinds = sorted({k for k, _, _, _ in rows})
+    counts = ", ".join(f"{sum(1 for k, *_ in rows if k == kind)} {kind}" for kind in kinds)
+    bad = sum(1 for *_, st in rows if st != "passed")
+    lines.append(f"{counts}: " + ("all handled (each row above is a passing test)" if bad == 0 else
+                                  f"{bad} of {len(rows)} NOT handled (failed or not run)"))
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, config):
     tr = terminalreporter
-    tr.section("reliability matrix")
-    width = max(len(c) for _, c, _ in RELIABILITY)
-    for kind, case, outcome in RELIABILITY:
-        tr.write_line(f"{kind:10s} {case:{width}s}  {outcome}")
-    kinds = sorted({k for k, _, _ in RELIABILITY})
-    counts = ", ".join(f"{sum(1 for k, _, _ in RELIABILITY if k == kind)} {kind}" for kind in kinds)
-    tr.write_line(f"{counts}: all handled (each row above is a passing test)")
+    lines = reliability_lines(RELIABILITY)
+    if lines:
+        tr.section("reliability matrix")
+        for line in lines:
+            tr.write_line(line)
+    attempts = _attempts(config)
+    if attempts:
+        tr.section("network access attempted (blocked; the run fails)", red=True)
+        for line in attempts:
+            tr.write_line(line)

@@ -79,3 +79,21 @@ def test_gradient_score_errors(tiny_model, tiny_images):
 def test_constant_scores_are_defined():
     m = evaluate_scores(np.ones(5), np.ones(5))
     assert m["auroc"] == 50.0 and all(np.isfinite(v) for v in m.values())
+
+
+def test_detector_and_run_option_errors(record):
+    from ood_lib.config import RunConfig
+    from ood_lib.detectors import create
+
+    cases = {
+        "unknown detector": (lambda: create("gradnrom"), "unknown method 'gradnrom'; valid:"),
+        "unknown hyper-parameter": (lambda: create("knn", kk=3), "no hyper-parameter 'kk'; it takes: k, chunk"),
+        "detector without its model": (lambda: create("odin"), "reads the network"),
+        "unknown run option": (lambda: RunConfig().replace(n_test=1), "unknown run option 'n_test'"),
+        "methods as one string": (lambda: RunConfig(methods="msp"), "list of names"),
+        "negative bootstrap": (lambda: RunConfig(bootstrap=-1), "bootstrap >= 0"),
+    }
+    for case, (call, match) in cases.items():
+        with pytest.raises(OODInputError, match=match) as err:
+            call()
+        record("bad input", case, f"OODInputError: {str(err.value)[:70]}")

@@ -39,17 +39,67 @@ def test_mnist_loader_on_real_files():
     assert len(sp["textures"].dataset) == 1200
     x, _, ok = sp["textures"].dataset[0]
     assert x.shape == (1, 28, 28) and ok
+    assert {k: s.group for k, s in sp.items()} == {"id_train": "id", "id_test": "id", "fashion_mnist": "near",
+                                                   "notmnist": "near", "textures": "far", "noise": "far"}
 
 
 @needs_shared_data("CIFAR10-JPEG", "test")
 def test_cifar10_loader_on_the_jpeg_copy():
     sp = get_benchmark("cifar10").splits(SHARED_DATA)
     assert len(sp["id_test"].dataset) == 10000 and len(sp["id_train"].dataset) == 5000
-    assert list(sp) == ["id_train", "id_test", "textures"]
-    assert "jpeg_quality=75" in repr(sp["textures"].dataset.transform)
+    ood = [k for k in sp if not k.startswith("id_")]
+    assert ood == ["tiny_imagenet", "textures", "mnist", "notmnist", "fashion_mnist", "noise"]
+    assert [sp[k].group for k in ood] == ["near"] + ["far"] * 5
     assert "jpeg_quality=None" in repr(sp["id_test"].dataset.transform)  # already JPEG on disk
-    x, _, _ = sp["textures"].dataset[0]
-    assert x.shape == (3, 32, 32)
+    for k in ood:  # every OOD image goes through the ID copy's JPEG round trip
+        assert "jpeg_quality=75" in repr(sp[k].dataset.transform), k
+        x, _, ok = sp[k].dataset[0]
+        assert x.shape == (3, 32, 32) and ok, k
+    assert len(sp["tiny_imagenet"].dataset) == 1420 and len(sp["mnist"].dataset) == 2000
+    d = get_benchmark("cifar10_densenet").splits(SHARED_DATA, n_id=5, n_ood=5)
+    assert list(d) == list(sp) and "0.4914" in repr(d["id_test"].dataset.dataset.transform)
+
+
+@needs_shared_data("ImageNet-val-1300", "labels.csv")
+def test_imagenet_lite_split_is_fixed_and_disjoint():
+    b = get_benchmark("imagenet_lite")
+    sp, again = b.splits(SHARED_DATA), b.splits(SHARED_DATA, seed=5)
+    fit, test = sp["id_train"].dataset, sp["id_test"].dataset
+    assert len(fit) == 520 and len(test) == 780
+    assert not set(fit.paths) & set(test.paths) and fit.paths == again["id_train"].dataset.paths
+    assert [sp[k].group for k in sp if not k.startswith("id_")] == ["far"] * 4
+    x, y, ok = test[0]
+    assert x.shape == (3, 224, 224) and 0 <= y < 1000 and ok
+    assert sp["notmnist"].dataset[0][0].shape == (3, 224, 224)
+
+
+def test_imagenet_subset_layout_on_synthetic_files(tmp_path):
+    folder = tmp_path / "ImageNet-val-1300"
+    _write_images(folder / "images", 600, size=40)
+    rows = ["file,class_index,wnid"] + [f"{i}.jpg,{i % 7},n{i:08d}" for i in range(600)]
+    (folder / "labels.csv").write_text("\n".join(rows))
+    (tmp_path / "notMNIST").mkdir()
+    with pytest.raises(DataNotFoundError, match="any OOD set"):
+        get_benchmark("imagenet_lite").splits(tmp_path)
+    _write_images(tmp_path / "DTD-subset" / "banded", 4, size=50)
+    sp = get_benchmark("imagenet_lite").splits(tmp_path)
+    assert set(sp) == {"id_train", "id_test", "textures", "noise"}
+    assert len(sp["id_train"].dataset) == 520 and len(sp["id_test"].dataset) == 80
+    (folder / "labels.csv").write_text("name,label\na.jpg,3\n")
+    with pytest.raises(OODInputError, match="file,class_index"):
+        get_benchmark("imagenet_lite").splits(tmp_path)
+
+
+def test_a_new_benchmark_is_one_declaration(tmp_path):
+    from ood_lib import sources as S
+    from ood_lib.benchmarks import MNIST_PREP, Benchmark, ModelSpec, OODSet
+
+    b = Benchmark("digits_vs_noise", "embedded digits vs noise only", 10, S.embedded_mnist,
+                  (OODSet("noise", "uniform noise", "far", S.noise(50)),), ModelSpec("mnist_cnn", train_epochs=1),
+                  MNIST_PREP, needs_root=False)
+    sp = b.splits(None, n_id=20, n_fit=30)
+    assert [(k, len(s.dataset), s.group) for k, s in sp.items()] == [("id_train", 30, "id"), ("id_test", 20, "id"),
+                                                                    ("noise", 50, "far")]
 
 
 @needs_shared_data("CIFAR10-JPEG", "test")
@@ -111,19 +161,19 @@ def test_missing_data_errors_name_path_layout_and_source(tmp_path):
         get_benchmark("imagenet").splits(tmp_path)
     with pytest.raises(DataNotFoundError, match="benchmark 'mnist' needs a data root"):
         get_benchmark("mnist").splits(None)
-    with pytest.raises(DataNotFoundError, match="ResNet-20"):
+    with pytest.raises(DataNotFoundError, match="resnet20 weights"):
         (tmp_path / "CIFAR10-JPEG").mkdir()
         get_benchmark("cifar10").load_model(tmp_path)
 
 
 def test_missing_imagenet_weights_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(DataNotFoundError, match="(?s)resnet50 ImageNet weights.*--checkpoint"):
+    with pytest.raises(DataNotFoundError, match="(?s)resnet50 weights.*--checkpoint"):
         get_benchmark("imagenet").load_model(tmp_path)
 
 
 def test_unknown_benchmark_lists_valid_names():
-    with pytest.raises(OODInputError, match="valid: cifar10, embedded, imagenet"):
+    with pytest.raises(OODInputError, match="valid: cifar10, cifar10_densenet, embedded, imagenet"):
         get_benchmark("svhn")
     assert {"embedded", "mnist", "cifar10", "imagenet"} <= set(BENCHMARKS)
 
@@ -139,7 +189,7 @@ def test_idx_reader_rejects_corrupt_files(tmp_path):
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
-    from ood_lib.benchmarks import cifar_eval_transform
+    from ood_lib.transforms import cifar_eval_transform
     from ood_lib.features import extract
     from ood_lib.models import CifarResNet
 
@@ -159,7 +209,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
 def test_image_to_input_matches_torchvision(size):
     from torchvision import transforms as T
 
-    from ood_lib.benchmarks import cifar_eval_transform, imagenet_transform, mnist_image_transform
+    from ood_lib.transforms import cifar_eval_transform, imagenet_transform, mnist_image_transform
     from ood_lib.data import IMAGENET_MEAN, IMAGENET_STD
 
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
@@ -167,6 +217,7 @@ def test_image_to_input_matches_torchvision(size):
         (cifar_eval_transform(), T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]), rgb),
         (imagenet_transform("resnet50"), T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]), rgb),
         (imagenet_transform("bit_r101x1"), T.Compose([T.Resize((480, 480)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]), rgb),
+        (imagenet_transform("efficientnet_lite0"), T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor(), T.Normalize((127 / 255,) * 3, (128 / 255,) * 3)]), rgb),
         (mnist_image_transform(), T.Compose([T.Resize(28), T.CenterCrop(28), T.ToTensor(), T.Normalize((0.1307,), (0.3081,))]), rgb.convert("L")),
     ]
     for ours, ref, img in pairs:
@@ -189,7 +240,7 @@ def test_batched_decoding_equals_the_per_image_path():
 
 
 def test_batched_decoding_skips_the_same_broken_files(tmp_path):
-    from ood_lib.benchmarks import cifar_eval_transform
+    from ood_lib.transforms import cifar_eval_transform
     from ood_lib.features import batch_loader
 
     _write_images(tmp_path / "imgs", 3, size=32)

@@ -1,8 +1,12 @@
-"""The runner on the embedded benchmark: completeness, no leakage into fitting, reproducibility."""
+"""The runner on the embedded benchmark: completeness, groups, n/a rows, no leakage into fitting,
+reproducibility, the score cache's device key, one run configuration."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -10,8 +14,11 @@ import pytest
 
 import ood_lib.evaluate as ev
 from ood_lib import OODInputError
-from ood_lib.features import extract
 from ood_lib.benchmarks import get_benchmark
+from ood_lib.config import RunConfig
+from ood_lib.detectors import FitData, create, fitted
+from ood_lib.features import extract
+from ood_lib.results import method_rows
 
 SMALL = dict(n_id=200, n_ood=100, n_fit=400, progress=False)
 
@@ -26,8 +33,17 @@ def test_every_method_every_set(cache, tmp_path):
     df = ev.run_benchmark("embedded", cache_dir=cache, out=out, **SMALL)
     methods = set(ev.available_methods())
     assert set(df.method) == methods
-    assert set(df.ood) == {"sklearn_digits", "font_letters", "textures", "photos", "noise", "mean"}
+    sets = {"sklearn_digits", "font_letters", "textures", "photos", "noise"}
+    assert set(df.ood) == sets | {"near", "far", "mean"}
     assert np.isfinite(df[["auroc", "fpr95", "aupr_in", "aupr_out", "seconds"]].to_numpy()).all()
+    assert (df.note.fillna("") == "").all() and not df.from_cache.any()
+    groups = {k: s.group for k, s in get_benchmark("embedded").splits(None, n_id=200, n_ood=100).items()}
+    per_set = df[df.ood.isin(sets)]
+    assert (per_set.group == per_set.ood.map(groups)).all() and set(per_set.group) == {"near", "far"}
+    for (method, group), rows in per_set.groupby(["method", "group"]):
+        g = df[(df.method == method) & (df.ood == group)].iloc[0]
+        assert g.auroc == pytest.approx(rows.auroc.mean(), abs=1e-12) and g.n_ood == rows.n_ood.sum()
+    assert (df[df.method == "gradnorm_autograd"].canonical == "l1*pu_l1").all()
     assert 90 < df.id_accuracy.iloc[0] <= 100
     g = df[df.method.isin(["gradnorm", "gradnorm_autograd"])].pivot(index="ood", columns="method", values="auroc")
     assert (g.gradnorm == g.gradnorm_autograd).all()
@@ -40,20 +56,14 @@ def test_every_method_every_set(cache, tmp_path):
 def test_fitted_baselines_only_ever_see_the_id_training_split(tmp_path, monkeypatch):
     cache = tmp_path  # a fresh cache: cached scores would skip the fits being watched
     seen = []
-    real = ev._make_fitted
+    for cls in (fitted.Mahalanobis, fitted.ReAct, fitted.KNN):
 
-    def spy(name, head, k):
-        det = real(name, head, k)
-        fit = det.fit
+        def recording_fit(self, train, logits=None, labels=None, real=cls.fit):
+            t = FitData.of(train, logits, labels)
+            seen.append((self.name, np.array(t.features), np.array(t.labels)))
+            return real(self, train, logits, labels)
 
-        def recording_fit(h, logits, labels):
-            seen.append((name, np.array(h), np.array(labels)))
-            return fit(h, logits, labels)
-
-        det.fit = recording_fit
-        return det
-
-    monkeypatch.setattr(ev, "_make_fitted", spy)
+        monkeypatch.setattr(cls, "fit", recording_fit)
     ev.run_benchmark("embedded", cache_dir=cache, methods=["mahalanobis", "react", "knn"], **SMALL)
     bench = get_benchmark("embedded")
     sp = bench.splits(None, n_id=200, n_ood=100, n_fit=400)
@@ -94,10 +104,78 @@ def test_cli_evaluate(cache, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "gradnorm" in r.stdout and out.is_file()
     r = subprocess.run([sys.executable, "-m", "ood_lib", "evaluate", "--benchmark", "nope"], capture_output=True, text=True)
-    assert r.returncode == 2 and "valid: cifar10, embedded" in r.stderr
+    assert r.returncode == 2 and re.search("valid: cifar10, .*embedded", r.stderr)
 
 
 def test_default_methods_skip_c_pass_autograd_only_for_many_classes():
     assert "exgrad_autograd" in ev.default_methods("embedded")
     big = ev.default_methods("imagenet")
     assert "exgrad_autograd" not in big and "gradnorm_autograd" in big and "exgrad" in big
+
+
+def test_not_applicable_methods_get_rows_and_a_reason(cache, tmp_path):
+    out = tmp_path / "na.csv"
+    df = ev.run_benchmark("embedded", cache_dir=cache, out=out, methods=["msp", "mahalanobis", "knn"],
+                          **dict(SMALL, n_fit=15))
+    na = df[df.method.isin(["mahalanobis", "knn"])]
+    assert len(na) == 2 * len(df[df.method == "msp"]) and na.auroc.isna().all()
+    assert na[na.method == "knn"].note.str.startswith("n/a: k = 50 exceeds the 15 ID training samples").all()
+    assert na[na.method == "mahalanobis"].note.str.contains("n/a: .*(fewer than 2|rank at most)").all()
+    notes = json.loads(out.with_suffix(".csv.json").read_text())["notes"]
+    assert notes["knn"].startswith("n/a:") and notes["mahalanobis"].startswith("n/a:")
+    assert np.isfinite(df[df.method == "msp"].auroc).all()
+
+
+def test_group_rows_only_for_groups_present():
+    prep = SimpleNamespace(benchmark="b", ood_keys=["a", "b"], id_accuracy=90.0,
+                           splits={"a": SimpleNamespace(group="far"), "b": SimpleNamespace(group="far")})
+    det = create("msp")
+    s = {"id_test": np.arange(10.0), "a": np.arange(10.0) - 3, "b": np.arange(10.0) - 5}
+    rows = method_rows(prep, det, s, seconds=0.0, from_cache=False, config=RunConfig())
+    assert [r["ood"] for r in rows] == ["a", "b", "far", "mean"]
+    assert rows[2]["auroc"] == rows[3]["auroc"] == (rows[0]["auroc"] + rows[1]["auroc"]) / 2
+
+
+def test_score_cache_is_keyed_by_device(cache, monkeypatch):
+    kw = dict(SMALL, cache_dir=cache, methods=["l1*msp", "knn"])
+    first = ev.run_benchmark("embedded", **kw)
+    again = ev.run_benchmark("embedded", **kw)
+    assert again.from_cache.all() and (again.seconds.to_numpy() == first.seconds.to_numpy()).all()
+    monkeypatch.setattr(ev, "device_label", lambda dev: "cuda:0 (Fake GPU)")
+    other = ev.run_benchmark("embedded", **kw)
+    assert not other.from_cache.any() and other.attrs["meta"]["device"] == "cuda:0 (Fake GPU)"
+    assert (other.seconds.to_numpy() != first.seconds.to_numpy()).any()  # measured anew, not the CPU's
+    pd.testing.assert_frame_equal(other.drop(columns=["seconds", "from_cache"]),
+                                  first.drop(columns=["seconds", "from_cache"]))
+    assert ev.run_benchmark("embedded", **kw).from_cache.all()
+
+
+def test_one_run_configuration_for_api_and_command_line(cache):
+    cfg = RunConfig(cache_dir=cache, methods=["msp"], **SMALL)
+    a = ev.run_benchmark("embedded", cfg)
+    b = ev.run_benchmark("embedded", cache_dir=cache, methods=["msp"], **SMALL)
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    assert ev.prepare("embedded", cfg, with_train=False).config == cfg
+    with pytest.raises(OODInputError, match="unknown run option 'n_test'; valid: .*n_id"):
+        ev.run_benchmark("embedded", cfg, n_test=3)
+    p = argparse.ArgumentParser()
+    RunConfig.add_arguments(p)
+    args = p.parse_args(["--n-id", "5", "--methods", "msp", "knn", "--quiet", "--knn-k", "7"])
+    got = RunConfig.from_args(args)
+    assert got == RunConfig(n_id=5, methods=("msp", "knn"), progress=False, knn_k=7)
+    assert got.params_for("knn") == {"k": 7} and got.params_for("msp") == {}
+
+
+def test_analysis_scores_through_the_runners_dispatch(cache):
+    from ood_lib import analysis
+
+    methods = ["msp", "gradnorm", "gradnorm_autograd", "knn"]
+    prep = ev.prepare("embedded", cache_dir=cache, **SMALL)
+    s = analysis.set_scores(prep, methods)
+    df = ev.run_benchmark("embedded", cache_dir=cache, methods=methods, **SMALL)
+    table = analysis.metric_table(s, "auroc")
+    for m in methods:
+        ours = df[(df.method == m) & (df.ood == "mean")].auroc.iloc[0]
+        assert table.loc["mean", m] == pytest.approx(ours, abs=1e-12), m
+    with pytest.raises(OODInputError, match="no hyper-parameter 'temperature'"):
+        analysis.set_scores(prep, ["knn"], temperature=2.0)

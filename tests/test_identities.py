@@ -105,3 +105,15 @@ def test_float32_model_gives_float32_scores(tiny_model, tiny_images):
     with torch.no_grad():
         h, f = model.forward_features(x)
     assert rel(a.double(), closed_form("gradnorm", h, f).double()) < 1e-5
+
+
+def test_head_gradients_run_the_backbone_once_per_batch(tiny_model, tiny_images, monkeypatch):
+    model, x = tiny_model(5), tiny_images(6)
+    calls = []
+    real = type(model).features
+    monkeypatch.setattr(type(model), "features", lambda self, xb: calls.append(len(xb)) or real(self, xb))
+    gradient_score("exgrad", model, x, batch_size=4)  # C = 5 one-hot targets per image
+    assert calls == [4, 2]
+    calls.clear()
+    target_spread(model, x)
+    assert calls == [6]

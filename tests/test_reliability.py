@@ -5,6 +5,7 @@ Every case adds a row to the reliability matrix printed at the end of the test r
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,11 +19,13 @@ import torch
 from conftest import REPO
 from ood_lib import OODInputError
 from ood_lib.analysis import log_variance_shares, rank_agreement
-from ood_lib.baselines import KNN, Mahalanobis
 from ood_lib.benchmarks import get_benchmark, mnist_array_transform
+from ood_lib.book import check_glue_value
+from ood_lib.cache import read_arrays, write_arrays
 from ood_lib.data import ArrayImages, DataNotFoundError, ImageFiles, data_root, image_folder
+from ood_lib.detectors import KNN, Mahalanobis
 from ood_lib.evaluate import run_benchmark
-from ood_lib.features import cache_key, extract, read_arrays, resolve_device, write_arrays
+from ood_lib.features import cache_key, extract, resolve_device
 from ood_lib.models import FeatureModel, MnistCNN, build_model
 
 SMALL = dict(n_id=50, n_ood=30, n_fit=100, progress=False)
@@ -39,20 +42,17 @@ class NaNNet(FeatureModel):
         return torch.full((len(x), 4), float("nan"))
 
 
-def _imgs(n=8):
-    return ArrayImages(np.zeros((n, 28, 28), np.uint8), np.zeros(n, int), mnist_array_transform())
+def _imgs(n=8, seed=None):
+    a = np.zeros((n, 28, 28), np.uint8) if seed is None else np.random.default_rng(seed).integers(0, 256, (n, 28, 28))
+    return ArrayImages(a.astype(np.uint8), np.zeros(n, int), mnist_array_transform())
 
 
 BAD = {
-    "unknown benchmark": (lambda tmp: run_benchmark("svhn", **SMALL), OODInputError, "valid: cifar10, embedded"),
+    "unknown benchmark": (lambda tmp: run_benchmark("svhn", **SMALL), OODInputError, "valid: cifar10.*embedded"),
     "unknown method": (lambda tmp: run_benchmark("embedded", methods=["gradnrom"], **SMALL), OODInputError, "valid:"),
     "no methods": (lambda tmp: run_benchmark("embedded", methods=[], **SMALL), OODInputError, "no methods"),
     "unknown model": (lambda tmp: build_model("vit"), OODInputError, "valid:.*resnet20"),
     "unknown device": (lambda tmp: resolve_device("tpu0"), OODInputError, "unknown device"),
-    "CUDA asked, none present": (
-        lambda tmp: resolve_device("cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(
-            OODInputError("no CUDA device is available (skipped: this machine has one)")),
-        OODInputError, "no CUDA device"),
     "empty OOD subset": (lambda tmp: run_benchmark("embedded", cache_dir=tmp, n_ood=0, progress=False),
                          OODInputError, "subset size must be positive"),
     "model emits NaN": (lambda tmp: extract(NaNNet(), _imgs(), cache_dir=False, progress=False),
@@ -72,6 +72,8 @@ BAD = {
     "shares of mismatched arrays": (lambda tmp: log_variance_shares([1.0, 2.0], [1.0]), OODInputError, "lengths"),
     "shares of a constant": (lambda tmp: log_variance_shares([1.0, 1.0], [2.0, 2.0]), OODInputError, "constant"),
     "ranks of mismatched arrays": (lambda tmp: rank_agreement([1.0, 2.0], [1.0]), OODInputError, "lengths"),
+    "NaN glued into the book": (lambda tmp: check_glue_value("nb03_auc", float("nan")), OODInputError,
+                                "'nb03_auc': non-finite"),
 }
 
 
@@ -81,6 +83,27 @@ def test_bad_input(case, tmp_path, record):
     with pytest.raises(exc, match=match) as err:
         call(tmp_path)
     record("bad input", case, f"{type(err.value).__name__}: {str(err.value).splitlines()[0][:70]}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the positive case runs instead")
+def test_cuda_asked_none_present(record):
+    with pytest.raises(OODInputError, match="no CUDA device") as err:
+        resolve_device("cuda")
+    record("bad input", "CUDA asked, none present", f"OODInputError: {str(err.value)[:70]}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_asked_and_present(record):
+    assert resolve_device("cuda").type == "cuda" and resolve_device("auto").type == "cuda"
+    torch.manual_seed(0)
+    model, ds = MnistCNN().eval(), _imgs(64, seed=0)
+    cpu = extract(model, ds, device="cpu", cache_dir=False, progress=False)
+    gpu = extract(model, ds, device="cuda", cache_dir=False, progress=False)
+    np.testing.assert_array_equal(gpu.labels, cpu.labels)
+    for a, b in ((gpu.h, cpu.h), (gpu.logits, cpu.logits)):  # TF32 convolutions: ~1e-3 relative
+        assert np.abs(a - b).max() <= 3e-3 * np.abs(b).max(), np.abs(a - b).max()
+    assert (gpu.logits.argmax(1) == cpu.logits.argmax(1)).mean() >= 0.95
+    record("device", "CUDA asked and present", "features on cuda = features on CPU (0.3 % of max)")
 
 
 def _cli(*args, **env):
@@ -94,7 +117,8 @@ def _cli(*args, **env):
     (["evaluate", "--benchmark", "cifar10", "--data-root", "/no/such/dir"], "/no/such/dir"),
     (["evaluate", "--methods", "nope", "--quiet"], "unknown method 'nope'"),
 ], ids=["CLI: T = 0", "CLI: mnist without a data root", "CLI: missing data root", "CLI: unknown method"])
-def test_cli_bad_input(args, match, tmp_path, record, request):
+def test_cli_bad_input(args, match, tmp_path, record, request, embedded_model_cache):
+    shutil.copytree(embedded_model_cache / "models", tmp_path / "models")  # the session's trained CNN
     r = _cli(*args, OOD_CACHE_DIR=str(tmp_path), OOD_DATA_ROOT="")
     assert r.returncode == 2 and match in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
@@ -142,24 +166,37 @@ def test_concurrent_writers_leave_a_whole_file(tmp_path, record):
 
 
 def test_killed_writer_leaves_nothing_that_looks_complete(tmp_path, record):
+    """SIGKILL while the entry is being written: after the temporary file exists, before the rename.
+    The writer's fsync never returns, so the kill cannot land after the rename, however fast the disk."""
     path = tmp_path / "features" / "big.npz"
     code = (
-        "import numpy as np, sys\n"
-        "from ood_lib.features import write_arrays\n"
-        "a = np.ones((3000, 20000), np.float32)\n"
-        "print('writing', flush=True)\n"
-        f"write_arrays(__import__('pathlib').Path({str(path)!r}), 'k', {{'h': a}}, n=3000)\n"
+        "import os, time, numpy as np\n"
+        "from pathlib import Path\n"
+        "from ood_lib.cache import write_arrays\n"
+        "os.fsync = lambda fd: time.sleep(600)\n"
+        "a = np.ones((2000, 8000), np.float32)\n"
+        f"write_arrays(Path({str(path)!r}), 'k', {{'h': a}}, n=2000)\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "writing"
-    time.sleep(0.3)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+    p = subprocess.Popen([sys.executable, "-c", code])
+    pattern, deadline, tmps = f".{path.name}.*.tmp", time.monotonic() + 120, []
+    try:
+        while not tmps:
+            assert p.poll() is None, "the writer ended before it could be killed mid-write"
+            assert time.monotonic() < deadline, "the writer never created its temporary file"
+            time.sleep(0.001)
+            tmps = sorted(path.parent.glob(pattern)) if path.parent.is_dir() else []
+        assert not path.exists()  # the state at the kill: temporary file present, entry absent
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == -signal.SIGKILL
     assert not path.exists(), "a killed writer must not leave a complete-looking entry"
+    assert sorted(path.parent.glob(pattern)) == tmps  # killed mid-write: only its temporary is left
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_arrays(path, "k", ("h",)) is None
-    record("fault", "writer killed (SIGKILL) mid-write", "no entry; next run rebuilds")
+    record("fault", "writer killed (SIGKILL) mid-write", "temporary left, no entry; next run rebuilds")
 
 
 def test_interrupted_write_cleans_up(tmp_path, record, monkeypatch):
@@ -208,11 +245,12 @@ def test_damaged_feature_cache(entry, damage, record):
     record("fault", f"feature cache: {damage}", "detected, rebuilt, same features")
 
 
-def test_corrupt_cached_model_is_retrained(tmp_path, record):
+def test_corrupt_cached_model_is_retrained(tmp_path, record, request):
     bench = get_benchmark("embedded")
-    m1 = bench.load_model(cache_dir=tmp_path)
+    m1 = bench.load_model(cache_dir=tmp_path)  # this session's training of the CNN
     (path,) = (tmp_path / "models").glob("*.pt")
     path.write_bytes(b"corrupt")
+    request.getfixturevalue("real_training")  # the retraining below is real
     with pytest.warns(UserWarning, match="retraining"):
         m2 = bench.load_model(cache_dir=tmp_path)
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
@@ -240,10 +278,8 @@ def test_results_file_is_replaced_whole(tmp_path, record, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    import ood_lib.features as F
-
-    monkeypatch.setattr(F.os, "replace", boom)
-    from ood_lib.evaluate import write_results
+    monkeypatch.setattr(os, "replace", boom)
+    from ood_lib.results import write_results
 
     with pytest.raises(KeyboardInterrupt):
         write_results(df.assign(auroc=0.0), out)

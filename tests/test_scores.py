@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib.scores import GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, grid_names, score, scores, u_term, v_term
+from ood_lib.gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD, flipped_name
+from ood_lib.scores import (
+    ALIASES, GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, canonical, grid_names, score, scores, u_term, v_term,
+)
 
 
 def rand(n=50, c=7, d=9, seed=0, scale=3.0):
@@ -102,3 +105,35 @@ def test_integer_and_half_inputs_are_promoted(dtype):
 def test_huge_half_logits_do_not_overflow():
     f = torch.tensor([[60000.0, 0.0]], dtype=torch.float16)
     assert torch.isfinite(score("energy", None, f)).all()
+
+
+def test_gradient_lists_are_derived_from_one_record_per_score():
+    assert set(GRADIENT_FORMS) == {n for n, g in GRADIENT_SCORES.items() if g.u is not None}
+    assert "mean_grad" in GRADIENT_SCORES and "mean_grad" not in GRADIENT_FORMS
+    flipped = {n.removesuffix("_flipped") for n in SCORES if n.endswith("_flipped")}
+    assert flipped == {n for n, g in GRADIENT_FORMS.items() if V_TERMS[g.v].sign < 0} == {"exgrad", "fisher", "ce_pred"}
+    assert RUNNER_AUTOGRAD == ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred")
+    h, f = rand()
+    for name, g in GRADIENT_FORMS.items():  # each record's c, U, V give its registered closed form
+        expect = g.factor(f.shape[1], 1.0) * u_term(g.u, h) * v_term(g.v, f)
+        torch.testing.assert_close(score(name, h, f), g.orientation * expect)
+
+
+@pytest.mark.parametrize("T", [1.0, 0.6])
+def test_every_alias_ranks_every_input_like_its_canonical_member(T):
+    h, f = rand(n=200, scale=4.0)
+    s = scores(list(SCORES), h, f, T)
+    for name, a in ALIASES.items():
+        assert a.canonical in SCORES and a.name == name
+        assert torch.equal(torch.argsort(s[name]), torch.argsort(s[a.canonical])), name
+    # exgrad (the published reading) is the reverse of its grid member, not an alias
+    assert "exgrad" not in ALIASES and torch.equal(torch.argsort(s["exgrad"]), torch.argsort(-s["l1*gini"]))
+
+
+def test_aliases_are_declared_once_and_canonical_resolves_chains():
+    assert ALIASES["msp"].canonical == "one*msp" and ALIASES["energy"].canonical == "one*lse"
+    assert ALIASES["gradnorm"].canonical == "l1*pu_l1" and ALIASES[flipped_name("exgrad")].canonical == "l1*gini"
+    assert canonical("one*one_minus_msp") == "one*msp" and canonical("l1*msp") == "l1*msp"
+    assert all(canonical(n) not in ALIASES for n in SCORES)
+    distinct = {canonical(n) for n in SCORES}
+    assert len(distinct) == len(SCORES) - len(ALIASES)

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared script (about 5 minutes on one H100/H200): every benchmark end to end
+# on the GPU, the identities on the GPU in float64 (autocast off), feature extraction through
+# torchrun (NCCL), and the cost benchmark (ResNet-20 32×32 and ResNet-50 224×224, random weights,
+# batch 1 and 256). Writes results/device/*.csv, each with the device name and versions.
+#
+#   benchmarks/device_check.sh [--data-root DIR] [--out DIR] [--python PY] [--benchmarks "a b …"] [--dry-run]
+#
+# --dry-run runs the same steps on the CPU with tiny subsets (CI does this), to keep the script working.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+ROOT=${OOD_DATA_ROOT:-}
+OUT=results/device
+BENCHES="embedded mnist cifar10 cifar10_densenet imagenet_lite"
+DRY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data-root) ROOT=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --python) PY=$2; shift 2 ;;
+    --benchmarks) BENCHES=$2; shift 2 ;;
+    --dry-run) DRY=1; shift ;;
+    *) echo "device_check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$DRY" = 1 ]; then
+  # random weights: the dry run checks the script, not a model (no training, no weights needed)
+  DEV=cpu; SMALL=(--n-id 60 --n-ood 40 --n-fit 80 --checkpoint random)
+  METHODS=(--methods msp energy gradnorm gradnorm_autograd exgrad_autograd "l1*msp" mahalanobis react knn odin); COST=(--repeats 1 --loop-images 2 --exgrad-images 1 --models resnet20)
+  B_LARGE=8; VERIFY_N=8
+else
+  DEV=cuda; SMALL=(); METHODS=(); COST=(--repeats 5); B_LARGE=256; VERIFY_N=128
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'device_check.sh: no CUDA device (use --dry-run on a CPU)')"
+fi
+mkdir -p "$OUT"
+CACHE=$(mktemp -d)
+trap 'rm -rf "$CACHE"' EXIT
+ROOTARG=(); [ -n "$ROOT" ] && ROOTARG=(--data-root "$ROOT")
+
+"$PY" -m ood_lib.envinfo --device "$DEV" > "$OUT/environment.csv"
+echo "benchmark,device,seconds_cold,seconds_warm,status" > "$OUT/runs.csv"
+for B in $BENCHES; do
+  if [ "$B" != embedded ] && [ -z "$ROOT" ]; then
+    echo "$B,$DEV,,,skipped: no data root" >> "$OUT/runs.csv"; continue
+  fi
+  for pass in cold warm; do  # warm: the same run again over the caches it filled
+    t0=$(date +%s.%N)
+    suffix=$([ "$pass" = warm ] && echo _warm || true)  # the cold run's JSON keeps the forward-pass times
+    if "$PY" -m ood_lib evaluate --benchmark "$B" "${ROOTARG[@]}" --device "$DEV" --cache-dir "$CACHE" \
+         --quiet "${SMALL[@]}" "${METHODS[@]}" --out "$OUT/$B$suffix.csv" > "$OUT/$B$suffix.log" 2>&1; then status=ok; else status=failed; fi
+    t1=$(date +%s.%N)
+    eval "t_$pass=$("$PY" -c "print(round($t1 - $t0, 2))")"
+    [ "$status" = ok ] || break
+  done
+  echo "$B,$DEV,${t_cold:-},${t_warm:-},$status" >> "$OUT/runs.csv"
+  [ "$status" = ok ] || { echo "device_check.sh: $B failed:"; tail -20 "$OUT/$B$suffix.log"; }
+done
+
+# the identities on this device, float64, with the one-image-at-a-time loop as reference
+if [ -n "$ROOT" ] && [ -f "$ROOT/weights/resnet20-12fca82f.th" ]; then
+  "$PY" -m ood_lib verify --checkpoint "$ROOT/weights/resnet20-12fca82f.th" --data-root "$ROOT" \
+      --device "$DEV" --n "$VERIFY_N" --quiet --csv "$OUT/verify_resnet20.csv" > "$OUT/verify_resnet20.log"
+  tail -3 "$OUT/verify_resnet20.log"
+fi
+"$PY" -m ood_lib verify --benchmark embedded --device "$DEV" --n 16 --quiet $([ "$DRY" = 1 ] && echo --checkpoint random) --csv "$OUT/verify_embedded.csv" > "$OUT/verify_embedded.log"
+tail -1 "$OUT/verify_embedded.log"
+
+# sharded extraction through torchrun: one process per GPU (NCCL), gloo on the CPU
+if [ -n "$ROOT" ]; then SB=cifar10; else SB=embedded; fi
+"$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m ood_lib extract --benchmark "$SB" \
+    "${ROOTARG[@]}" --device "$DEV" --cache-dir "$CACHE/torchrun" --quiet "${SMALL[@]}" > "$OUT/torchrun.log" 2>&1 \
+  && echo "torchrun extract ($SB, 1 process): ok" || { echo "torchrun extract failed"; tail -20 "$OUT/torchrun.log"; exit 1; }
+
+# what each way of scoring costs on this device, batch 256 and batch 1
+"$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 "$B_LARGE" --batch-resnet50 "$B_LARGE" \
+    --no-grid --out "$OUT/score_cost_b$B_LARGE.csv" > "$OUT/score_cost_b$B_LARGE.log"
+"$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 1 --batch-resnet50 1 --no-grid \
+    --out "$OUT/score_cost_b1.csv" > "$OUT/score_cost_b1.log"
+
+grep -q ",failed" "$OUT/runs.csv" && { echo "device_check.sh: some benchmark failed (see $OUT/runs.csv)"; exit 1; }
+echo "device_check.sh: done; results in $OUT"

@@ -1,0 +1,89 @@
+"""Post-hoc detectors: pure functions of (h, logits), no fit, no backward pass.
+
+MSP, MaxLogit and Energy, every U·V grid member and the closed form of every gradient score
+(both readings where they differ), as computed by :mod:`ood_lib.scores`. Every name of
+:data:`ood_lib.scores.SCORES` is registered here, with its aliases declared there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..gradient_registry import GRADIENT_FORMS, flipped_name
+from ..scores import ALIASES, SCORES, U_TERMS, V_TERMS, scores
+from .base import Detector, Needs, add
+
+
+class ClosedFormScore(Detector):
+    """The oriented score ``score_name`` of :data:`ood_lib.scores.SCORES` at temperature T."""
+
+    def __init__(self, score_name: str, temperature: float = 1.0) -> None:
+        spec = SCORES[score_name]
+        self.score_name, self.temperature = score_name, temperature
+        self.family = spec.family
+        self.needs = Needs(features=spec.needs_features, logits=True)
+
+    def score(self, features: Any, logits: Any) -> torch.Tensor:
+        return scores([self.score_name], features, logits, self.temperature)[self.score_name]
+
+    def get_params(self) -> dict[str, Any]:
+        return {"score_name": self.score_name, "temperature": self.temperature}
+
+
+class MSP(ClosedFormScore):
+    """max_k p_k (Hendrycks & Gimpel 2017)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__("msp", temperature)
+
+
+class MaxLogit(ClosedFormScore):
+    """max_k f_k (Hendrycks et al. 2022)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__("maxlogit", temperature)
+
+
+class Energy(ClosedFormScore):
+    """−energy = T · logsumexp(f / T) (Liu et al. 2020)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__("energy", temperature)
+
+
+class UV(ClosedFormScore):
+    """U(h) · V(p), oriented by V's sign (chapter *Feature norm × output distribution*)."""
+
+    def __init__(self, u: str, v: str, temperature: float = 1.0) -> None:
+        self.u, self.v = u, v
+        super().__init__(f"{u}*{v}", temperature)
+
+
+class GradientClosedForm(ClosedFormScore):
+    """The closed form c·U(h)·V(p) of the last-layer gradient score ``gradient``; ``flipped``
+    reads it the other way ("larger gradient = OOD")."""
+
+    def __init__(self, gradient: str, flipped: bool = False, temperature: float = 1.0) -> None:
+        self.gradient, self.flipped = gradient, flipped
+        super().__init__(flipped_name(gradient) if flipped else gradient, temperature)
+
+
+def _alias(name: str) -> dict[str, str]:
+    a = ALIASES.get(name)
+    return {} if a is None else {"alias_of": a.canonical, "relation": a.relation}
+
+
+# registered in the order of SCORES (grid, baselines, gradient closed forms), so tables keep it
+for _u in U_TERMS:
+    for _v in V_TERMS:
+        if (_u, _v) != ("one", "one"):
+            add(f"{_u}*{_v}", UV, u=_u, v=_v, **_alias(f"{_u}*{_v}"))
+for _cls in (MSP, MaxLogit, Energy):
+    add(_cls().score_name, _cls, **_alias(_cls().score_name))
+for _g in GRADIENT_FORMS.values():
+    add(_g.name, GradientClosedForm, gradient=_g.name, **_alias(_g.name))
+    if _g.flippable:
+        add(flipped_name(_g.name), GradientClosedForm, gradient=_g.name, flipped=True,
+            **_alias(flipped_name(_g.name)))
