@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/score_cost.py [--device auto] [--data-root DIR] [--out results/score_cost.csv]
 
 Prints median milliseconds per image and the ratio of each path to the bare batched forward
-pass, for the CIFAR ResNet-20 (32×32) and torchvision's ResNet-50 (224×224), random weights;
-then the time to score the whole closed-form family from cached features of 100,000 samples ×
-1,000 classes; then (with a data root holding CIFAR10-JPEG) the evaluation runner's feature
+pass, for the CIFAR ResNet-20 (32×32) and torchvision's ResNet-50 (224×224), random weights
+(for the ``--per-layer`` models, default ResNet-20, also the per-sample gradient norms of every
+parameter tensor, against one batched forward + backward and the batch-1 loop); then the time to
+score the whole closed-form family from cached features of 100,000 samples × 1,000 classes; then (with a data root holding CIFAR10-JPEG) the evaluation runner's feature
 extraction throughput against the bare forward pass over the same images. Writes the first
 table as CSV for the book's cost chapter (`notebooks/04_cost.py`, parameter COST_CSV).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ood_lib import data as D
-from ood_lib.cost import grid_cost, median_seconds, score_cost
+from ood_lib.cost import LAYER_PATHS, PATHS, grid_cost, median_seconds, score_cost
 from ood_lib.features import extract, resolve_device
 from ood_lib.models import build_model
 
@@ -61,6 +62,8 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=["resnet20", "resnet50"], choices=["resnet20", "resnet50"])
     p.add_argument("--loop-images", type=int, default=8, help="images timed on the one-at-a-time paths")
     p.add_argument("--exgrad-images", type=int, default=2, help="images timed on the C-pass ExGrad path")
+    p.add_argument("--per-layer", nargs="*", default=["resnet20"], choices=["resnet20", "resnet50"],
+                   help="models also timed on the per-layer paths (all parameters' per-sample gradient norms)")
     p.add_argument("--no-grid", action="store_true", help="skip the cached-features grid timing")
     p.add_argument("--grid-n", type=int, default=100_000)
     p.add_argument("--grid-classes", type=int, default=1000)
@@ -81,15 +84,22 @@ def main() -> None:
             continue
         model = build_model(name).to(dev).eval()
         x = torch.randn(batch, *shape, device=dev)
+        paths = PATHS + (LAYER_PATHS if name in a.per_layer else ())
         t = score_cost(model, x, label=name, repeats=a.repeats, loop_images=a.loop_images,
-                       exgrad_images=a.exgrad_images)
+                       exgrad_images=a.exgrad_images, paths=paths)
         t = t.assign(device_name=env["device_name"], torch=env["torch"], cuda=env["cuda"])
         tables.append(t)
         print(t[["model", "path", "images_timed", "ms_per_image", "ratio_to_forward"]].to_string(index=False,
               float_format=lambda v: f"{v:.3f}"))
         fwd = t.set_index("path").ms_per_image
         print(f"  closed-form overhead on the forward pass: {100 * fwd['closed_form_scoring_only'] / fwd['forward']:.2f} %"
-              f"   fastest gradient path (vmap_head) / forward: {fwd['vmap_head'] / fwd['forward']:.2f}x\n")
+              f"   fastest gradient path (vmap_head) / forward: {fwd['vmap_head'] / fwd['forward']:.2f}x")
+        if "per_layer_all" in fwd:
+            fb, loop = fwd["forward_backward"], fwd["gradnorm_published"]
+            print("  every layer, per sample: " + ", ".join(
+                f"{k} {fwd[k] / fb:.2f}x forward + backward, batch-1 loop / {k} {loop / fwd[k]:.1f}x"
+                for k in ("per_layer_all", "per_layer_hooks")))
+        print()
     import pandas as pd
 
     out = Path(a.out)

@@ -24,6 +24,8 @@
 # together adds {glue:text}`nb04_r50_cf_overhead:.2f` % to the forward pass.
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -46,6 +48,7 @@ N_GRID = 20000
 GRID_CLASSES = 1000
 GRID_DIM = 2048
 COST_CSV = ""
+DEVICE_RESULTS = "../results/device"
 
 # %% [markdown]
 # ## Every way of scoring, side by side
@@ -99,6 +102,50 @@ plt.close(fig)
 # {glue:text}`nb04_r20_exgrad:.1f`×, and the batched per-sample head gradient
 # {glue:text}`nb04_r20_vmap:.2f`×. On a CPU a batch-1 backward pass is relatively cheap; on a GPU,
 # where batch size 1 leaves the device idle, the loops fall much further behind.
+
+# %% [markdown]
+# ## On a GPU
+#
+# `benchmarks/device_check.sh` is the one prepared script for a GPU: every benchmark end to end,
+# the identities in float64, `torchrun` extraction, and this cost benchmark at batch 1 and 256.
+# Its recorded results live in `results/device/` (committed, with the device name and versions);
+# this section shows them beside the CPU numbers above, and says what is still missing.
+
+# %%
+gpu_dir = Path(DEVICE_RESULTS)
+runs = pd.read_csv(gpu_dir / "runs.csv") if (gpu_dir / "runs.csv").is_file() else None
+gpu_env = pd.read_csv(gpu_dir / "environment.csv").iloc[0] if (gpu_dir / "environment.csv").is_file() else None
+gpu_cost = [pd.read_csv(f) for f in sorted(gpu_dir.glob("score_cost_b*.csv"))]
+steps = pd.read_csv(gpu_dir / "steps.csv") if (gpu_dir / "steps.csv").is_file() else None
+todo = steps[steps.status != "ok"] if steps is not None else None
+glue("nb04_gpu_missing", "" if todo is None or todo.empty else
+     "Not yet recorded on a GPU: " + "; ".join(f"{r.step} ({r.status})" for r in todo.itertuples()) + ".",
+     display=False)
+if runs is None or gpu_env is None:
+    glue("nb04_gpu_runs", "No GPU run is recorded in this copy of the study.", display=False)
+else:
+    ok = runs[runs.status == "ok"]
+    glue("nb04_gpu_runs",
+         f"On one {gpu_env.device_name} (torch {gpu_env.torch}), {len(ok)} benchmarks ran end to end "
+         f"({', '.join(ok.benchmark)}): {ok.seconds_cold.min():.0f}–{ok.seconds_cold.max():.0f} s each with "
+         f"feature extraction, {ok.seconds_warm.min():.0f}–{ok.seconds_warm.max():.0f} s from the caches.",
+         display=False)
+if gpu_cost:
+    g = pd.concat(gpu_cost, ignore_index=True)
+    side = pd.concat({"CPU": ratio, **{f"GPU, batch {b}": t.pivot(index="path", columns="model", values="ratio_to_forward")
+                                       for b, t in g.groupby("batch")}}, axis=1)
+    glue("nb04_gpu_cost", "The cost benchmark's GPU rows are in the table below, beside the CPU rows.", display=False)
+else:
+    side = ratio
+    glue("nb04_gpu_cost", "The cost benchmark's GPU rows (batch 1 and 256) are not recorded yet: the GPU run "
+         "stopped before that step, so every ratio on this page is measured on the CPU.", display=False)
+runs
+
+# %% [markdown]
+# {glue:text}`nb04_gpu_runs` {glue:text}`nb04_gpu_cost` {glue:text}`nb04_gpu_missing`
+
+# %% tags=["hide-input"]
+side.style.format("{:.3f}", na_rep="—").set_caption("time per image / batched forward pass")
 
 # %% [markdown]
 # ## Scoring from cached features

@@ -16,6 +16,16 @@ Paths:
 * ``vmap_head_scoring_only`` — the per-sample head gradients alone;
 * ``exgrad_loop`` — exact ExGrad by autograd: one image at a time, C head-gradient passes;
 * ``exgrad_closed_form`` — batched forward, then ExGrad's closed form.
+
+Per-layer paths (:data:`LAYER_PATHS`, timed only when asked: they differentiate every parameter):
+
+* ``forward_backward`` — one batched forward and one backward of the summed GradNorm loss (every
+  parameter's ``.grad``): the yardstick for per-sample gradients of all layers;
+* ``per_layer_all`` — per-sample ‖∇_θ‖₁ and ‖∇_θ‖₂² of every parameter tensor θ, batched with
+  ``torch.func`` (:func:`ood_lib.layer_gradients.layer_grad_norms`, chunks of 64 images). Its
+  batch-1 counterpart is ``gradnorm_published``, whose full backward fills every ``.grad``;
+* ``per_layer_hooks`` — the same norms from one batched forward + backward per chunk of 64,
+  rebuilt from each layer's input and back-propagated signal (``method="hooks"``).
 """
 
 from __future__ import annotations
@@ -28,11 +38,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ._checks import OODInputError
 from .gradients import gradient_score, head_gradient_score
+from .layer_gradients import layer_grad_norms
 from .scores import SCORES, scores
 
 PATHS = ("forward", "closed_form", "closed_form_scoring_only", "vmap_head", "vmap_head_scoring_only",
          "gradnorm_published", "loop_head_only", "exgrad_loop", "exgrad_closed_form")
+LAYER_PATHS = ("forward_backward", "per_layer_all", "per_layer_hooks")
 ALL_CLOSED_FORM = [n for n, s in SCORES.items()]
 
 
@@ -75,6 +88,15 @@ def _published_gradnorm(model, x, T: float = 1.0):
     return out
 
 
+def _forward_backward(model, x, T: float = 1.0):
+    """One batched forward and backward of Σ_i KL(u ‖ p_i): every parameter's .grad, summed over images."""
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        logp = F.log_softmax(model(x) / T, dim=-1)
+        (-logp.mean(dim=-1)).sum().backward()  # KL(u ‖ p) up to a constant
+    return next(model.parameters()).grad
+
+
 def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> dict[str, Callable[[], object]]:
     """The timed callables, each over all of ``x`` (the loops over its first few images)."""
     n_small = min(len(x), loop_images)
@@ -103,6 +125,9 @@ def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> di
         "loop_head_only": lambda: gradient_score("gradnorm", model, x[:n_small], method="loop"),
         "exgrad_loop": lambda: gradient_score("exgrad", model, x[:exgrad_images], method="loop"),
         "exgrad_closed_form": exgrad_cf,
+        "forward_backward": lambda: _forward_backward(model, x),
+        "per_layer_all": lambda: layer_grad_norms(model, x, chunk_size=64),
+        "per_layer_hooks": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=64),
     }
 
 
@@ -117,6 +142,9 @@ def score_cost(
     """
     model = model.eval()
     dev = next(model.parameters()).device
+    unknown = [n for n in paths if n not in PATHS + LAYER_PATHS]
+    if unknown:
+        raise OODInputError(f"unknown cost path(s) {', '.join(unknown)}; known: {', '.join(PATHS + LAYER_PATHS)}")
     fns = path_functions(model, x, loop_images, exgrad_images)
     n_small = min(len(x), loop_images)
     n_images = {"gradnorm_published": n_small, "loop_head_only": n_small, "exgrad_loop": min(len(x), exgrad_images)}

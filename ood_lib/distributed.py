@@ -196,8 +196,9 @@ def extract_benchmark(benchmark: str | Any, config: RunConfig | None = None, **o
     agree(err)
 
     def load() -> torch.nn.Module:
-        return bench.load_model(D.data_root(cfg.data_root), seed=cfg.seed, checkpoint=cfg.checkpoint, model=cfg.model,
-                                cache_dir=cfg.cache_dir, progress=cfg.progress and rank == 0)
+        other = {"model": cfg.model} if cfg.model is not None else {}  # another architecture than the declared one
+        return bench.load_model(D.data_root(cfg.data_root), seed=cfg.seed, checkpoint=cfg.checkpoint,
+                                cache_dir=cfg.cache_dir, progress=cfg.progress and rank == 0, **other)
 
     model, err = _run(load) if rank == 0 else (None, None)
     agree(err)  # rank 0 has trained (and cached) the model if it had to be trained

@@ -213,7 +213,7 @@ def u_term(name: str, features: Any, bias: bool = False) -> torch.Tensor:
     if name not in U_TERMS:
         raise unknown_name("U term", name, U_TERMS)
     h = check_features(features)
-    o = Outputs(h, torch.zeros(h.shape[0], 2, dtype=h.dtype), 1.0)
+    o = Outputs(h, torch.zeros(h.shape[0], 2, dtype=h.dtype, device=h.device), 1.0)
     return U_TERMS[with_bias(name, bias)].fn(o)
 
 

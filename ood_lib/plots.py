@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import matplotlib.pyplot as plt
-import matplotlib.tri as mtri
 import numpy as np
 import pandas as pd
 import torch
 
 from .scores import V_TERMS, v_term
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def simplex_points(resolution: int = 60) -> np.ndarray:
@@ -32,9 +33,11 @@ def _to_xy(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xy[:, 0], xy[:, 1]
 
 
-def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3) -> plt.Figure:
-    """Each V term drawn over the 3-class probability simplex (STUDY Figure 1), oriented as registered:
+def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3) -> Figure:
+    """Each V term drawn over the 3-class probability simplex (Figure 1 of Igoe et al.), oriented as registered:
     bright = scored as more in-distribution."""
+    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
+    import matplotlib.tri as mtri
     p = simplex_points(resolution)
     logits = torch.from_numpy(np.log(p))
     x, y = _to_xy(p)
@@ -55,8 +58,9 @@ def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3)
     return fig
 
 
-def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> plt.Figure:
+def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> Figure:
     """U (rows) × V (columns) heatmap of one metric of the U·V grid."""
+    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
     import seaborn as sns
 
     d = df[(df.family == "uv") & (df.ood == ood)].copy()
@@ -71,7 +75,7 @@ def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> 
     return fig
 
 
-def joint_uv_figure(u_id, v_id, u_ood, v_ood, ood_name: str, u_label: str, v_label: str) -> plt.Figure:
+def joint_uv_figure(u_id, v_id, u_ood, v_ood, ood_name: str, u_label: str, v_label: str) -> Figure:
     """Scatter and marginal densities of (U, V) for ID vs one OOD set, on log scales."""
     import seaborn as sns
 
@@ -86,8 +90,9 @@ def joint_uv_figure(u_id, v_id, u_ood, v_ood, ood_name: str, u_label: str, v_lab
     return g.figure
 
 
-def metric_bars(df: pd.DataFrame, methods: Sequence[str], metric: str = "auroc") -> plt.Figure:
+def metric_bars(df: pd.DataFrame, methods: Sequence[str], metric: str = "auroc") -> Figure:
     """Grouped bars: one group per OOD set, one bar per method."""
+    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
     import seaborn as sns
 
     d = df[df.method.isin(methods)]
@@ -102,8 +107,9 @@ def metric_bars(df: pd.DataFrame, methods: Sequence[str], metric: str = "auroc")
     return fig
 
 
-def cost_figure(df: pd.DataFrame) -> plt.Figure:
+def cost_figure(df: pd.DataFrame) -> Figure:
     """Median time per image of each way of scoring, per model, log scale."""
+    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(8, 3.6))

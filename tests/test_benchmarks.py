@@ -146,7 +146,7 @@ def test_imagenet_end_to_end_with_random_weights(synthetic_imagenet, tmp_path):
     df = run_benchmark("imagenet", data_root=synthetic_imagenet, checkpoint="random", cache_dir=tmp_path / "c",
                        methods=["msp", "gradnorm", "gradnorm_autograd", "l1*msp", "knn", "odin"],
                        progress=False, knn_k=3, batch_size=4)
-    assert set(df.ood) == {"inaturalist", "sun", "places", "textures", "mean"}
+    assert set(df.ood) == {"inaturalist", "sun", "places", "textures", "far", "mean"}
     assert np.isfinite(df[["auroc", "fpr95", "aupr_in", "aupr_out"]].to_numpy()).all()
     g = df[df.method.isin(["gradnorm", "gradnorm_autograd"])].pivot(index="ood", columns="method", values="auroc")
     assert (g.gradnorm == g.gradnorm_autograd).all()
@@ -253,3 +253,28 @@ def test_batched_decoding_skips_the_same_broken_files(tmp_path):
     single = [ds[i] for i in range(len(ds))]
     assert okb.tolist() == [ok for _, _, ok in single] and okb.sum() == 6
     assert torch.equal(xb, torch.stack([x for x, _, _ in single]))
+
+
+@needs_shared_data("CIFAR10-JPEG", "test")
+def test_evaluate_and_verify_take_a_cifar_resnet_of_any_depth(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from ood_lib.models import CifarResNet, weights_fingerprint
+
+    torch.manual_seed(0)
+    net = CifarResNet(32).eval()  # not the shipped depth: the loader reads it off the checkpoint
+    ck = tmp_path / "resnet32.th"
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, ck)
+    out = tmp_path / "r.csv"
+    common = ["--data-root", str(SHARED_DATA), "--model", "cifar_resnet", "--checkpoint", str(ck)]
+    r = subprocess.run([sys.executable, "-m", "ood_lib", "evaluate", "--benchmark", "cifar10", *common, "--n-id", "30",
+                        "--n-ood", "10", "--n-fit", "40", "--methods", "msp", "gradnorm", "--quiet",
+                        "--cache-dir", str(tmp_path / "c"), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads(out.with_suffix(".csv.json").read_text())
+    assert meta["model_fingerprint"] == weights_fingerprint(net)
+    v = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--benchmark", "cifar10", *common, "--n", "2",
+                        "--no-loop", "--quiet"], capture_output=True, text=True)
+    assert v.returncode == 0 and "cifar_resnet from resnet32.th" in v.stdout, v.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Every identity of STUDY.md §2, at float64, autograd (as defined) vs closed form."""
+"""Every identity of the chapter *Gradient scores and their closed forms*, at float64, autograd (as defined) vs closed form."""
 
 import pytest
 import torch

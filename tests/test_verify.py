@@ -38,7 +38,7 @@ def test_verify_on_real_images_via_the_command_line():
         [sys.executable, "-m", "ood_lib", "verify", "--checkpoint", str(RESNET20), "--n", "6", "--seed", "1"],
         capture_output=True, text=True, check=True,
     ).stdout
-    assert "CIFAR-10 test images" in out and "layer3" in out and "input" in out
+    assert "6 cifar10 ID test images" in out and "layer3" in out and "input" in out
     assert "worst difference in V units" in out
 
 
@@ -60,12 +60,15 @@ def test_verify_table_real_model():
     assert (deep.spread > 1e-2).all() and (deep.rel_diff_vmap > 1e-2).all()
 
 
-def test_verify_embedded_command_runs(tmp_path):
+def test_verify_embedded_command_runs(tmp_path, embedded_model_cache):
+    import shutil
+
+    shutil.copytree(embedded_model_cache / "models", tmp_path / "models")  # the session's trained CNN
     env = {**__import__("os").environ, "OOD_CACHE_DIR": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--n", "4", "--no-loop"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
-    assert "embedded benchmark" in r.stdout and "fc1" in r.stdout
+    assert "embedded ID test images" in r.stdout and "fc1" in r.stdout
 
 
 def test_verify_cli_reports_missing_images(tmp_path):
@@ -74,4 +77,4 @@ def test_verify_cli_reports_missing_images(tmp_path):
     torch.save(CifarResNet().state_dict(), ck)
     r = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--checkpoint", str(ck)],
                        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
-    assert r.returncode == 2 and "needs real images" in r.stderr
+    assert r.returncode == 2 and "needs its real images" in r.stderr
