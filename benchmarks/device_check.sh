@@ -41,11 +41,25 @@ trap 'rm -rf "$CACHE"' EXIT
 ROOTARG=(); [ -n "$ROOT" ] && ROOTARG=(--data-root "$ROOT")
 
 "$PY" -m ood_lib.envinfo --device "$DEV" > "$OUT/environment.csv"
+echo "step,device,seconds,status" > "$OUT/steps.csv"
+FAILED=0
+step() {  # step NAME LOG COMMAND...: run one step, record its time and outcome, go on either way
+  local name=$1 log=$2; shift 2
+  local t0 t1 status
+  t0=$(date +%s.%N)
+  if "$@" > "$log" 2>&1; then status=ok; else status=failed; FAILED=1; fi
+  t1=$(date +%s.%N)
+  echo "\"$name\",$DEV,$("$PY" -c "print(round($t1 - $t0, 2))"),$status" >> "$OUT/steps.csv"
+  echo "$name: $status"
+  [ "$status" = ok ] || tail -20 "$log"
+}
+
 echo "benchmark,device,seconds_cold,seconds_warm,status" > "$OUT/runs.csv"
 for B in $BENCHES; do
   if [ "$B" != embedded ] && [ -z "$ROOT" ]; then
     echo "$B,$DEV,,,skipped: no data root" >> "$OUT/runs.csv"; continue
   fi
+  t_cold=; t_warm=
   for pass in cold warm; do  # warm: the same run again over the caches it filled
     t0=$(date +%s.%N)
     suffix=$([ "$pass" = warm ] && echo _warm || true)  # the cold run's JSON keeps the forward-pass times
@@ -56,29 +70,32 @@ for B in $BENCHES; do
     [ "$status" = ok ] || break
   done
   echo "$B,$DEV,${t_cold:-},${t_warm:-},$status" >> "$OUT/runs.csv"
-  [ "$status" = ok ] || { echo "device_check.sh: $B failed:"; tail -20 "$OUT/$B$suffix.log"; }
+  [ "$status" = ok ] || { FAILED=1; echo "device_check.sh: $B failed:"; tail -20 "$OUT/$B$suffix.log"; }
 done
 
 # the identities on this device, float64, with the one-image-at-a-time loop as reference
 if [ -n "$ROOT" ] && [ -f "$ROOT/weights/resnet20-12fca82f.th" ]; then
-  "$PY" -m ood_lib verify --checkpoint "$ROOT/weights/resnet20-12fca82f.th" --data-root "$ROOT" \
-      --device "$DEV" --n "$VERIFY_N" --quiet --csv "$OUT/verify_resnet20.csv" > "$OUT/verify_resnet20.log"
-  tail -3 "$OUT/verify_resnet20.log"
+  step "verify, ResNet-20 checkpoint, float64, $VERIFY_N images" "$OUT/verify_resnet20.log" \
+    "$PY" -m ood_lib verify --checkpoint "$ROOT/weights/resnet20-12fca82f.th" --data-root "$ROOT" \
+      --device "$DEV" --n "$VERIFY_N" --quiet --csv "$OUT/verify_resnet20.csv"
 fi
-"$PY" -m ood_lib verify --benchmark embedded --device "$DEV" --n 16 --quiet $([ "$DRY" = 1 ] && echo --checkpoint random) --csv "$OUT/verify_embedded.csv" > "$OUT/verify_embedded.log"
-tail -1 "$OUT/verify_embedded.log"
+step "verify, embedded CNN, float64, 16 images" "$OUT/verify_embedded.log" \
+  "$PY" -m ood_lib verify --benchmark embedded --device "$DEV" --n 16 --quiet \
+    $([ "$DRY" = 1 ] && echo --checkpoint random) --csv "$OUT/verify_embedded.csv"
 
 # sharded extraction through torchrun: one process per GPU (NCCL), gloo on the CPU
 if [ -n "$ROOT" ]; then SB=cifar10; else SB=embedded; fi
-"$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m ood_lib extract --benchmark "$SB" \
-    "${ROOTARG[@]}" --device "$DEV" --cache-dir "$CACHE/torchrun" --quiet "${SMALL[@]}" > "$OUT/torchrun.log" 2>&1 \
-  && echo "torchrun extract ($SB, 1 process): ok" || { echo "torchrun extract failed"; tail -20 "$OUT/torchrun.log"; exit 1; }
+step "torchrun extract $SB, 1 rank" "$OUT/torchrun.log" \
+  "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m ood_lib extract --benchmark "$SB" \
+    "${ROOTARG[@]}" --device "$DEV" --cache-dir "$CACHE/torchrun" --quiet "${SMALL[@]}"
 
-# what each way of scoring costs on this device, batch 256 and batch 1
-"$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 "$B_LARGE" --batch-resnet50 "$B_LARGE" \
-    --no-grid --out "$OUT/score_cost_b$B_LARGE.csv" > "$OUT/score_cost_b$B_LARGE.log"
-"$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 1 --batch-resnet50 1 --no-grid \
-    --out "$OUT/score_cost_b1.csv" > "$OUT/score_cost_b1.log"
+# what each way of scoring costs on this device, at a large batch and at batch 1
+step "cost benchmark, batch $B_LARGE" "$OUT/score_cost_b$B_LARGE.log" \
+  "$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 "$B_LARGE" --batch-resnet50 "$B_LARGE" \
+    --no-grid --per-layer resnet20 --out "$OUT/score_cost_b$B_LARGE.csv"
+step "cost benchmark, batch 1" "$OUT/score_cost_b1.log" \
+  "$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 1 --batch-resnet50 1 --no-grid \
+    --out "$OUT/score_cost_b1.csv"
 
-grep -q ",failed" "$OUT/runs.csv" && { echo "device_check.sh: some benchmark failed (see $OUT/runs.csv)"; exit 1; }
+[ "$FAILED" = 0 ] || { echo "device_check.sh: some step failed (see $OUT/runs.csv and $OUT/steps.csv)"; exit 1; }
 echo "device_check.sh: done; results in $OUT"

@@ -60,6 +60,8 @@ def _verify_layers(args, model, x, what, dev) -> int:
           f"({int(table.closed_form.ne('').sum())} tensors) {worst['rel_diff_closed']:.2e} (tolerance {args.tol:.0e}); "
           f"seconds: loop {s['seconds_loop']:.1f}, batched {s['seconds_batched']:.1f}, hooks {s['seconds_hooks']:.1f}, "
           f"closed forms {s['seconds_closed']:.1f}")
+    for form, why in table.attrs.get("closed_forms_not_applied", {}).items():
+        print(f"closed form not applied — {form}: {why}")
     closed_ok = table.closed_form.eq("").all() or worst["rel_diff_closed"] <= args.tol
     hooks_ok = table.rel_diff_hooks.isna().all() or worst["rel_diff_hooks"] <= args.tol
     if not (worst["rel_diff_l1"] <= args.tol and worst["rel_diff_l2sq"] <= args.tol and closed_ok and hooks_ok):

@@ -70,8 +70,12 @@ def dataset_fingerprint(dataset: Dataset) -> str:
 
 
 def cache_key(model: torch.nn.Module, dataset: Dataset, data_fp: str | None = None) -> str:
-    """The cache key of (model weights, data and preprocessing, format version)."""
+    """The cache key of (model architecture and weights, data and preprocessing, format version).
+
+    The architecture enters as the model's class and ``repr`` (layer types, padding, BN eps, …):
+    two models that share a state dict's names and shapes but compute differently get other keys."""
     d = hashlib.sha256(FORMAT_VERSION.encode())
+    d.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
     d.update(weights_fingerprint(model).encode())
     d.update((data_fp if data_fp is not None else dataset_fingerprint(dataset)).encode())
     return d.hexdigest()[:32]

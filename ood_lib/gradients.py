@@ -266,7 +266,8 @@ def target_spread(
         raise OODInputError(f"norm must be 'l1' or 'l2sq', got {norm!r}")
     T = check_temperature(temperature)
     check_feature_model(model)
-    x = as_float_tensor(x, "x").to(dtype=next(model.parameters()).dtype)
+    w = next(model.parameters())
+    x = as_float_tensor(x, "x").to(device=w.device, dtype=w.dtype)
     inp, p = _vmap_inputs(model, x, wrt, T)
     eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
     ratios = []

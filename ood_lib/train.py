@@ -55,13 +55,15 @@ def cached_classifier(
 ) -> FeatureModel:
     """A model ``arch`` trained on ``train`` (see :func:`train_classifier`), cached on disk.
 
-    The cache entry is keyed by the training data's fingerprint, the seed and the epochs; a cached
+    The cache entry is keyed by the architecture, the training data's fingerprint, the seed and the
+    epochs (and a version, raised whenever :func:`train_classifier` changes); a cached
     file that no longer loads is reported and the model retrained (to the same weights).
     ``cache_dir=False`` trains without caching.
     """
     from .cache import atomic_save_torch, default_cache_dir
 
-    key = hashlib.sha256(f"{tag}:{train.fingerprint()}:{seed}:{epochs}:v2".encode()).hexdigest()[:16]
+    spec = f"{arch}:{tag}:{train.fingerprint()}:{seed}:{epochs}:v3"  # bump the version when training changes
+    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
     folder = None if cache_dir is False else default_cache_dir() if cache_dir is None else Path(cache_dir)
     path = None if folder is None else folder / "models" / f"{tag}-cnn-{key}.pt"
     torch.manual_seed(seed)  # the initial weights, too, come from the seed

@@ -74,7 +74,7 @@ def verify(
     ``spread`` is :func:`ood_lib.gradients.target_spread`: 0 where the gradient norm factorises.
     """
     model = copy.deepcopy(model).to(dtype).eval()
-    x = as_float_tensor(x, "x").to(dtype)
+    x = as_float_tensor(x, "x").to(device=next(model.parameters()).device, dtype=dtype)
     with torch.no_grad():
         h, f = model.forward_features(x)
     T = temperature
@@ -138,7 +138,8 @@ def verify_layers(
     a layer it does not rebuild). Where a closed form applies
     (every nn.Linear; the last convolution when global average pooling follows it) ``closed_form``
     names it and ``rel_diff_closed`` is its worst difference from the loop over both norms.
-    ``df.attrs`` holds ``seconds_loop``, ``seconds_batched``, ``seconds_hooks``, ``seconds_closed``.
+    ``df.attrs`` holds ``seconds_loop``, ``seconds_batched``, ``seconds_hooks``, ``seconds_closed`` and
+    ``closed_forms_not_applied`` (closed form → why it does not apply to this model).
     """
     model = copy.deepcopy(model).to(dtype).eval()
     x = as_float_tensor(x, "x").to(device=next(model.parameters()).device, dtype=dtype)
@@ -154,11 +155,13 @@ def verify_layers(
         hooked = None  # a layer the hooks do not rebuild
     t_h = time.perf_counter()
     closed: dict[str, tuple[str, dict]] = {}
+    not_applied: dict[str, str] = {}
     for form, fn in (("linear: ‖δ‖‖a‖", linear_closed_form), ("conv before pooling: Σ_c |g_c|‖ā_c‖", gap_conv_closed_form)):
         try:
             c = fn(model, x, **kw)
-        except OODInputError:
-            continue  # no such layer (e.g. no convolution followed by global average pooling)
+        except OODInputError as exc:  # no such layer, or its premise fails here: say which, in the table's attrs
+            not_applied[form] = str(exc)
+            continue
         closed.update({n: (form, c) for n in c["l1"]})
     t3 = time.perf_counter()
     params = dict(model.named_parameters())
@@ -172,5 +175,6 @@ def verify_layers(
         row["rel_diff_closed"] = max(_rel(c[k][n], ref[k][n]) for k in NORMS) if c else float("nan")
         rows.append(row)
     df = pd.DataFrame(rows)
-    df.attrs.update(seconds_loop=t1 - t0, seconds_batched=t2 - t1, seconds_hooks=t_h - t2, seconds_closed=t3 - t_h)
+    df.attrs.update(seconds_loop=t1 - t0, seconds_batched=t2 - t1, seconds_hooks=t_h - t2, seconds_closed=t3 - t_h,
+                    closed_forms_not_applied=not_applied)
     return df

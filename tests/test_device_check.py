@@ -20,6 +20,8 @@ def test_device_check_dry_run_writes_every_result(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = list(csv.DictReader(open(out / "runs.csv")))
     assert [(x["benchmark"], x["device"], x["status"]) for x in runs] == [("embedded", "cpu", "ok")]
+    steps = list(csv.DictReader(open(out / "steps.csv")))
+    assert len(steps) == 4 and all(x["status"] == "ok" and float(x["seconds"]) > 0 for x in steps), steps
     env = next(csv.DictReader(open(out / "environment.csv")))
     assert env["device"] == "cpu" and env["torch"]
     for name in ("embedded.csv", "embedded_warm.csv"):

@@ -53,7 +53,8 @@ class Mahalanobis(FittedDetector):
         h = check_features(t.features).double()
         if t.labels is None:
             raise OODInputError("Mahalanobis.fit needs class labels for every training sample")
-        y = torch.as_tensor(np.asarray(t.labels), dtype=torch.long)
+        y = torch.as_tensor(np.asarray(t.labels.cpu() if torch.is_tensor(t.labels) else t.labels),
+                            dtype=torch.long, device=h.device)
         if len(y) != len(h):
             raise OODInputError(f"Mahalanobis.fit: {len(h)} features but {len(y)} labels")
         if bool((y < 0).any()):
@@ -62,7 +63,7 @@ class Mahalanobis(FittedDetector):
         self.means_ = torch.stack([h[y == c].mean(0) for c in classes])
         centred = h - self.means_[torch.searchsorted(classes, y)]
         cov = centred.T @ centred / len(h)
-        cov += self.reg * torch.eye(cov.shape[0], dtype=cov.dtype) * cov.diagonal().mean()
+        cov += self.reg * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device) * cov.diagonal().mean()
         self.precision_ = torch.linalg.inv(cov)
         return self
 
@@ -93,13 +94,13 @@ class ReAct(FittedDetector):
 
     def fit(self, train: Any, logits: Any = None, labels: Any = None) -> "ReAct":
         h = check_features(FitData.of(train, logits, labels).features)
-        self.threshold_ = float(np.percentile(h.numpy().ravel(), self.percentile))
+        self.threshold_ = float(np.percentile(h.cpu().numpy().ravel(), self.percentile))
         return self
 
     def score(self, features: Any, logits: Any = None) -> torch.Tensor:
         self._check_fitted()
         h = check_features(features).double().clamp(max=self.threshold_)
-        f = h @ self.weight.T + self.bias
+        f = h @ self.weight.T.to(h.device) + self.bias.to(h.device)
         T = self.temperature
         return T * torch.logsumexp(f / T, dim=1)
 
@@ -131,7 +132,7 @@ class KNN(FittedDetector):
         q = F.normalize(check_features(features).float(), dim=1)
         out = []
         for i in range(0, len(q), self.chunk):
-            sim = q[i : i + self.chunk] @ self.bank_.T  # cosine similarity; distance² = 2 − 2 sim
+            sim = q[i : i + self.chunk] @ self.bank_.T.to(q.device)  # cosine similarity; distance² = 2 − 2 sim
             kth = sim.topk(self.k, dim=1).values[:, -1]
             out.append(-(2.0 - 2.0 * kth).clamp_min(0).sqrt())
         return torch.cat(out)
