@@ -271,15 +271,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ood_lib.distributed extract …`` (the same command as ``python -m ood_lib extract``)."""
-    p = argparse.ArgumentParser(prog="python -m ood_lib.distributed", description=__doc__.splitlines()[0])
-    add_extract_parser(p.add_subparsers(dest="cmd", required=True))
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except (OODInputError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m ood_lib.distributed extract …``: the same command line as ``python -m ood_lib``."""
+    from .cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
