@@ -111,7 +111,7 @@ plt.close(fig)
 # Its recorded results live in `results/device/` (committed, with the device name and versions);
 # this section shows them beside the CPU numbers above, and says what is still missing.
 
-# %%
+# %% tags=["hide-input"]
 gpu_dir = Path(DEVICE_RESULTS)
 runs = pd.read_csv(gpu_dir / "runs.csv") if (gpu_dir / "runs.csv").is_file() else None
 gpu_env = pd.read_csv(gpu_dir / "environment.csv").iloc[0] if (gpu_dir / "environment.csv").is_file() else None
