@@ -176,15 +176,24 @@ plt.close(fig)
 # %% [markdown]
 # ## The V terms over the probability simplex
 #
-# {numref}`fig-simplex` draws the output terms over the 3-class simplex, oriented as the library
-# scores them (bright = scored as in-distribution). MSP and GradNorm's $\lVert p - u\rVert_1$ are
-# lowest at the uniform prediction and highest at a vertex; ExGrad's $\sum_k p_k(1-p_k)$ is the
-# reverse, so it enters with a minus sign when oriented — while its feature factor
-# $\lVert h \rVert_1$ still says "larger means in-distribution". The two factors of ExGrad pull in
-# opposite directions; {ref}`ch-factors` measures what that does.
+# {numref}`fig-simplex` draws the output terms of the $U\cdot V$ grid ({ref}`ch-factors`) over the
+# 3-class simplex, each as defined (bright = larger). Every one of them is non-negative, smallest at
+# the uniform prediction and largest towards a vertex — the direction "larger = in-distribution" — and
+# none is a constant shift of another: the grid's $1 - 2/C + \lVert p\rVert_2^2$ is the panel
+# $\lVert p\rVert_2^2$ moved by a constant, so it is not drawn twice. The two terms built from the
+# logits, $\max_k f_k - \operatorname{mean}_k f_k$ and $T \operatorname{logsumexp}(f/T) -
+# \operatorname{mean}_k f_k$, are the shift-invariant forms of MaxLogit and Energy; at a fixed $T$
+# they are functions of $p$ (through $\mathrm{KL}(u \Vert p)$), which is why they can be drawn here.
+#
+# ExGrad's Gini impurity $\sum_k p_k(1-p_k) = 1 - \lVert p\rVert_2^2$ is the third panel upside
+# down: largest at the *uniform* prediction. Its feature factor $\lVert h\rVert_1$ still says
+# "larger means in-distribution", so ExGrad's two factors pull in opposite directions; the same holds
+# for the Fisher trace ($1 - \lVert p\rVert_2^2$ again) and the predicted-label gradient
+# ($1 - \max_k p_k$). These mixed scores are not grid members: they are evaluated in both readings,
+# and {ref}`ch-factors` measures what each reading does.
 
 # %% tags=["hide-input"]
-fig = plots.simplex_figure(["msp", "pu_l1", "gini", "p_l2sq", "neg_entropy", "one_minus_msp"])
+fig = plots.simplex_figure(["msp", "pu_l1", "p_l2sq", "kl_u", "maxlogit_gap", "lse_gap"])
 glue("nb01_fig_simplex", fig, display=False)
 plt.close(fig)
 
@@ -192,8 +201,8 @@ plt.close(fig)
 # ```{glue:figure} nb01_fig_simplex
 # :name: fig-simplex
 #
-# V terms over the 3-class probability simplex (corners: one-hot predictions; centre: uniform).
-# Titles with a minus sign are terms that the library negates to orient them.
+# The grid's V terms over the 3-class probability simplex (corners: one-hot predictions; centre:
+# uniform), each drawn as defined, $T = 1$. Every panel is larger towards the corners.
 # ```
 
 # %% [markdown]

@@ -34,15 +34,23 @@ def set_scores(prep: Prepared, methods: list[str], temperature: float = 1.0) -> 
     return out
 
 
-def metric_table(s: dict[str, dict[str, np.ndarray]], metric: str = "auroc") -> pd.DataFrame:
-    """OOD set × method table of one metric (percent), with a ``mean`` row."""
+def metric_table(s: dict[str, dict[str, np.ndarray]], metric: str = "auroc",
+                 groups: dict[str, str] | None = None) -> pd.DataFrame:
+    """OOD set × method table of one metric (percent), with a ``mean`` row.
+
+    With ``groups`` (set → "near", "far" or "covariate"), the ``mean`` row leaves the covariate-shift
+    sets out — they hold the ID classes, so they are not averaged with OOD sets — and a
+    ``covariate`` row gives their own mean."""
     rows = {}
     for key, per in s.items():
         if key == "id_test":
             continue
         rows[key] = {m: evaluate_scores(s["id_test"][m], v)[metric] for m, v in per.items()}
     t = pd.DataFrame(rows).T
-    t.loc["mean"] = t.mean()
+    cov = [k for k in t.index if groups is not None and groups.get(k) == "covariate"]
+    t.loc["mean"] = t.drop(index=cov).mean()
+    if cov:
+        t.loc["covariate"] = t.loc[cov].mean()
     return t
 
 

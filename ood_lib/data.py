@@ -294,7 +294,7 @@ class Split:
     name: str
     dataset: Dataset
     note: str = ""
-    group: str = "far"  # OOD sets: "near" (semantically close / covariate shift) or "far"; ID splits: "id"
+    group: str = "far"  # OOD sets: "near" (semantically close), "far" or "covariate" (same classes, shifted); ID splits: "id"
 
 
 def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:

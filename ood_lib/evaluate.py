@@ -39,7 +39,7 @@ from .gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD
 from .results import device_label, method_rows, metadata, not_applicable_rows, write_results
 
 __all__ = ["Prepared", "RunConfig", "available_methods", "default_methods", "detector_scores", "prepare",
-           "run_benchmark", "write_results"]
+           "run_benchmark", "score_methods", "write_results"]
 
 
 def available_methods() -> dict[str, Entry]:
@@ -208,13 +208,32 @@ def run_benchmark(benchmark: str = "embedded", config: RunConfig | None = None, 
                         f"{EXPECTATION_AUTOGRAD_MAX_CLASSES} classes (ask for it in methods)")
     needs_fit = any(DETECTORS[n].cls.needs.fit for n in names)
     prep = prepare(benchmark, cfg, with_train=needs_fit)
+    rows, _, more = score_methods(prep, names)
+    notes.update(more)
+    df = pd.DataFrame(rows)
+    df.attrs["meta"] = metadata(prep, notes, device_label(prep.device))
+    if out is not None:
+        write_results(df, out)
+    return df
+
+
+def score_methods(prep: Prepared, names: list[str]) -> tuple[list[dict], dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Score ``names`` on a prepared benchmark (through the score cache of ``prep.config``).
+
+    Returns the results rows (see :func:`run_benchmark`), the oriented scores
+    ``{method: {set: scores}}`` of every applicable method, and ``{method: "n/a: <reason>"}`` for
+    the others.
+    """
+    cfg = prep.config
     score_dir = None if cfg.cache_dir is False else (
         default_cache_dir() if cfg.cache_dir is None else Path(cfg.cache_dir)) / "scores"
     device = device_label(prep.device)
     rows: list[dict] = []
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    notes: dict[str, str] = {}
     from tqdm.auto import tqdm
 
-    for name in tqdm(names, desc=f"{benchmark}: scoring", disable=not cfg.progress, leave=False):
+    for name in tqdm(names, desc=f"{prep.benchmark}: scoring", disable=not cfg.progress, leave=False):
         det = create(name, model=prep.model, **cfg.params_for(name))
         reason = det.not_applicable(prep.fit_data if det.needs.fit else None)
         if reason:
@@ -222,9 +241,6 @@ def run_benchmark(benchmark: str = "embedded", config: RunConfig | None = None, 
             rows += not_applicable_rows(prep, det, notes[name])
             continue
         s, seconds, from_cache = _cached_scores(prep, det, score_dir, device)
+        scores[name] = s
         rows += method_rows(prep, det, s, seconds=seconds, from_cache=from_cache, config=cfg)
-    df = pd.DataFrame(rows)
-    df.attrs["meta"] = metadata(prep, notes, device)
-    if out is not None:
-        write_results(df, out)
-    return df
+    return rows, scores, notes

@@ -10,8 +10,11 @@ derives. Everything else is derived from these records, never listed again:
 * :data:`RUNNER_AUTOGRAD` — the scores the evaluation also computes by autograd, as
   ``<name>_autograd``, to show that the closed form gives the same numbers;
 * the ``_flipped`` readings (:func:`flipped_name`) — for every score whose V term is larger near the
-  uniform prediction, the published reading "larger gradient = in-distribution" runs against V, so
-  both orientations are evaluated rather than one chosen silently.
+  uniform prediction (ExGrad, the Fisher trace, the predicted-label CE), the feature norm says
+  "larger = in-distribution" and V the opposite: a mixed orientation. Both readings are evaluated,
+  rather than one chosen silently, and neither is a member of the U·V grid;
+* :func:`grid_member` — the grid member a score's closed form is a positive multiple of, where
+  there is one (GradNorm: ``l1*pu_l1``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .outputs import V_TERMS
+from .outputs import GRID_U, GRID_V, V_TERMS
 
 # loss targets, and how many backward passes per image each takes by autograd (C = classes)
 TARGETS = {
@@ -60,8 +63,8 @@ class GradientScore:
 
     @property
     def flippable(self) -> bool:
-        """Its V term is larger near the uniform prediction, against the published reading."""
-        return self.v is not None and V_TERMS[self.v].sign < 0
+        """Mixed orientation: its V term is larger near the uniform prediction, its U a feature norm."""
+        return self.v is not None and V_TERMS[self.v].larger_near_uniform
 
     @property
     def passes_per_image(self) -> str:
@@ -99,6 +102,9 @@ def flipped_name(name: str) -> str:
     return name + "_flipped"
 
 
-def grid_member(g: GradientScore) -> str:
-    """The U·V grid member ``"u*v"`` its closed form is a positive multiple of (raw, not oriented)."""
-    return f"{g.u}*{g.v}"
+def grid_member(g: GradientScore) -> str | None:
+    """The U·V grid member ``"u*v"`` the closed form of ``g`` is a positive multiple of, or None
+    where its U or V is not a grid term (the mixed-orientation scores)."""
+    if g.u in GRID_U and g.v in GRID_V and (g.u, g.v) != ("one", "one"):
+        return f"{g.u}*{g.v}"
+    return None

@@ -2,10 +2,13 @@
 
 ``h`` (N, D) are the penultimate features and ``f`` (N, C) the logits of a classifier
 ``f = W h + b``, with ``p = softmax(f / T)``. A U term is a norm of ``h`` alone, a V term a
-function of the output distribution alone; every closed-form score is a product of one of each
-(chapter *Gradient scores and their closed forms*). Terms are raw here, not oriented: each V term
-declares its ``sign`` (+1 larger at a vertex of the simplex, -1 larger near uniform), and
-:mod:`ood_lib.scores` applies it once.
+function of the logits alone; every closed-form score is a product of one of each (chapter
+*Gradient scores and their closed forms*).
+
+The U·V grid (chapter *Feature norm × output distribution*) uses only the terms marked ``grid``:
+both factors non-negative, oriented "larger = in-distribution", and unchanged when a constant is
+added to all logits of an input. The other terms stay because a gradient's closed form or a
+baseline needs them; each says in ``reason`` why it is not a grid term.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Outputs:
     @cached_property
     def _out(self) -> dict[str, torch.Tensor]:
         """Per-sample statistics of the output distribution, from one blocked pass over f."""
-        keys = ("maxlogit", "lse", "msp", "rest", "rest_sq", "pu_l1", "entropy")
+        keys = ("maxlogit", "mean", "lse", "msp", "rest", "rest_sq", "pu_l1", "entropy")
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         inv_c = 1.0 / self.C
         for fb in self._blocks(self.f):
@@ -67,6 +70,7 @@ class Outputs:
             p = torch.softmax(zb, dim=1)
             top = torch.max(p, dim=1)
             parts["maxlogit"].append(fb.amax(dim=1))
+            parts["mean"].append(fb.mean(dim=1))
             parts["lse"].append(lse)
             parts["msp"].append(top.values)
             parts["pu_l1"].append((p - inv_c).abs_().sum(dim=1))
@@ -84,9 +88,29 @@ class Outputs:
         return self._out["maxlogit"]
 
     @property
+    def mean_logit(self) -> torch.Tensor:
+        """mean_k f_k."""
+        return self._out["mean"]
+
+    @property
     def lse(self) -> torch.Tensor:
         """logsumexp(f / T)."""
         return self._out["lse"]
+
+    @property
+    def maxlogit_gap(self) -> torch.Tensor:
+        """max_k f_k − mean_k f_k = T·(log(C·max p) + KL(u ‖ p)) ≥ 0 (clamped at 0 against rounding)."""
+        return (self.maxlogit - self.mean_logit).clamp_(min=0.0)
+
+    @property
+    def lse_gap(self) -> torch.Tensor:
+        """T·logsumexp(f / T) − mean_k f_k = T·(log C + KL(u ‖ p)) ≥ T log C."""
+        return self.T * self.lse - self.mean_logit
+
+    @property
+    def kl_u(self) -> torch.Tensor:
+        """KL(p ‖ u) = log C − H(p) ≥ 0 (clamped at 0 against rounding at the uniform prediction)."""
+        return (math.log(self.C) - self.entropy).clamp_(min=0.0)
 
     @property
     def msp(self) -> torch.Tensor:
@@ -147,13 +171,27 @@ class Outputs:
 # --- U terms: functions of h alone -------------------------------------------------------
 @dataclass(frozen=True)
 class UTerm:
+    """A feature term U(h) ≥ 0; ``grid``: a row of the U·V grid, else ``reason`` says why not."""
+
     name: str
     formula: str
     fn: Callable[[Outputs], torch.Tensor]
+    grid: bool = True
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        """The formula without its annotations, for tables and figures."""
+        return self.formula.split(" = ")[0].split(" (")[0]
 
 
 def _ones(o: Outputs) -> torch.Tensor:
     return torch.ones_like(o.f[:, 0])
+
+
+def _bias(row: str) -> str:
+    return (f"the bias row (gradient w.r.t. (W, b)): a near-duplicate of the {row} row wherever that norm is "
+            "large against 1; kept for the closed forms")
 
 
 U_TERMS: dict[str, UTerm] = {
@@ -161,42 +199,72 @@ U_TERMS: dict[str, UTerm] = {
     for u in [
         UTerm("one", "1", _ones),
         UTerm("l1", "‖h‖₁", lambda o: o.h_l1),
-        UTerm("l1b", "‖h‖₁ + 1 (bias included)", lambda o: o.h_l1 + 1.0),
+        UTerm("l1b", "‖h‖₁ + 1 (bias included)", lambda o: o.h_l1 + 1.0, False, _bias("‖h‖₁")),
         UTerm("l2", "‖h‖₂", lambda o: o.h_l2sq.sqrt()),
-        UTerm("l2b", "(‖h‖₂² + 1)^½ (bias included)", lambda o: (o.h_l2sq + 1.0).sqrt()),
+        UTerm("l2b", "(‖h‖₂² + 1)^½ (bias included)", lambda o: (o.h_l2sq + 1.0).sqrt(), False,
+              _bias("‖h‖₂")),
         UTerm("l2sq", "‖h‖₂²", lambda o: o.h_l2sq),
-        UTerm("l2sqb", "‖h‖₂² + 1 (bias included)", lambda o: o.h_l2sq + 1.0),
+        UTerm("l2sqb", "‖h‖₂² + 1 (bias included)", lambda o: o.h_l2sq + 1.0, False, _bias("‖h‖₂²")),
         UTerm("linf", "‖h‖_∞", lambda o: o.h_linf),
-        UTerm("linfb", "max(‖h‖_∞, 1) (bias included)", lambda o: o.h_linf.clamp(min=1.0)),
+        UTerm("linfb", "max(‖h‖_∞, 1) (bias included)", lambda o: o.h_linf.clamp(min=1.0), False,
+              _bias("‖h‖_∞")),
     ]
 }
 
 
-# --- V terms: functions of the output distribution ---------------------------------------
+# --- V terms: functions of the logits ----------------------------------------------------
 @dataclass(frozen=True)
 class VTerm:
+    """An output term V(f); ``grid``: a column of the U·V grid (≥ 0, larger = in-distribution,
+    shift-invariant), else ``reason`` says why not. ``larger_near_uniform``: the term is largest at
+    the uniform prediction — against a feature norm, a mixed orientation."""
+
     name: str
     formula: str
-    sign: int  # +1: larger at a vertex of the simplex (confident); -1: larger near uniform
     fn: Callable[[Outputs], torch.Tensor]
+    grid: bool = True
+    reason: str = ""
+    larger_near_uniform: bool = False
 
+    @property
+    def label(self) -> str:
+        """The formula without its annotations, for tables and figures."""
+        return self.formula.split(" = ")[0].split(" (")[0]
+
+
+_SHIFT = "changes when a constant is added to all logits (softmax does not); {} is the grid form"
 
 V_TERMS: dict[str, VTerm] = {
     v.name: v
     for v in [
-        VTerm("one", "1", +1, _ones),
-        VTerm("msp", "max_k p_k", +1, lambda o: o.msp),
-        VTerm("pu_l1", "‖p − u‖₁ (GradNorm)", +1, lambda o: o.pu_l1),
-        VTerm("p_l2sq", "‖p‖₂² = 1 − Σ p(1−p)", +1, lambda o: o.p_sq),
-        VTerm("unif_l2sq", "1 − 2/C + ‖p‖₂²", +1, lambda o: 1.0 - 2.0 / o.C + o.p_sq),
-        VTerm("neg_entropy", "Σ p log p", +1, lambda o: -o.entropy),
-        VTerm("kl_u", "log C − H(p) = KL(p ‖ u)", +1, lambda o: math.log(o.C) - o.entropy),
-        VTerm("maxlogit", "max_k f_k", +1, lambda o: o.maxlogit),
-        VTerm("lse", "T · logsumexp(f / T) (= −energy)", +1, lambda o: o.T * o.lse),
-        VTerm("gini", "Σ p(1 − p) = 1 − ‖p‖₂² (ExGrad)", -1, lambda o: o.gini),
-        VTerm("one_minus_msp", "1 − max_k p_k", -1, lambda o: o.one_minus_msp),
+        VTerm("one", "1", _ones),
+        VTerm("msp", "max_k p_k (MSP)", lambda o: o.msp),
+        VTerm("pu_l1", "‖p − u‖₁ (GradNorm)", lambda o: o.pu_l1),
+        VTerm("p_l2sq", "‖p‖₂² = 1 − Σ p(1 − p) (1 − Gini)", lambda o: o.p_sq),
+        VTerm("unif_l2sq", "1 − 2/C + ‖p‖₂²", lambda o: 1.0 - 2.0 / o.C + o.p_sq),
+        VTerm("kl_u", "KL(p ‖ u) = log C − H(p)", lambda o: o.kl_u),
+        VTerm("maxlogit_gap", "max_k f_k − mean_k f_k = T·log(C·max_k p_k) + T·KL(u ‖ p)",
+              lambda o: o.maxlogit_gap),
+        VTerm("lse_gap", "T·logsumexp(f/T) − mean_k f_k = T·(log C + KL(u ‖ p))", lambda o: o.lse_gap),
+        # not grid terms: the closed forms of the gradient scores and the baselines use them
+        VTerm("gini", "Σ p(1 − p) = 1 − ‖p‖₂² (Gini impurity; ExGrad, Fisher trace)", lambda o: o.gini, False,
+              "larger near uniform: mixed orientation with a feature norm; "
+              "1 − Gini = ‖p‖₂² is the grid form", larger_near_uniform=True),
+        VTerm("one_minus_msp", "1 − max_k p_k (predicted-label CE)", lambda o: o.one_minus_msp, False,
+              "larger near uniform: mixed orientation with a feature norm; max_k p_k is the grid form",
+              larger_near_uniform=True),
+        VTerm("neg_entropy", "Σ p log p = −H(p)", lambda o: -o.entropy, False,
+              "negative; −H = KL(p ‖ u) − log C, and KL(p ‖ u) is the grid form"),
+        VTerm("maxlogit", "max_k f_k (MaxLogit)", lambda o: o.maxlogit, False,
+              _SHIFT.format("max_k f_k − mean_k f_k")),
+        VTerm("lse", "T · logsumexp(f / T) (= −energy)", lambda o: o.T * o.lse, False,
+              _SHIFT.format("T·logsumexp(f/T) − mean_k f_k")),
     ]
 }
+
+# the grid's rows and columns, in table order
+GRID_U: tuple[str, ...] = tuple(n for n, u in U_TERMS.items() if u.grid)
+GRID_V: tuple[str, ...] = tuple(n for n, v in V_TERMS.items() if v.grid)
 
 
 # The bias-included version of a U term: the gradient w.r.t. (W, b) sees h extended by a 1.
@@ -204,12 +272,13 @@ BIAS_U = {"l1": "l1b", "l2sq": "l2sqb"}
 
 
 def with_bias(u: str, bias: bool) -> str:
-    """The name of U term ``u``, or of its bias-included form when ``bias`` (‖h‖₁ → ‖h‖₁ + 1, ‖h‖₂² → ‖h‖₂² + 1)."""
+    """The name of U term ``u``, or of its bias-included form when ``bias``
+    (‖h‖₁ → ‖h‖₁ + 1, ‖h‖₂² → ‖h‖₂² + 1)."""
     return BIAS_U.get(u, u) if bias else u
 
 
 def u_term(name: str, features: Any, bias: bool = False) -> torch.Tensor:
-    """The feature-norm term U(h) named ``name`` (see :data:`U_TERMS`); raw, not oriented."""
+    """The feature-norm term U(h) named ``name`` (see :data:`U_TERMS`); ``bias`` gives its bias row."""
     if name not in U_TERMS:
         raise unknown_name("U term", name, U_TERMS)
     h = check_features(features)
@@ -218,7 +287,7 @@ def u_term(name: str, features: Any, bias: bool = False) -> torch.Tensor:
 
 
 def v_term(name: str, logits: Any, temperature: float = 1.0) -> torch.Tensor:
-    """The output term V(p) named ``name`` (see :data:`V_TERMS`); raw, not oriented."""
+    """The output term V named ``name`` (see :data:`V_TERMS`), as defined (non-grid terms are not negated)."""
     if name not in V_TERMS:
         raise unknown_name("V term", name, V_TERMS)
     return V_TERMS[name].fn(Outputs(None, logits, temperature))

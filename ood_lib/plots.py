@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .scores import V_TERMS, v_term
+from ._checks import OODInputError
+from .scores import GRADNORM_FORM, GRID_U, GRID_V, PREREGISTERED, U_TERMS, V_TERMS, grid_names, v_term
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,8 +36,9 @@ def _to_xy(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3) -> Figure:
-    """Each V term drawn over the 3-class probability simplex (Figure 1 of Igoe et al.), oriented as registered:
-    bright = scored as more in-distribution."""
+    """Each V term drawn over the 3-class probability simplex (Figure 1 of Igoe et al.), as defined
+    (never negated): bright = larger. Each title is the term's formula; a term that is largest near
+    the uniform prediction says so (for grid terms, bright = scored as in-distribution)."""
     import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
     import matplotlib.tri as mtri
     p = simplex_points(resolution)
@@ -43,13 +46,14 @@ def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3)
     x, y = _to_xy(p)
     tri = mtri.Triangulation(x, y)
     nrows = int(np.ceil(len(v_names) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
     for ax, name in zip(axes.flat, v_names):
-        v = V_TERMS[name].sign * v_term(name, logits).numpy()
+        v = v_term(name, logits).numpy()  # a clear error for an unknown name
+        term = V_TERMS[name]
         m = ax.tricontourf(tri, v, levels=20, cmap="viridis")
         fig.colorbar(m, ax=ax, shrink=0.8)
-        sign = "" if V_TERMS[name].sign > 0 else "−"
-        ax.set_title(f"{sign}{V_TERMS[name].formula}", fontsize=9)
+        note = "larger near uniform" if term.larger_near_uniform else "larger at a vertex"
+        ax.set_title("\n".join(textwrap.wrap(term.formula, 36)) + f"\n({note})", fontsize=8)
         ax.set_aspect("equal")
         ax.axis("off")
     for ax in list(axes.flat)[len(v_names):]:
@@ -59,18 +63,48 @@ def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3)
 
 
 def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> Figure:
-    """U (rows) × V (columns) heatmap of one metric of the U·V grid."""
+    """The U·V grid as a heatmap of one metric: rows U (:data:`~ood_lib.scores.GRID_U`), columns V
+    (:data:`~ood_lib.scores.GRID_V`), each labelled by its formula; GradNorm's form and the
+    pre-registered member are outlined.
+
+    ``df`` is one benchmark's results table (columns ``method``, ``ood``, ``metric``, …, as
+    :func:`ood_lib.evaluate.run_benchmark` returns it); ``ood`` picks the row per method (a set,
+    ``"near"``, ``"far"`` or ``"mean"``). Members missing from ``df`` stay blank, as does 1·1.
+    """
     import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
     import seaborn as sns
+    from matplotlib.patches import Patch, Rectangle
 
-    d = df[(df.family == "uv") & (df.ood == ood)].copy()
-    d[["u", "v"]] = d.method.str.split("*", n=1, expand=True)
-    table = d.pivot(index="u", columns="v", values=metric)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * table.shape[1], 0.9 + 0.45 * table.shape[0]))
+    for col in ("method", "ood", metric):
+        if col not in df.columns:
+            raise OODInputError(f"the results table has no column {col!r}")
+    d = df[df.method.isin(grid_names()) & (df.ood == ood)]
+    if d.empty:
+        raise OODInputError(f"no U·V grid member in the results table for ood={ood!r}")
+    if d.method.duplicated().any():
+        raise OODInputError(f"several rows per grid member for ood={ood!r}: pass one benchmark's table")
+    values = d.set_index("method")[metric]
+    table = pd.DataFrame([[values.get(f"{u}*{v}", np.nan) for v in GRID_V] for u in GRID_U],
+                         index=[U_TERMS[u].label for u in GRID_U],
+                         columns=["\n".join(textwrap.wrap(V_TERMS[v].label, 16)) for v in GRID_V])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.05 * len(GRID_V), 1.6 + 0.5 * len(GRID_U)))
     sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis_r" if metric == "fpr95" else "viridis", ax=ax,
                 cbar_kws={"label": f"{metric} (%)"})
-    ax.set_xlabel("V(p)")
-    ax.set_ylabel("U(h)")
+    outlines = ((GRADNORM_FORM, "tab:red", "-", f"GradNorm's form, ‖h‖₁·‖p − u‖₁ ({GRADNORM_FORM})"),
+                (PREREGISTERED, "white", "--", f"pre-registered member, ‖h‖₁·max p ({PREREGISTERED})"))
+    handles = []
+    for member, colour, style, text in outlines:
+        u, v = member.split("*")
+        for edge, line, width in (("black", "-", 4.0), (colour, style, 2.5)):  # visible on any cell colour
+            ax.add_patch(Rectangle((GRID_V.index(v) + 0.04, GRID_U.index(u) + 0.04), 0.92, 0.92, fill=False,
+                                   edgecolor=edge, linestyle=line, linewidth=width))
+        handles.append(Patch(facecolor="0.45", edgecolor=colour, linestyle=style, linewidth=2, label=text))
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=2, fontsize=8, frameon=False,
+              handlelength=2.5, handleheight=1.4)
+    ax.set_xlabel("V (output term; larger = ID)")
+    ax.set_ylabel("U (feature term)")
+    ax.tick_params(axis="x", labelrotation=0, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=8)
     fig.tight_layout()
     return fig
 

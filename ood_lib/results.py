@@ -1,6 +1,6 @@
 """The rows and metadata of a results table, and writing them (chapter *The evaluation*).
 
-Per method: one row per OOD set (with its ``group``, "near" or "far"), one row per group present
+Per method: one row per OOD set (with its ``group``, "near", "far" or "covariate"), one row per group present
 (``ood == "near"`` / ``"far"``: the mean of the metrics over the group's sets, ``n_ood`` their
 sum) and one row ``ood == "mean"`` over every set. ``canonical`` names the detector a method
 repeats (itself unless it is an alias: :func:`ood_lib.detectors.canonical`), so that a count or a
@@ -20,12 +20,13 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .benchmarks import OOD_GROUPS
 from .cache import atomic_write_bytes
 from .config import RunConfig
 from .detectors import Detector, canonical
 from .metrics import METRICS, bootstrap_ci, evaluate_scores
 
-GROUPS = ("near", "far")  # the order of the group rows
+GROUPS = OOD_GROUPS  # the order of the group rows; "covariate": the same classes under a shift
 SUMMARY_ROWS = GROUPS + ("mean",)  # values of ``ood`` that are not an OOD set
 
 

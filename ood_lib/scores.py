@@ -1,4 +1,4 @@
-"""Closed-form OOD scores: the U(h)·V(p) family and the closed forms of the gradient scores.
+"""Closed-form OOD scores: the U·V grid, the output baselines and the closed forms of the gradient scores.
 
 Everything here is a pure function of the penultimate features ``h`` (N, D) and the logits
 ``f`` (N, C) of a classifier ``f = W h + b``, with ``p = softmax(f / T)``. No backward pass.
@@ -7,16 +7,25 @@ The derivation is in the chapter *Gradient scores and their closed forms*
 scores' records in :mod:`ood_lib.gradient_registry`.
 
 Orientation convention (stated once, applied once, in :func:`scores`): **higher = more
-in-distribution**. A U·V product takes its V term's sign (U terms are norms and count as "larger
-= in-distribution"). The gradient scores follow the published reading, "a larger gradient norm
-means in-distribution", and each one whose V term points the other way is also registered with
-``_flipped`` appended, so that both readings can be evaluated rather than one chosen silently.
+in-distribution**.
 
-Several registered names are the same detector as a U·V grid member — equal up to a positive
-factor or an added constant, hence the same ranking of any inputs (``msp`` is ``one*msp``,
-``gradnorm`` is ``l1*pu_l1`` / T, ``exgrad_flipped`` is ``2/T · l1*gini``, …). :data:`ALIASES`
-declares each once, and :func:`canonical` maps a name to the member it repeats, so a count or a
-ranking of methods can leave aliases out.
+* The **U·V grid** (family ``"uv"``) is every product of a grid U term (:data:`GRID_U`) and a grid
+  V term (:data:`GRID_V`) but 1·1: both factors are non-negative, larger = in-distribution, and
+  unchanged when a constant is added to all logits, so every member is scored as it is (sign +1).
+  The bias rows of U are left out of the grid (near-duplicates of their bias-free rows), and so
+  are the V terms that are negative, larger near uniform or not shift-invariant; each term says why.
+* The **baselines** (family ``"baseline"``): MSP, MaxLogit, Energy, as published.
+* The **gradient scores** (family ``"gradient"``) follow the published reading, "a larger gradient
+  norm means in-distribution". ExGrad, the Fisher trace and the predicted-label CE multiply a
+  feature norm (larger = ID) by a V term that is larger near uniform (larger = OOD): they are also
+  registered with ``_flipped`` appended, so both readings are evaluated, and neither is a grid member.
+
+Some names are the same detector as another — equal up to a positive factor, an added constant or
+a strictly increasing map, hence the same ranking of any inputs (``msp`` is ``one*msp``,
+``gradnorm`` is ``l1*pu_l1`` / T, …). :data:`ALIASES` declares each once, and :func:`canonical` maps
+a name to the score it repeats, so a count or a ranking of methods can leave aliases out.
+MaxLogit and Energy are *not* aliases of their grid forms ``one*maxlogit_gap`` and ``one*lse_gap``:
+subtracting the mean logit changes the ranking.
 """
 
 from __future__ import annotations
@@ -28,12 +37,16 @@ import torch
 
 from ._checks import OODInputError, unknown_name
 from .gradient_registry import GRADIENT_FORMS, GradientScore, flipped_name, grid_member
-from .outputs import U_TERMS, V_TERMS, Outputs, UTerm, VTerm, u_term, v_term, with_bias
+from .outputs import GRID_U, GRID_V, U_TERMS, V_TERMS, Outputs, UTerm, VTerm, u_term, v_term, with_bias
 
 __all__ = [
-    "ALIASES", "GRADIENT_FORMS", "SCORES", "U_TERMS", "V_TERMS", "Alias", "Outputs", "ScoreSpec",
-    "canonical", "closed_form", "grid_names", "score", "scores", "u_term", "v_term",
+    "ALIASES", "GRADIENT_FORMS", "GRADNORM_FORM", "GRID_U", "GRID_V", "PREREGISTERED", "SCORES", "U_TERMS",
+    "V_TERMS", "Alias", "Outputs", "ScoreSpec", "canonical", "closed_form", "grid_names", "score", "scores",
+    "u_term", "uv_members", "v_term",
 ]
+
+# the grid member chosen before any result was seen: ‖h‖₁ · max_k p_k
+PREREGISTERED = "l1*msp"
 
 
 def _closed_form(o: Outputs, g: GradientScore, bias: bool) -> torch.Tensor:
@@ -60,7 +73,7 @@ class ScoreSpec:
 
     name: str
     family: str  # "uv", "baseline" or "gradient"
-    sign: int
+    sign: int  # the orientation applied to the raw value: +1 except the flipped gradient readings
     fn: Callable[[Outputs], torch.Tensor]  # raw value
     needs_features: bool
     description: str
@@ -75,21 +88,19 @@ class Alias:
     relation: str
 
 
-# the output-side baselines: (name, its V term)
-BASELINES = (("msp", "msp"), ("maxlogit", "maxlogit"), ("energy", "lse"))
+# the output-side baselines: (name, its V term, the grid member it is, if any)
+BASELINES = (("msp", "msp", "one*msp"), ("maxlogit", "maxlogit", None), ("energy", "lse", None))
 
-# grid members of the row U = 1 that differ from another by an added constant
-SHIFTED = (
-    ("one*one_minus_msp", "one*msp", "−(1 − max p) = max p − 1"),
-    ("one*kl_u", "one*neg_entropy", "log C + Σ p log p"),
-    ("one*unif_l2sq", "one*p_l2sq", "‖p‖₂² + 1 − 2/C"),
-    ("one*gini", "one*p_l2sq", "−Σ p(1 − p) = ‖p‖₂² − 1"),
+# grid members that repeat another grid member
+GRID_ALIASES = (
+    ("one*unif_l2sq", "one*p_l2sq", "‖p‖₂² + 1 − 2/C: a constant shift of one*p_l2sq"),
+    ("l2sq*one", "l2*one", "‖h‖₂² = (‖h‖₂)²: an increasing map of the non-negative l2*one"),
 )
 
 
 def _uv(u: UTerm, v: VTerm) -> ScoreSpec:
     return ScoreSpec(
-        f"{u.name}*{v.name}", "uv", v.sign,
+        f"{u.name}*{v.name}", "uv", +1,
         lambda o, u=u, v=v: u.fn(o) * v.fn(o), u.name != "one",
         f"{u.formula} · {v.formula}",
     )
@@ -98,16 +109,19 @@ def _uv(u: UTerm, v: VTerm) -> ScoreSpec:
 def _registry() -> tuple[dict[str, ScoreSpec], dict[str, Alias]]:
     reg: dict[str, ScoreSpec] = {}
     aliases: dict[str, Alias] = {}
-    for u in U_TERMS.values():
-        for v in V_TERMS.values():
-            if u.name == "one" and v.name == "one":
-                continue
-            s = _uv(u, v)
-            reg[s.name] = s
-    for name, v in BASELINES:
+    for u in GRID_U:
+        for v in GRID_V:
+            if (u, v) != ("one", "one"):
+                s = _uv(U_TERMS[u], V_TERMS[v])
+                reg[s.name] = s
+    for name, canon, relation in GRID_ALIASES:
+        aliases[name] = Alias(name, canon, relation)
+    for name, v, alias in BASELINES:
         vt = V_TERMS[v]
-        reg[name] = ScoreSpec(name, "baseline", vt.sign, vt.fn, False, vt.formula)
-        aliases[name] = Alias(name, f"one*{v}", "the same score")
+        note = "" if alias else f"; not its grid form one*{v}_gap: subtracting the mean logit changes the ranking"
+        reg[name] = ScoreSpec(name, "baseline", +1, vt.fn, False, vt.formula + note)
+        if alias:
+            aliases[name] = Alias(name, alias, "the same score")
     for g in GRADIENT_FORMS.values():
         fn = lambda o, g=g: _closed_form(o, g, False)  # noqa: E731
         reg[g.name] = ScoreSpec(g.name, "gradient", g.orientation, fn, True, f"{g.definition} = {g.formula}")
@@ -115,11 +129,9 @@ def _registry() -> tuple[dict[str, ScoreSpec], dict[str, Alias]]:
             f = flipped_name(g.name)
             reg[f] = ScoreSpec(f, "gradient", -g.orientation, fn, True,
                                f"−({g.definition}): the reading 'larger gradient = OOD'")
-        # the reading that agrees with V's orientation is a positive multiple of the grid member
-        same = flipped_name(g.name) if g.flippable else g.name
-        aliases[same] = Alias(same, grid_member(g), f"{g.formula}: a positive multiple of {grid_member(g)}")
-    for name, canon, relation in SHIFTED:
-        aliases[name] = Alias(name, canon, f"{relation}: a constant shift of {canon}")
+        member = grid_member(g)
+        if member is not None:
+            aliases[g.name] = Alias(g.name, member, f"{g.formula}: a positive multiple of {member}")
     return reg, aliases
 
 
@@ -135,17 +147,38 @@ def canonical(name: str) -> str:
     return name
 
 
+# GradNorm's form in the grid: ‖h‖₁ · ‖p − u‖₁
+GRADNORM_FORM = canonical("gradnorm")
+
+
+def _grid_terms(names: Iterable[str] | None, kind: str, grid: tuple[str, ...], terms: dict) -> list[str]:
+    out = list(grid) if names is None else list(names)
+    for n in out:
+        if n not in terms:
+            raise unknown_name(kind, n, grid)
+        if n not in grid:
+            raise OODInputError(f"{kind} {n!r} is not a grid term: {terms[n].reason}")
+    return out
+
+
 def grid_names(u: Iterable[str] | None = None, v: Iterable[str] | None = None) -> list[str]:
-    """Names of the U·V grid members for the given U and V terms (default: all)."""
-    us = list(U_TERMS) if u is None else list(u)
-    vs = list(V_TERMS) if v is None else list(v)
-    for n in us:
-        if n not in U_TERMS:
-            raise unknown_name("U term", n, U_TERMS)
-    for n in vs:
-        if n not in V_TERMS:
-            raise unknown_name("V term", n, V_TERMS)
+    """Names of the U·V grid members for the given grid U and V terms (default: the whole grid,
+    :data:`GRID_U` × :data:`GRID_V` without 1·1), rows of U in order."""
+    us = _grid_terms(u, "U term", GRID_U, U_TERMS)
+    vs = _grid_terms(v, "V term", GRID_V, V_TERMS)
     return [f"{a}*{b}" for a in us for b in vs if not (a == "one" and b == "one")]
+
+
+def uv_members(exclude_output_only: bool = True, exclude: Iterable[str] = ("l1*pu_l1",)) -> list[str]:
+    """The grid members that count as gradient-free U·V members against GradNorm, each once.
+
+    Leaves out aliases of another member, the row U = 1 when ``exclude_output_only`` (those are
+    output-only scores: the baselines' kind, with no feature norm) and every member that repeats
+    a name of ``exclude`` (default: GradNorm's own form ‖h‖₁·‖p − u‖₁, and so its aliases).
+    """
+    drop = {canonical(n) for n in exclude}
+    return [n for n in grid_names() if canonical(n) == n and n not in drop
+            and not (exclude_output_only and n.startswith("one*"))]
 
 
 def _oriented(spec: ScoreSpec, o: Outputs) -> torch.Tensor:

@@ -34,12 +34,12 @@ def test_every_method_every_set(cache, tmp_path):
     methods = set(ev.available_methods())
     assert set(df.method) == methods
     sets = {"sklearn_digits", "font_letters", "textures", "photos", "noise"}
-    assert set(df.ood) == sets | {"near", "far", "mean"}
+    assert set(df.ood) == sets | {"near", "far", "covariate", "mean"}
     assert np.isfinite(df[["auroc", "fpr95", "aupr_in", "aupr_out", "seconds"]].to_numpy()).all()
     assert (df.note.fillna("") == "").all() and not df.from_cache.any()
     groups = {k: s.group for k, s in get_benchmark("embedded").splits(None, n_id=200, n_ood=100).items()}
     per_set = df[df.ood.isin(sets)]
-    assert (per_set.group == per_set.ood.map(groups)).all() and set(per_set.group) == {"near", "far"}
+    assert (per_set.group == per_set.ood.map(groups)).all() and set(per_set.group) == {"near", "far", "covariate"}
     for (method, group), rows in per_set.groupby(["method", "group"]):
         g = df[(df.method == method) & (df.ood == group)].iloc[0]
         assert g.auroc == pytest.approx(rows.auroc.mean(), abs=1e-12) and g.n_ood == rows.n_ood.sum()

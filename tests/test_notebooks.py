@@ -22,7 +22,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 CIFAR = {
     "01_gradient_closed_forms": {"N_VERIFY": 8},
     "02_feature_norm_output": {"N_ID": 1000, "N_OOD": 300},
-    "03_evaluation": {"N_ID": 1000, "N_OOD": 300, "N_FIT": 1000, "N_BOOT": 50},
+    "03_evaluation": {"REAL": "cifar10", "N_ID": 1000, "N_OOD": 300, "N_FIT": 1000, "N_BOOT": 50},
 }
 
 
@@ -61,9 +61,8 @@ def test_notebook_on_cifar10(name):
     params = {"BENCHMARK": "cifar10", "DATA_ROOT": str(SHARED_DATA), **CIFAR[name]}
     values = run_notebook.glued(run_notebook.execute(nb, parameters=params))
     check_glue(nb, values)
-    if name == "03_evaluation":
-        assert values["nb03_benchmark"].strip("'") == "cifar10"
-        assert 70 < float(values["nb03_id_accuracy"]) < 90  # ResNet-20 on the JPEG copy
+    if name == "03_evaluation":  # the real benchmark computed live, not read from the recorded results
+        assert "cifar10 (ResNet-20)" in values["nb03_answer"] and int(values["nb03_n_pairs"]) == 2
 
 
 def test_every_notebook_is_a_canonical_jupytext_pair(tmp_path):

@@ -1,7 +1,7 @@
 """Post-hoc detectors: pure functions of (h, logits), no fit, no backward pass.
 
-MSP, MaxLogit and Energy, every U·V grid member and the closed form of every gradient score
-(both readings where they differ), as computed by :mod:`ood_lib.scores`. Every name of
+Every U·V grid member, MSP, MaxLogit and Energy, and the closed form of every gradient score
+(both readings for the mixed-orientation ones), as computed by :mod:`ood_lib.scores`. Every name of
 :data:`ood_lib.scores.SCORES` is registered here, with its aliases declared there.
 """
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from .._checks import unknown_name
 from ..gradient_registry import GRADIENT_FORMS, flipped_name
-from ..scores import ALIASES, SCORES, U_TERMS, V_TERMS, scores
+from ..scores import ALIASES, SCORES, grid_names, scores
 from .base import Detector, Needs, add
 
 
@@ -20,6 +21,8 @@ class ClosedFormScore(Detector):
     """The oriented score ``score_name`` of :data:`ood_lib.scores.SCORES` at temperature T."""
 
     def __init__(self, score_name: str, temperature: float = 1.0) -> None:
+        if score_name not in SCORES:
+            raise unknown_name("score", score_name, SCORES)
         spec = SCORES[score_name]
         self.score_name, self.temperature = score_name, temperature
         self.family = spec.family
@@ -54,7 +57,7 @@ class Energy(ClosedFormScore):
 
 
 class UV(ClosedFormScore):
-    """U(h) · V(p), oriented by V's sign (chapter *Feature norm × output distribution*)."""
+    """U(h) · V(f) of the grid: both factors ≥ 0 and larger = ID (chapter *Feature norm × output distribution*)."""
 
     def __init__(self, u: str, v: str, temperature: float = 1.0) -> None:
         self.u, self.v = u, v
@@ -76,10 +79,9 @@ def _alias(name: str) -> dict[str, str]:
 
 
 # registered in the order of SCORES (grid, baselines, gradient closed forms), so tables keep it
-for _u in U_TERMS:
-    for _v in V_TERMS:
-        if (_u, _v) != ("one", "one"):
-            add(f"{_u}*{_v}", UV, u=_u, v=_v, **_alias(f"{_u}*{_v}"))
+for _name in grid_names():
+    _u, _v = _name.split("*")
+    add(_name, UV, u=_u, v=_v, **_alias(_name))
 for _cls in (MSP, MaxLogit, Energy):
     add(_cls().score_name, _cls, **_alias(_cls().score_name))
 for _g in GRADIENT_FORMS.values():
