@@ -37,7 +37,7 @@ class RunConfig:
     methods: tuple[str, ...] | None = _opt(None, "only these methods (default: all)", str, "*")
     bootstrap: int = _opt(0, "bootstrap resamples for AUROC/FPR95 intervals", int)
     ci_methods: tuple[str, ...] | None = _opt(None, "methods that get intervals (default: all)", str, "*")
-    knn_k: int = _opt(50, "neighbours of the KNN detector", int)
+    knn_k: int | None = _opt(None, "neighbours of the KNN detector (default: the paper's rule for the bank size)", int)
     detector_params: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, metadata={"help": "hyper-parameters per detector name, e.g. {'react': {'percentile': 95}}"})
 
@@ -49,9 +49,11 @@ class RunConfig:
                     raise OODInputError(f"{name} must be a list of names, got the string {v!r}")
                 object.__setattr__(self, name, tuple(v))
         for name in ("bootstrap", "knn_k", "seed"):
+            if name == "knn_k" and self.knn_k is None:
+                continue
             if not isinstance(getattr(self, name), int):
                 raise OODInputError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if self.bootstrap < 0 or self.knn_k < 1:
+        if self.bootstrap < 0 or (self.knn_k is not None and self.knn_k < 1):
             raise OODInputError(f"need bootstrap >= 0 and knn_k >= 1, got {self.bootstrap} and {self.knn_k}")
 
     def replace(self, **overrides: Any) -> "RunConfig":
@@ -64,7 +66,7 @@ class RunConfig:
 
     def params_for(self, method: str) -> dict[str, Any]:
         """The hyper-parameters a run gives the detector ``method`` (``knn_k`` for ``knn``)."""
-        base = {"knn": {"k": self.knn_k}}.get(method, {})
+        base = {"knn": {"k": self.knn_k}}.get(method, {}) if self.knn_k is not None else {}
         return {**base, **dict(self.detector_params.get(method, {}))}
 
     def as_dict(self) -> dict[str, Any]:

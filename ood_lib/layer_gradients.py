@@ -1,21 +1,22 @@
-"""Exact per-sample gradient norms of every parameter tensor, for a whole batch.
+"""Exact per-sample gradient norms of every parameter tensor (and of the input), for a whole batch.
 
 For a loss ℓ(f(x)) of the logits — KL(u ‖ p) (GradNorm's loss), the all-ones target, CE with the
 predicted label or CE with a given label — :func:`layer_grad_norms` returns, for each parameter
-tensor θ and each image, ‖∇_θ ℓ‖₁ and ‖∇_θ ℓ‖₂². Three paths give the same numbers:
+tensor θ and each image, ‖∇_θ ℓ‖₁ and ‖∇_θ ℓ‖₂² (with ``wrt_input=True`` also ‖∇ₓ ℓ‖, in pixel
+units when the normalisation std is given). Three paths give the same numbers:
 
-* ``method="vmap"``: ``torch.func.vmap(grad(loss))`` over ``functional_call``, chunked over the
-  batch (``chunk_size``) to bound memory; the norms are taken inside the vmapped function, so no
-  more than one chunk of per-sample gradients ever exists. ``torch.func`` is used because the
-  maintained per-sample-gradient libraries do not take these models: Opacus 1.6 refuses any model
-  with BatchNorm layers (even in eval mode) and BackPACK 1.7.1's module converter fails on the
-  CIFAR ResNet-20 as written.
-* ``method="hooks"``: one batched forward and one backward of the summed loss per chunk, with
-  the per-sample gradients rebuilt from each layer's input a and back-propagated signal δ (rows of
-  the batch are independent in eval mode): nn.Linear ‖δ‖‖a‖ (see below); nn.Conv2d
-  Σ_σ δ_σ A_σᵀ (A_σ the input patch at position σ), the weight gradient of one convolution with a
-  group per image (``torch.nn.grad.conv2d_weight``); eval-mode nn.BatchNorm2d ∇γ = Σ_σ δ_σ x̂_σ,
-  ∇β = Σ_σ δ_σ. Only for models whose parameters all sit in these layers.
+* ``method="hooks"`` (the fast one): one batched forward and one backward of the summed loss per
+  chunk, with the per-sample gradients rebuilt from each layer's input and back-propagated signal
+  (:mod:`ood_lib.layer_signals`): nn.Linear by its outer-product closed form, nn.Conv2d as the
+  weight gradient of a convolution with one group per image, eval-mode nn.BatchNorm2d from the
+  normalised input. The backward forms no parameter gradient of the whole batch, and only one
+  chunk of per-sample convolution gradients exists at a time. For models whose parameters all
+  sit in plain layers of these three kinds.
+* ``method="vmap"``: ``torch.func.vmap(grad(loss))`` over ``functional_call``, chunked; the norms
+  are taken inside the vmapped function. Any model. ``torch.func`` is used because the maintained
+  per-sample-gradient libraries do not take these models: Opacus 1.6 refuses any model with
+  BatchNorm layers (even in eval mode) and BackPACK 1.7.1's module converter fails on the CIFAR
+  ResNet-20 as written.
 * ``method="loop"``: the reference — one image at a time, a plain ``loss.backward()`` through the
   whole network, norms of every ``.grad``.
 
@@ -32,68 +33,27 @@ Closed forms below the head (chapter *Gradient scores and their closed forms*, s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import OODInputError, as_float_tensor, check_temperature
+from ._checks import OODInputError
+from .layer_signals import (INPUT, LAYER_LOSSES, NORMS, capture_signals, channel_std, check_layer_inputs,
+                            loss_targets, module_grad_norms, not_rebuilt, sample_loss)
 
-__all__ = ["LAYER_LOSSES", "NORMS", "gap_conv_closed_form", "last_conv_name", "layer_grad_norms",
+__all__ = ["INPUT", "LAYER_LOSSES", "METHODS", "NORMS", "fastest_method", "gap_conv_closed_form", "last_conv_name", "layer_grad_norms",
            "linear_closed_form"]
 
-LAYER_LOSSES = {
-    "uniform_kl": "KL(u ‖ p): GradNorm's loss",
-    "ones": "Σ_k −log p_k: the all-ones target (GradNorm's released code)",
-    "pred": "CE(f, argmax p): the predicted label",
-    "label": "CE(f, y): a given label (pass labels=)",
-}
-NORMS = ("l1", "l2sq")
-
-
-def _check(model: nn.Module, x: Any, loss: str, labels: Any, temperature: float) -> tuple:
-    if loss not in LAYER_LOSSES:
-        raise OODInputError(f"loss must be one of {', '.join(LAYER_LOSSES)}, got {loss!r}")
-    if model.training:
-        raise OODInputError("put the model in eval mode (model.eval()): per-sample gradients need "
-                            "BatchNorm's running statistics")
-    p0 = next(model.parameters(), None)
-    if p0 is None:
-        raise OODInputError("the model has no parameters")
-    x = as_float_tensor(x, "x").to(device=p0.device, dtype=p0.dtype)
-    if loss == "label":
-        if labels is None:
-            raise OODInputError("loss='label' needs labels= (one class index per image)")
-        labels = torch.as_tensor(labels, device=p0.device).long().reshape(-1)
-        if labels.shape[0] != x.shape[0]:
-            raise OODInputError(f"labels has {labels.shape[0]} entries for {x.shape[0]} images")
-    return x, labels, check_temperature(temperature)
-
-
-def _targets(logits: torch.Tensor, loss: str, labels: torch.Tensor | None) -> torch.Tensor:
-    """The target vector q (N, C) of each image's loss, fixed (no gradient flows through it)."""
-    N, C = logits.shape
-    if loss == "uniform_kl":
-        return torch.full_like(logits, 1.0 / C)
-    if loss == "ones":
-        return torch.ones_like(logits)
-    y = logits.detach().argmax(1) if loss == "pred" else labels
-    if int(y.min()) < 0 or int(y.max()) >= C:
-        raise OODInputError(f"labels must lie in [0, {C}), got range [{int(y.min())}, {int(y.max())}]")
-    return F.one_hot(y, C).to(logits.dtype)
-
-
-def _sample_loss(logits: torch.Tensor, q: torch.Tensor, loss: str, T: float) -> torch.Tensor:
-    """ℓ per image (last dim = classes): KL(u ‖ p_T) or the cross-entropy −Σ q log p_T."""
-    logp = F.log_softmax(logits / T, dim=-1)
-    if loss == "uniform_kl":
-        return (q * (q.log() - logp)).sum(-1)
-    return -(q * logp).sum(-1)
+METHODS = ("hooks", "vmap", "loop")
 
 
 def _select(model: nn.Module, params: list[str] | None) -> dict[str, nn.Parameter]:
     named = dict(model.named_parameters())
+    if INPUT in named:
+        raise OODInputError(f"the model has a parameter named {INPUT!r}, the key of the input gradient")
     if params is None:
         return named
     chosen = {n: p for n, p in named.items() if any(n == k or n.startswith(k + ".") for k in params)}
@@ -103,22 +63,33 @@ def _select(model: nn.Module, params: list[str] | None) -> dict[str, nn.Paramete
     return chosen
 
 
-def _loop(model, x, q, loss, T, chosen, progress) -> dict[str, dict[str, torch.Tensor]]:
+def _input_norms(gx: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """‖∇ₓ ℓ / std‖₁ and ‖∇ₓ ℓ / std‖₂² per image (∇ₓ: (N, C, …); std: (1, C, 1, …))."""
+    g = (gx / std).flatten(1)
+    return g.abs().sum(1), g.pow(2).sum(1)
+
+
+def _loop(model, x, q, loss, T, chosen, std, wrt_input, progress) -> dict[str, dict[str, torch.Tensor]]:
     from tqdm.auto import tqdm
 
-    out = {nm: {n: torch.empty(x.shape[0], dtype=x.dtype, device=x.device) for n in chosen} for nm in NORMS}
+    keys = list(chosen) + ([INPUT] if wrt_input else [])
+    out = {nm: {n: torch.empty(x.shape[0], dtype=x.dtype, device=x.device) for n in keys} for nm in NORMS}
     for i in tqdm(range(x.shape[0]), desc="batch-1 loop", disable=not progress, leave=False):
         model.zero_grad(set_to_none=True)
-        _sample_loss(model(x[i : i + 1])[0], q[i], loss, T).backward()
+        xi = x[i : i + 1].detach().clone().requires_grad_(wrt_input)
+        sample_loss(model(xi)[0], q[i], loss, T).backward()
         for n, p in chosen.items():
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             out["l1"][n][i] = g.abs().sum()
             out["l2sq"][n][i] = g.pow(2).sum()
+        if wrt_input:
+            gx = xi.grad if xi.grad is not None else torch.zeros_like(xi)
+            out["l1"][INPUT][i], out["l2sq"][INPUT][i] = (v[0] for v in _input_norms(gx, std))
     model.zero_grad(set_to_none=True)
     return out
 
 
-def _vmap(model, x, q, loss, T, chosen, chunk_size, progress) -> dict[str, dict[str, torch.Tensor]]:
+def _vmap(model, x, q, loss, T, chosen, std, wrt_input, chunk_size, progress) -> dict[str, dict[str, torch.Tensor]]:
     from torch.func import functional_call, grad, vmap
     from tqdm.auto import tqdm
 
@@ -127,75 +98,62 @@ def _vmap(model, x, q, loss, T, chosen, chunk_size, progress) -> dict[str, dict[
     buffers = dict(model.named_buffers())
 
     def norms(th, xi, qi):
-        def loss_fn(th_):
-            return _sample_loss(functional_call(model, ({**rest, **th_}, buffers), (xi[None],))[0], qi, loss, T)
+        def loss_fn(th_, x_):
+            return sample_loss(functional_call(model, ({**rest, **th_}, buffers), (x_[None],))[0], qi, loss, T)
 
-        g = grad(loss_fn)(th)
-        return {n: torch.stack([t.abs().sum(), t.pow(2).sum()]) for n, t in g.items()}
+        if not wrt_input:
+            return {n: torch.stack([t.abs().sum(), t.pow(2).sum()]) for n, t in grad(loss_fn)(th, xi).items()}
+        g, gx = grad(loss_fn, argnums=(0, 1))(th, xi)
+        out = {n: torch.stack([t.abs().sum(), t.pow(2).sum()]) for n, t in g.items()}
+        out[INPUT] = torch.stack([v[0] for v in _input_norms(gx[None], std)])
+        return out
 
     batched = vmap(norms, in_dims=(None, 0, 0))
     parts = []
     for s in tqdm(range(0, x.shape[0], chunk_size), desc="batched", disable=not progress, leave=False):
         parts.append(batched(theta, x[s : s + chunk_size], q[s : s + chunk_size]))
-    return {nm: {n: torch.cat([d[n][:, j] for d in parts]) for n in chosen} for j, nm in enumerate(NORMS)}
+    return {nm: {n: torch.cat([d[n][:, j] for d in parts]) for n in parts[0]} for j, nm in enumerate(NORMS)}
 
 
-_HOOKED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d)
-
-
-def _module_norms(name: str, m: nn.Module, a: torch.Tensor, d: torch.Tensor) -> dict[str, tuple]:
-    """(‖g‖₁, ‖g‖₂²) per image of each parameter of layer ``m``, from its input a and δ."""
-    def both(g):
-        dims = tuple(range(1, g.ndim))
-        return g.abs().sum(dims), g.pow(2).sum(dims)
-
-    if isinstance(m, nn.Linear):
-        if a.ndim != 2:
-            raise OODInputError(f"{name} takes a {a.ndim}-d input: its weight is shared across positions, "
-                                "so its gradient is a sum of outer products, not one (use method='vmap')")
-        out = {"weight": (d.abs().sum(1) * a.abs().sum(1), d.pow(2).sum(1) * a.pow(2).sum(1))}
-        gb = d
-    elif isinstance(m, nn.Conv2d):
-        if m.groups != 1 or isinstance(m.padding, str) or m.padding_mode != "zeros":
-            raise OODInputError(f"{name}: method='hooks' takes ungrouped, zero-padded convolutions (use method='vmap')")
-        n = a.shape[0]  # Σ_σ δ_σ A_σᵀ per image: the weight gradient of an n-group convolution
-        g = torch.nn.grad.conv2d_weight(a.reshape(1, -1, *a.shape[2:]), (n * m.out_channels, *m.weight.shape[1:]),
-                                        d.reshape(1, -1, *d.shape[2:]), stride=m.stride, padding=m.padding,
-                                        dilation=m.dilation, groups=n)
-        out = {"weight": both(g.reshape(n, -1))}
-        gb = d.sum((2, 3))
-    else:
-        if m.running_mean is None or m.training:
-            raise OODInputError(f"{name}: BatchNorm without running statistics couples the images of a batch")
-        xhat = (a - m.running_mean[:, None, None]) / torch.sqrt(m.running_var[:, None, None] + m.eps)
-        out = {"weight": both((d * xhat).sum((2, 3)))}
-        gb = d.sum((2, 3))
-    if getattr(m, "bias", None) is not None:
-        out["bias"] = both(gb)
-    return out
-
-
-def _hooks(model, x, loss, labels, T, chosen, chunk_size, progress) -> dict[str, dict[str, torch.Tensor]]:
+def _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, progress) -> dict[str, dict[str, torch.Tensor]]:
     from tqdm.auto import tqdm
 
     owners: dict[str, nn.Module] = {}
     for mn, m in model.named_modules():
         own = [f"{mn}.{pn}" if mn else pn for pn, _ in m.named_parameters(recurse=False)]
         if any(n in chosen for n in own):
-            if not isinstance(m, _HOOKED):
-                raise OODInputError(f"method='hooks' takes nn.Linear, nn.Conv2d and nn.BatchNorm2d layers; "
-                                    f"{mn or 'the model'} is a {type(m).__name__} (use method='vmap')")
+            why = not_rebuilt(m)
+            if why:
+                raise OODInputError(f"method='hooks' cannot rebuild {mn or 'the model'}: it {why} (use method='vmap')")
             owners[mn] = m
-    parts: dict[str, dict[str, list]] = {nm: {n: [] for n in chosen} for nm in NORMS}
+    keys = list(chosen) + ([INPUT] if wrt_input else [])
+    parts: dict[str, dict[str, list]] = {nm: {n: [] for n in keys} for nm in NORMS}
+    copy: set[str] = set()  # outputs changed in place downstream, learnt on the first chunk
+
+    def consume(mn: str, a: torch.Tensor, d: torch.Tensor) -> None:  # runs inside the backward
+        for pn, norms in module_grad_norms(mn, owners[mn], a, d).items():
+            n = f"{mn}.{pn}" if mn else pn
+            if n in chosen:
+                for nm, v in zip(NORMS, norms):
+                    parts[nm][n].append(v)
+
     for s in tqdm(range(0, x.shape[0], chunk_size), desc="hooks", disable=not progress, leave=False):
         ys = None if labels is None else labels[s : s + chunk_size]
-        for mn, (a, d) in _capture(model, x[s : s + chunk_size], loss, ys, T, owners).items():
-            for pn, norms in _module_norms(mn, owners[mn], a, d).items():
-                n = f"{mn}.{pn}" if mn else pn
-                if n in chosen:
-                    for nm, v in zip(NORMS, norms):
-                        parts[nm][n].append(v)
-    return {nm: {n: torch.cat(parts[nm][n]) for n in chosen} for nm in NORMS}
+        _, gx = capture_signals(model, x[s : s + chunk_size], loss, ys, T, owners, wrt_input, copy, consume)
+        if wrt_input:
+            for nm, v in zip(NORMS, _input_norms(gx, std)):
+                parts[nm][INPUT].append(v)
+    return {nm: {n: torch.cat(parts[nm][n]) for n in keys} for nm in NORMS}
+
+
+def fastest_method(model: nn.Module, params: list[str] | None = None) -> str:
+    """``"hooks"`` where every layer owning a chosen parameter is rebuilt from its signals, else ``"vmap"``."""
+    chosen = set(_select(model, params))
+    for mn, m in model.named_modules():
+        own = [f"{mn}.{pn}" if mn else pn for pn, _ in m.named_parameters(recurse=False)]
+        if any(n in chosen for n in own) and not_rebuilt(m):
+            return "vmap"
+    return "hooks"
 
 
 def layer_grad_norms(
@@ -208,6 +166,8 @@ def layer_grad_norms(
     params: list[str] | None = None,
     method: str = "vmap",
     chunk_size: int = 16,
+    wrt_input: bool = False,
+    input_std: float | Sequence[float] | None = None,
     progress: bool = False,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-image ‖∇_θ ℓ‖₁ and ‖∇_θ ℓ‖₂² for every parameter tensor θ: ``{norm: {name: (N,)}}``.
@@ -215,56 +175,29 @@ def layer_grad_norms(
     ``norm`` is ``"l1"`` or ``"l2sq"``; ``name`` runs over ``model.named_parameters()`` (or those
     whose name equals or starts with an entry of ``params``). ``loss`` is a key of
     :data:`LAYER_LOSSES`, at temperature T: ℓ = KL(u ‖ softmax(f/T)) or −Σ q log softmax(f/T).
+    With ``wrt_input`` the key :data:`INPUT` holds ‖∇ ℓ‖ w.r.t. the input pixels: the model's
+    input is x = (pixel − mean)/std, so ∂ℓ/∂pixel = (∂ℓ/∂x)/std (``input_std``: per channel, or
+    one number; None = 1). ``method``: ``"hooks"`` (fastest; plain Linear/Conv2d/BatchNorm2d
+    layers only), ``"vmap"`` (any model) or ``"loop"`` (the batch-1 reference).
     Run a float64 model on float64 inputs for exact comparisons.
     """
-    if method not in ("vmap", "hooks", "loop"):
-        raise OODInputError(f"method must be 'vmap', 'hooks' or 'loop', got {method!r}")
-    if chunk_size < 1:
-        raise OODInputError(f"chunk_size must be >= 1, got {chunk_size}")
-    x, labels, T = _check(model, x, loss, labels, temperature)
+    if method not in METHODS:
+        raise OODInputError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise OODInputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    x, labels, T = check_layer_inputs(model, x, loss, labels, temperature)
+    if x.ndim < 2:
+        raise OODInputError(f"x must be a batch (N, C, …), got shape {tuple(x.shape)}")
+    std = channel_std(input_std, x.shape[1], x) if wrt_input else None
     chosen = _select(model, params)
     if method == "hooks":
-        return _hooks(model, x, loss, labels, T, chosen, chunk_size, progress)
+        return _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, progress)
     with torch.no_grad():
-        q = _targets(model(x), loss, labels)
+        q = loss_targets(model(x), loss, labels)
     if method == "loop":
-        return _loop(model, x, q, loss, T, chosen, progress)
+        return _loop(model, x, q, loss, T, chosen, std, wrt_input, progress)
     with torch.no_grad():
-        return _vmap(model, x, q, loss, T, chosen, chunk_size, progress)
-
-
-def _capture(model, x, loss, labels, T, modules: dict[str, nn.Module]):
-    """One batched forward + one backward of Σ_i ℓ_i: each module's input a and δ = ∂ℓ/∂(output).
-
-    In eval mode image i's loss depends on image i alone, so row i of ∂(Σℓ)/∂y is image i's δ.
-    Each output is passed on as a copy, so that in-place operations downstream (``ReLU(inplace=True)``,
-    ``out += identity``) cannot turn it into another tensor.
-    """
-    seen: dict[str, list] = {n: [] for n in modules}
-
-    def keep(n, i, o):
-        seen[n].append((i[0], i[0]._version, o))
-        return o.clone()
-
-    hooks = [m.register_forward_hook(lambda _m, i, o, n=n: keep(n, i, o)) for n, m in modules.items()]
-    try:
-        with torch.enable_grad():
-            logits = model(x.detach().requires_grad_(True))
-            odd = [n for n, v in seen.items() if len(v) != 1]
-            if odd:
-                raise OODInputError(f"{odd[0]} ran {len(seen[odd[0]])} times in one forward: its per-sample "
-                                    "gradient is not the product of one input and one back-propagated signal")
-            changed = [n for n, v in seen.items() if v[0][0]._version != v[0][1]]
-            if changed:
-                raise OODInputError(f"the input of {changed[0]} was changed in place after it ran")
-            outs = [seen[n][0][2] for n in modules]
-            q = _targets(logits.detach(), loss, labels)
-            deltas = torch.autograd.grad(_sample_loss(logits, q, loss, T).sum(), outs, allow_unused=True)
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: (seen[n][0][0].detach(), torch.zeros_like(o) if d is None else d.detach())
-            for n, o, d in zip(modules, outs, deltas)}
+        return _vmap(model, x, q, loss, T, chosen, std, wrt_input, chunk_size, progress)
 
 
 def linear_closed_form(
@@ -275,13 +208,13 @@ def linear_closed_form(
     ∇_W ℓ = δ aᵀ, so ‖∇_W‖₁ = ‖δ‖₁ ‖a‖₁ and ‖∇_W‖_F² = ‖δ‖₂² ‖a‖₂²; ∇_b ℓ = δ. Same layout as
     :func:`layer_grad_norms` (parameter names ``<module>.weight``, ``<module>.bias``).
     """
-    x, labels, T = _check(model, x, loss, labels, temperature)
+    x, labels, T = check_layer_inputs(model, x, loss, labels, temperature)
     lin = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     if not lin:
         raise OODInputError(f"{type(model).__name__} has no nn.Linear layer")
     out: dict[str, dict[str, torch.Tensor]] = {"l1": {}, "l2sq": {}}
-    for n, (a, d) in _capture(model, x, loss, labels, T, lin).items():
-        for pn, norms in _module_norms(n, lin[n], a, d).items():
+    for n, (a, d) in capture_signals(model, x, loss, labels, T, lin)[0].items():
+        for pn, norms in module_grad_norms(n, lin[n], a, d).items():
             for nm, v in zip(NORMS, norms):
                 out[nm][f"{n}.{pn}"] = v
     return out
@@ -331,14 +264,14 @@ def gap_conv_closed_form(
     Conv2d called) is not followed by global average pooling in this way. Keys ``<conv>.weight``
     (and ``<conv>.bias``, whose row c is g_c · (active positions)/S).
     """
-    x, labels, T = _check(model, x, loss, labels, temperature)
+    x, labels, T = check_layer_inputs(model, x, loss, labels, temperature)
     name = conv or last_conv_name(model, x)
     layer = dict(model.named_modules()).get(name)
     if not isinstance(layer, nn.Conv2d):
         raise OODInputError(f"conv={name!r} is not an nn.Conv2d of the model")
     if layer.groups != 1 or isinstance(layer.padding, str) or layer.padding_mode != "zeros":
         raise OODInputError(f"{name}: only ungrouped, zero-padded convolutions with numeric padding")
-    a, d = _capture(model, x, loss, labels, T, {name: layer})[name]
+    a, d = capture_signals(model, x, loss, labels, T, {name: layer})[0][name]
     N, C, H, W = d.shape
     S = H * W
     m = (d != 0).to(d.dtype)

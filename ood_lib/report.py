@@ -57,10 +57,17 @@ def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **r
 
 def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
     """One row per study: source (live / recorded), model, ID accuracy, device, commit, versions."""
+    from .evaluate import default_methods
+
     rows = []
     for b, s in studies.items():
         m = s.meta
+        cfg = m.get("config", {})
+        sub = {k: cfg.get(k) for k in ("n_id", "n_ood", "n_fit") if cfg.get(k) is not None}
+        left = sorted(set(default_methods(b)) - set(cfg.get("methods") or default_methods(b)))
         rows.append({"benchmark": b, "model": model_name(b), "source": s.source,
+                     "subset": ", ".join(f"{k} = {v:,}" for k, v in sub.items()) or "all images",
+                     "left out": ", ".join(left) or "—",
                      "ID accuracy (%)": 100 * m["id_accuracy"] if m.get("id_accuracy") is not None else np.nan,
                      "ID test images": m["sets"]["id_test"]["n"],
                      "OOD sets": ", ".join(k for k in m["sets"] if not k.startswith("id_")),

@@ -45,8 +45,8 @@ from .results import device_label, metadata
 from .outputs import u_term
 from .scores import PREREGISTERED, closed_form, uv_members
 
-HEADLINE = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "react", "knn", "gradnorm", "exgrad",
-            "exgrad_flipped", "l1*one", "one*pu_l1", "l1*msp")
+HEADLINE = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "react", "knn", "vim", "ash", "scale", "dice", "gen",
+            "fdbd", "nnguide", "gradnorm", "exgrad", "exgrad_flipped", "l1*one", "one*pu_l1", "l1*msp")
 TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors", "hist", "hist2d")
 VOLATILE = ("seconds", "from_cache")  # columns that differ between two identical runs: not recorded
 U_NAME, MSP_NAME = "l1*one", "one*msp"  # ‖h‖₁ and max p, as oriented scores (both positive)

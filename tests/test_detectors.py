@@ -88,7 +88,8 @@ def test_mahalanobis_not_applicable_rule():
     # 40 samples in 20 classes of 2: pooled covariance of rank <= 20 < D = 30
     wide = FitData(g.normal(size=(40, 30)), None, np.repeat(np.arange(20), 2))
     assert "rank at most N − K = 20 < D = 30" in Mahalanobis().not_applicable(wide)
-    assert "k = 50 exceeds the 40" in KNN().not_applicable(ok)
+    assert "k = 50 exceeds the 40" in KNN(k=50).not_applicable(ok)
+    assert KNN().not_applicable(ok) is None  # k from the bank-size rule always fits
 
 
 def test_fit_accepts_fitdata_features_objects_and_arrays():

@@ -116,7 +116,7 @@ def test_default_methods_skip_c_pass_autograd_only_for_many_classes():
 def test_not_applicable_methods_get_rows_and_a_reason(cache, tmp_path):
     out = tmp_path / "na.csv"
     df = ev.run_benchmark("embedded", cache_dir=cache, out=out, methods=["msp", "mahalanobis", "knn"],
-                          **dict(SMALL, n_fit=15))
+                          **dict(SMALL, n_fit=15, knn_k=50))
     na = df[df.method.isin(["mahalanobis", "knn"])]
     assert len(na) == 2 * len(df[df.method == "msp"]) and na.auroc.isna().all()
     assert na[na.method == "knn"].note.str.startswith("n/a: k = 50 exceeds the 15 ID training samples").all()

@@ -1,13 +1,17 @@
 """Per-sample gradient norms of every parameter tensor: batched = batch-1 loop, and the closed forms."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import RESNET20, needs_shared_data
 from ood_lib import OODInputError
 from ood_lib.gradients import gradient_score
-from ood_lib.layer_gradients import gap_conv_closed_form, layer_grad_norms, linear_closed_form
+from ood_lib.layer_gradients import (INPUT, fastest_method, gap_conv_closed_form, layer_grad_norms,
+                                     linear_closed_form)
 from ood_lib.models import CifarResNet, DenseNetBC, FeatureModel, MnistCNN
 
 
@@ -57,6 +61,55 @@ def test_batched_equals_batch1_loop_for_every_parameter(name, loss, T):
     assert _worst(c, b) <= 1e-10
 
 
+@pytest.mark.parametrize("name,std", [("resnet20", (0.2, 0.3, 0.5)), ("mnist", 0.3081), ("gap", None)])
+def test_input_gradient_in_pixel_units(name, std):
+    """‖∂ℓ/∂pixel‖ = ‖(∂ℓ/∂x)/std‖ on every path; the L1 norm against the gradient scores' own code."""
+    model, x = _model(name)
+    kw = dict(params=[next(iter(dict(model.named_parameters())))], wrt_input=True, input_std=std)
+    ref = layer_grad_norms(model, x, method="loop", **kw)
+    for method in ("vmap", "hooks"):
+        assert _worst(layer_grad_norms(model, x, method=method, chunk_size=2, **kw), ref) <= 1e-10
+    s = torch.ones(x.shape[1], dtype=x.dtype) if std is None else torch.as_tensor(std, dtype=x.dtype).expand(x.shape[1])
+    from torch.func import grad, vmap
+
+    def kl_u(xi):  # KL(u ‖ p) = −log C − mean_k log p_k
+        logp = F.log_softmax(model(xi[None])[0], -1)
+        return -logp.mean() - math.log(logp.numel())
+
+    g = vmap(grad(kl_u))(x) / s.view(1, -1, *([1] * (x.ndim - 2)))
+    assert torch.allclose(ref["l1"][INPUT], g.flatten(1).abs().sum(1), rtol=1e-12, atol=0)
+    assert torch.allclose(ref["l2sq"][INPUT], g.flatten(1).pow(2).sum(1), rtol=1e-12, atol=0)
+    if std is None:
+        assert torch.allclose(ref["l1"][INPUT], gradient_score("gradnorm", model, x, wrt="input"), rtol=1e-12, atol=0)
+
+
+def test_hooks_rebuild_grouped_convolutions_and_refuse_changed_forwards():
+    torch.manual_seed(0)
+    dw = nn.Sequential(nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                       nn.Conv2d(8, 6, 3, stride=2, groups=2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    dw = dw.double().eval()
+    x = torch.randn(3, 4, 9, 9, dtype=torch.float64)
+    assert fastest_method(dw) == "hooks"
+    assert _worst(layer_grad_norms(dw, x, method="hooks"), layer_grad_norms(dw, x, method="loop")) <= 1e-10
+
+    class PaddedConv(nn.Conv2d):  # pads inside forward, as TensorFlow-style "same" convolutions do
+        def forward(self, x):
+            return super().forward(F.pad(x, (1, 1, 1, 1)))
+
+    model = nn.Sequential(PaddedConv(4, 2, 3), nn.Flatten(), nn.Linear(2 * 9 * 9, 3)).double().eval()
+    assert fastest_method(model) == "vmap" and fastest_method(model, params=["2"]) == "hooks"
+    with pytest.raises(OODInputError, match="cannot rebuild 0: it is a PaddedConv whose forward is not Conv2d's"):
+        layer_grad_norms(model, x, method="hooks")
+
+
+def test_channel_std_is_checked():
+    model, x = _model("resnet20")
+    with pytest.raises(OODInputError, match="2 values for 3 input channels"):
+        layer_grad_norms(model, x, wrt_input=True, input_std=(0.2, 0.3))
+    with pytest.raises(OODInputError, match="finite and > 0"):
+        layer_grad_norms(model, x, wrt_input=True, input_std=-1.0)
+
+
 def test_hooks_survive_in_place_operations():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3),
@@ -69,7 +122,7 @@ def test_hooks_survive_in_place_operations():
 
 def test_hooks_refuse_layers_they_do_not_rebuild():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GroupNorm(1, 2), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
-    with pytest.raises(OODInputError, match="1 is a GroupNorm"):
+    with pytest.raises(OODInputError, match="cannot rebuild 1: it is a GroupNorm"):
         layer_grad_norms(model.double().eval(), torch.randn(2, 1, 6, 6, dtype=torch.float64), method="hooks")
     rows = layer_grad_norms(model.double().eval(), torch.randn(2, 1, 6, 6, dtype=torch.float64), params=["0", "3"],
                             method="hooks")

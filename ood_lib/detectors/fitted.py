@@ -109,21 +109,32 @@ class ReAct(FittedDetector):
 class KNN(FittedDetector):
     """−(distance to the k-th nearest L2-normalised ID training feature) (Sun et al. 2022).
 
-    Not applicable when the training split has fewer than k samples."""
+    ``k=None`` (the default) follows the paper's rule for the size of the feature bank,
+    :func:`ood_lib.detectors.modern.knn_k_for_bank` (k/N fixed at the published setting: 50 of
+    50,000 for CIFAR-10); an explicit ``k`` larger than the training split is not applicable."""
 
-    def __init__(self, k: int = 50, chunk: int = 2048) -> None:
+    def __init__(self, k: int | None = None, chunk: int = 2048) -> None:
         self.k, self.chunk = k, chunk
 
     def not_applicable(self, train: FitData | None) -> str | None:
         reason = super().not_applicable(train)
-        if reason is None and train is not None and self.k > len(train):
+        if reason is None and train is not None and self.k is not None and self.k > len(train):
             return f"k = {self.k} exceeds the {len(train)} ID training samples"
         return reason
 
     def fit(self, train: Any, logits: Any = None, labels: Any = None) -> "KNN":
-        h = check_features(FitData.of(train, logits, labels).features).float()
-        if self.k > len(h):
+        data = FitData.of(train, logits, labels)
+        h = check_features(data.features).float()
+        if self.k is not None and self.k > len(h):
             raise OODInputError(f"KNN: k = {self.k} exceeds the {len(h)} training samples")
+        if self.k is None:
+            from .modern import knn_k_for_bank  # here, so that the registration order stays the table order
+
+            if data.logits is None:
+                raise OODInputError("KNN with k=None (the bank-size rule) needs the training logits, for the number of classes")
+            self.k_ = knn_k_for_bank(len(h), int(np.shape(data.logits)[1]))
+        else:
+            self.k_ = int(self.k)
         self.bank_ = F.normalize(h, dim=1)
         return self
 
@@ -133,6 +144,6 @@ class KNN(FittedDetector):
         out = []
         for i in range(0, len(q), self.chunk):
             sim = q[i : i + self.chunk] @ self.bank_.T.to(q.device)  # cosine similarity; distance² = 2 − 2 sim
-            kth = sim.topk(self.k, dim=1).values[:, -1]
+            kth = sim.topk(self.k_, dim=1).values[:, -1]
             out.append(-(2.0 - 2.0 * kth).clamp_min(0).sqrt())
         return torch.cat(out)

@@ -1,0 +1,124 @@
+"""The book as a reader sees it: every page in headless Chromium, offline (tools/browser_check.py).
+
+The checker is first shown to find each kind of problem on small hand-made pages (so a pass on
+the book means something), then run on the book built as `make book` builds it (marker ``book``).
+Without Chromium these tests skip — and fail under ``OOD_REQUIRE_DATA=1`` (CI), where ``.ci/run``
+installs it."""
+
+import base64
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, REQUIRE_DATA_ENV, data_required
+
+sys.path.insert(0, str(REPO / "tools"))
+import browser_check  # noqa: E402
+
+PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    binary = browser_check.find_browser()
+    if binary is None:
+        msg = (f"no Chromium found ({', '.join(browser_check.BROWSERS)} on PATH, or ${browser_check.BROWSER_ENV}); "
+               "`apt-get install chromium` (.ci/run does)")
+        if data_required():
+            pytest.fail(f"{msg}; {REQUIRE_DATA_ENV}=1 forbids skipping", pytrace=False)
+        pytest.skip(msg)
+    return binary
+
+
+def page(body: str, head: str = "") -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'>{head}</head><body>"
+            f"<main><article class='bd-article' style='width:600px'>{body}</article></main></body></html>")
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A tiny built "book": write pages with ``site(name, body, head)``; returns the folder."""
+    html = tmp_path / "html"
+    (html / "sub").mkdir(parents=True)
+    (html / "dot.png").write_bytes(PNG_1PX)
+    (html / "index.html").write_text(page("<p id='top'>Home, <a href='sub/other.html#sec'>other</a></p>"))
+    (html / "sub" / "other.html").write_text(page(
+        "<h1 id='sec'>Other</h1><p>Prose with <img src='../dot.png' alt='a dot'> and "
+        "<a href='../index.html#top'>a link back</a>.</p><pre>code may say \\( or $$</pre>"))
+
+    def write(name: str, body: str, head: str = "") -> Path:
+        (html / name).write_text(page(body, head))
+        return html
+
+    write.root = html
+    return write
+
+
+def test_a_clean_book_passes_and_each_page_is_photographed(chromium, site, tmp_path):
+    shots = tmp_path / "shots"
+    assert browser_check.check_book(site.root, screenshots=shots, browser=chromium) == []
+    assert sorted(p.name for p in shots.iterdir()) == ["index.png", "sub__other.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in shots.iterdir())
+
+
+@pytest.mark.parametrize("kind, body, head", [
+    ("raw-tex", "<p>The score \\(U(h)\\) is a norm.</p>", ""),
+    ("raw-tex", "<p>$$\\sum_k p_k$$</p>", ""),
+    ("js-error", "<p>x</p><script>const A = 1;</script><script>const A = 2;</script>", ""),
+    ("js-error", "<p>x</p><script>console.error('broken')</script>", ""),
+    ("network", "<p>x</p>", "<script src='https://cdn.example.org/mathjax.js'></script>"),
+    ("resource", "<p>x</p>", "<link rel='stylesheet' href='missing.css'>"),
+    ("too-wide", "<table style='width:900px'><tr><td>a wide table</td></tr></table>", ""),
+    ("scrolls", "<pre style='overflow-x:auto'>" + "x" * 300 + "</pre>", ""),
+    ("image", "<img src='missing.png' alt='gone'>", ""),
+    ("link", "<a href='nowhere.html'>a missing page</a>", ""),
+    ("link", "<a href='sub/other.html#no-such-anchor'>a missing anchor</a>", ""),
+])
+def test_each_kind_of_problem_is_found(chromium, site, kind, body, head):
+    html = site("bad.html", body, head)
+    problems = browser_check.check_book(html, browser=chromium)
+    assert [(p.page, p.kind) for p in problems] == [("bad.html", kind)], problems
+
+
+def test_the_bundled_mathjax_typesets_offline(chromium, site):
+    """The renderer the book ships (sphinx-mathjax-offline's MathJax 3) leaves no TeX behind."""
+    spec = importlib.util.find_spec("sphinx-mathjax-offline")
+    assert spec is not None, "sphinx-mathjax-offline is not installed (it is in requirements.txt)"
+    shutil.copytree(Path(spec.origin).parent / "static" / "mathjax", site.root / "mathjax")
+    html = site("math.html", "<p>Inline \\(\\lVert h\\rVert_1 \\max_k p_k\\)</p><p>\\[\\sum_k p_k = 1\\]</p>",
+                "<script defer src='mathjax/tex-chtml.js'></script>")
+    assert browser_check.check_book(html, browser=chromium) == []
+
+
+def test_a_missing_book_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make book"):
+        browser_check.check_book(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory, embedded_model_cache):
+    """The book built as `make book` builds it (embedded default, no data root), into a temporary folder."""
+    out = tmp_path_factory.mktemp("browser-book")
+    cache = out / "cache"
+    shutil.copytree(embedded_model_cache / "models", cache / "models")  # the CNN trained once for all tests
+    env = {k: v for k, v in os.environ.items() if k != "OOD_DATA_ROOT"} | {"OOD_CACHE_DIR": str(cache)}
+    jb = Path(sys.executable).with_name("jupyter-book")
+    r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return out / "_build" / "html"
+
+
+@pytest.mark.book
+def test_the_built_book_reads_well_offline(chromium, built_book):
+    """Every page: math typeset, no JavaScript error, nothing from the network, nothing wider than
+    the column at 1,280 px, every image and local link resolves. Screenshots: _build/screenshots/."""
+    shots = REPO / "_build" / "screenshots"
+    problems = browser_check.check_book(built_book, screenshots=shots, browser=chromium)
+    assert len(list(shots.glob("*.png"))) >= len(browser_check.pages(built_book))
+    assert not problems, f"{len(problems)} problems a reader would see:\n" + browser_check.summary(problems)

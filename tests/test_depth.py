@@ -1,0 +1,176 @@
+"""ODIN's pixel-space step, ODIN as an input-gradient score, and GradNorm's gradient by depth."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ood_lib import OODInputError
+from ood_lib.benchmarks import MNIST_STD
+from ood_lib.depth import (best_forward_only, depth_figure, depth_scores, depth_table, layer_blocks, odin_first_order,
+                           odin_terms)
+from ood_lib.detectors import ODIN, create
+from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
+from ood_lib.evaluate import Prepared, prepare
+from ood_lib.features import batch_loader
+from ood_lib.gradients import gradient_score
+from ood_lib.metrics import auroc
+from ood_lib.models import CifarResNet, DenseNetBC, MnistCNN
+from ood_lib.paired import VERDICTS
+
+
+# --- ODIN's step, by hand on a linear model -----------------------------------------------------
+def _linear(T=1000.0):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 3)).double().eval()
+    x = torch.randn(5, 2, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    W, b = model[1].weight.detach(), model[1].bias.detach()
+    p = torch.softmax((x.flatten(1) @ W.T + b) / T, dim=1)
+    k = p.argmax(1)
+    grad = ((W[k] - p @ W) / T).reshape(x.shape)  # ∇ₓ log S_T = (W_k − Σ_j p_j W_j) / T
+    return model, x, W, b, grad
+
+
+def _loader(x):
+    return [(x[:3], torch.zeros(3), torch.ones(3, dtype=torch.bool)), (x[3:], torch.zeros(2), torch.ones(2, dtype=torch.bool))]
+
+
+def test_input_gradient_of_log_msp_is_the_hand_computed_one():
+    model, x, W, b, grad = _linear()
+    log_s, g = log_msp_and_input_gradient(model, x, 1000.0)
+    assert torch.allclose(g, grad, rtol=1e-10, atol=1e-18)
+    assert torch.allclose(log_s, torch.log_softmax((x.flatten(1) @ W.T + b) / 1000.0, 1).max(1).values, rtol=1e-14)
+
+
+@pytest.mark.parametrize("std", [None, (0.5, 0.25)])
+def test_odin_steps_in_pixel_space(std):
+    """x̃ = x − ε·sign(−∇ₓ log S_T)/std: each channel moves ε/std_c in normalised units."""
+    model, x, W, b, grad = _linear()
+    eps, T = 0.01, 1000.0
+    s = torch.tensor((1.0, 1.0) if std is None else std, dtype=torch.float64).view(1, 2, 1, 1)
+    by_hand = x + eps * torch.sign(grad) / s
+    assert torch.equal(odin_perturb(x, grad, eps, s), by_hand)
+    expect = torch.softmax((by_hand.flatten(1) @ W.T + b) / T, 1).max(1).values
+    got = ODIN(model, temperature=T, epsilon=eps, input_std=std).score_inputs(_loader(x))
+    assert torch.allclose(got, expect, rtol=1e-13, atol=0)
+    if std is not None:  # a step in normalised units scores differently
+        plain = ODIN(model, temperature=T, epsilon=eps).score_inputs(_loader(x))
+        assert not torch.allclose(plain, got, rtol=1e-9, atol=0)
+
+
+def test_odin_epsilon_zero_is_temperature_scaled_msp():
+    model, x, W, b, _ = _linear()
+    got = ODIN(model, temperature=7.0, epsilon=0, input_std=(0.5, 0.25)).score_inputs(_loader(x))
+    assert torch.allclose(got, torch.softmax((x.flatten(1) @ W.T + b) / 7.0, 1).max(1).values, rtol=1e-14)
+    assert create("odin", model=model, epsilon=0.0, input_std=[0.2, 0.3]).input_std == (0.2, 0.3)
+
+
+@pytest.mark.parametrize("kw,match", [({"epsilon": -0.1}, "epsilon must be"), ({"epsilon": math.nan}, "epsilon must be"),
+                                      ({"input_std": (1.0, 2.0, 3.0)}, "3 values for 2 input channels"),
+                                      ({"input_std": (1.0, 0.0)}, "finite and > 0"), ({"temperature": 0}, "temperature")])
+def test_odin_bad_settings_are_named(kw, match):
+    model, x, *_ = _linear()
+    with pytest.raises(OODInputError, match=match):
+        ODIN(model, **kw).score_inputs(_loader(x))
+
+
+# --- blocks ------------------------------------------------------------------------------------
+def test_layer_blocks_cover_every_parameter_once_in_forward_order():
+    for model, shape, first, last, n in [(CifarResNet(), (1, 3, 32, 32), "conv1", "linear", 12),
+                                         (DenseNetBC(depth=10, growth=4), (1, 3, 32, 32), "conv1", "fc", 8),
+                                         (MnistCNN(), (1, 1, 28, 28), "conv1", "fc2", 4)]:
+        blocks = layer_blocks(model.eval(), torch.randn(*shape))
+        names = [p for ps in blocks.values() for p in ps]
+        assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+        assert (list(blocks)[0], list(blocks)[-1], len(blocks)) == (first, last, n)
+    assert "layer2.1" in layer_blocks(CifarResNet()) and "trans1" in layer_blocks(DenseNetBC(depth=10, growth=4))
+
+    class Backwards(nn.Module):  # registered head first, used last
+        def __init__(self):
+            super().__init__()
+            self.head, self.body = nn.Linear(4, 2), nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    assert list(layer_blocks(Backwards())) == ["head", "body"]
+    assert list(layer_blocks(Backwards(), torch.randn(2, 3))) == ["body", "head"]
+
+
+# --- on a small benchmark with random weights ------------------------------------------------
+@pytest.fixture(scope="module")
+def prep(tmp_path_factory):
+    return prepare("embedded", checkpoint="random", n_id=60, n_ood=30, n_fit=80, progress=False,
+                   cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def _images(prep, key):
+    return torch.cat([x[ok] for x, _y, ok in batch_loader(prep.splits[key].dataset, 64)])
+
+
+def test_depth_scores_add_up_and_match_independent_code(prep):
+    sc = depth_scores(prep, sets=["id_test", "noise"])
+    assert list(sc) == ["input", "conv1", "conv2", "fc1", "fc2", "network"]
+    for k in ("id_test", "noise"):
+        blocks = sum(sc[b][k] for b in ("conv1", "conv2", "fc1", "fc2"))
+        assert np.allclose(sc["network"][k], blocks, rtol=1e-12)
+    h, f = prep.float64("id_test")  # the head: ‖∇_W‖₁ + ‖∇_b‖₁ = (‖h‖₁ + 1) ‖p − u‖₁
+    pu = (torch.softmax(f, 1) - 0.1).abs().sum(1)
+    assert np.allclose(sc["fc2"]["id_test"], ((h.abs().sum(1) + 1) * pu).numpy(), rtol=1e-4)
+    x = _images(prep, "id_test")[:8].double()
+    ref = gradient_score("gradnorm", prep.model.double(), x, wrt="input", method="loop") / MNIST_STD
+    prep.model.float()
+    assert np.allclose(sc["input"]["id_test"][:8], ref.numpy(), rtol=1e-4)
+
+
+def test_depth_table_compares_every_depth_with_both_references(prep):
+    sc = depth_scores(prep)
+    gn = {k: create("gradnorm").score(*prep.float64(k)).numpy() for k in ["id_test", *prep.ood_keys]}
+    t = depth_table(prep, gn, "gradnorm again", scores=sc, n_boot=100)
+    assert set(t.ood) == set(prep.ood_keys) | {"near", "far", "covariate"}
+    assert set(t.kind) == {"input", "block", "network", "reference"}
+    assert t.groupby("ood").size().eq(len(sc) + 2).all()
+    layers = t[t.kind != "reference"]
+    assert np.allclose(layers.diff_vs_best, layers.diff_vs_gradnorm) and np.allclose(layers.lo_vs_best, layers.lo_vs_gradnorm)
+    assert set(layers.verdict) <= set(VERDICTS) and set(layers.verdict_family) <= set(VERDICTS)
+    assert (layers.lo_family <= layers.lo_vs_best + 1e-12).all()  # simultaneous intervals are wider
+    one = t[(t.ood == "noise") & (t.layer == "conv2")].iloc[0]
+    assert one.auroc == pytest.approx(auroc(sc["conv2"]["id_test"], sc["conv2"]["noise"]))
+    assert one.depth == 2 and t[t.layer == "input"].depth.eq(0).all() and t[t.layer == "network"].depth.isna().all()
+    fig = depth_figure(t)
+    assert fig.dpi >= 150 and len(fig.axes) == 3
+    with pytest.raises(OODInputError, match="no scores for set"):
+        depth_table(prep, {"id_test": gn["id_test"]}, scores=sc, n_boot=10)
+
+
+def test_best_forward_only_is_the_best_on_near_and_far(prep):
+    names = ["msp", "energy", "l1*one"]
+    best, s = best_forward_only(prep, names)
+    keys = [k for k in prep.ood_keys if prep.splits[k].group != "covariate"]
+
+    def mean_auc(n):
+        sc = {k: create(n).score(*prep.float64(k)).numpy() for k in ["id_test", *keys]}
+        return np.mean([auroc(sc["id_test"], sc[k]) for k in keys])
+
+    assert best == max(names, key=mean_auc) and set(s) == {"id_test", *prep.ood_keys}
+
+
+def test_odin_terms_are_the_detectors_scores(prep):
+    t = odin_terms(prep, sets=["noise"], epsilon=0.002)["noise"]
+    loader = batch_loader(prep.splits["noise"].dataset, 64)
+    det = ODIN(prep.model, epsilon=0.002, input_std=MNIST_STD).score_inputs(loader)
+    assert np.allclose(np.log(det.numpy()), t["log_s"], rtol=0, atol=1e-12)
+    assert not np.allclose(t["log_s"], t["log_s0"], rtol=0, atol=1e-12)
+
+
+def test_first_order_explains_odin_on_a_smooth_model(prep):
+    torch.manual_seed(0)
+    smooth = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.Tanh(), nn.Linear(32, 10)).eval()
+    p = Prepared(prep.benchmark, smooth, prep.splits, prep.feats, prep.device, prep.root, prep.batch_size, prep.config)
+    t = odin_first_order(p, epsilon=1e-4, temperature=10.0, n_boot=50)
+    assert t.correlation.min() > 0.999 and np.allclose(t.ratio_of_means, 1.0, atol=1e-2)
+    assert np.allclose(t.rise_id, t.pred_id, rtol=1e-2) and (t.pred_id > 0).all()
+    zero = odin_first_order(p, epsilon=0.0, n_boot=20)
+    assert (zero.gain == 0).all() and (zero.rise_id == 0).all() and (zero.auroc_odin == zero.auroc_msp_t).all()

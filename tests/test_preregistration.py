@@ -1,0 +1,30 @@
+"""The pre-registration page states exactly the claims the code decides, and no other page types a
+verdict: every verdict word the book shows comes from ood_lib.claims / ood_lib.study."""
+
+import re
+
+from ood_lib.claims import CLAIMS, IDENTITY_TOL, N_BOOT
+from conftest import REPO
+
+PAGE = REPO / "book" / "preregistration.md"
+VERDICT_WORDS = re.compile(r"\b(supported|refuted|inconclusive)\b", re.I)
+
+
+def test_the_page_lists_every_claim_of_the_code_and_no_other():
+    rows = re.findall(r"^\| `([a-z_]+)` \|", PAGE.read_text(), re.M)
+    assert rows == [c.key for c in CLAIMS]
+
+
+def test_the_page_states_the_rule_the_code_applies():
+    text = PAGE.read_text()
+    assert f"{N_BOOT:,}" in text and "10^{-10}" in text and IDENTITY_TOL == 1e-10
+    assert "same resample" in text and "max-statistic" in text and "Holm" in text
+
+
+def test_no_page_but_the_rules_types_a_verdict():
+    for page in sorted((REPO / "book").glob("*.md")):
+        if page == PAGE:
+            continue
+        text = re.sub(r"\{glue:[a-z]*\}`[^`]*`", "", page.read_text())  # pasted (computed) text is fine
+        found = VERDICT_WORDS.findall(text)
+        assert not found, f"{page.name} types verdict words {found}"

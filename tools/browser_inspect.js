@@ -1,0 +1,73 @@
+// Run in each page by tools/browser_check.py once the page has loaded: waits for MathJax, the
+// fonts and every image, then reports what a reader would see go wrong. Returns
+// {problems: [[kind, detail]], links: [absolute file: URLs], ids: [element ids]}.
+(async () => {
+  const problems = [];
+  const describe = (el) => {
+    let s = el.tagName.toLowerCase();
+    if (el.id) s += "#" + el.id;
+    if (typeof el.className === "string" && el.className.trim()) s += "." + el.className.trim().split(/\s+/).slice(0, 3).join(".");
+    const text = (el.innerText || el.textContent || "").trim().replace(/\s+/g, " ");
+    return text ? `${s} "${text.slice(0, 60)}"` : s;
+  };
+
+  // 1. typesetting, fonts and images have finished
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  await document.fonts.ready;
+  const images = Array.from(document.images);
+  images.forEach((img) => { img.loading = "eager"; });
+  await Promise.race([
+    Promise.all(images.map((img) => (img.complete ? null : new Promise((ok) => { img.onload = img.onerror = ok; })))),
+    new Promise((ok) => setTimeout(ok, 10000)),
+  ]);
+  for (const img of images) {
+    if (!(img.complete && img.naturalWidth > 0)) problems.push(["image", `does not load: ${img.getAttribute("src")}`]);
+  }
+
+  // 2. raw TeX in the rendered text (code and MathJax's own output excluded)
+  const skip = "script, style, pre, code, textarea, mjx-container, .highlight, .MathJax";
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || parent.closest(skip)) continue;
+    const text = node.textContent;
+    for (const delim of ["\\(", "\\[", "$$", "\\begin{"]) {
+      const at = text.indexOf(delim);
+      if (at >= 0) {
+        problems.push(["raw-tex", `${delim} in "${text.slice(Math.max(0, at - 30), at + 50).replace(/\s+/g, " ")}"`]);
+        break;
+      }
+    }
+  }
+
+  // 3. nothing wider than the content column; nothing that scrolls sideways inside it
+  const column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+  const col = column.getBoundingClientRect();
+  const allowed = ".margin, .sidebar, .full-width, .tag_margin, .tag_full-width, .tag_popout, .headerlink, .sr-only, .visually-hidden";
+  const reported = [];
+  const inside = (el) => reported.some((r) => r.contains(el));
+  for (const el of column.querySelectorAll("*")) {
+    if (el.closest(allowed) || inside(el)) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width <= 1 || r.height <= 1) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === "hidden" || style.position === "fixed") continue;
+    if (r.right > col.right + 1 || r.left < col.left - 1) {
+      problems.push(["too-wide", `${describe(el)}: ${Math.round(r.width)} px, reaches ${Math.round(r.right - col.left)} px in a ${Math.round(col.width)} px column`]);
+      reported.push(el);
+    } else if (el.scrollWidth > el.clientWidth + 1 && ["auto", "scroll"].includes(style.overflowX)) {
+      problems.push(["scrolls", `${describe(el)}: ${el.scrollWidth} px of content in a ${el.clientWidth} px box`]);
+      reported.push(el);
+    }
+  }
+
+  // 4. the local links and anchors, checked by the caller across pages
+  const links = Array.from(document.querySelectorAll("a[href]"))
+    .map((a) => a.href)
+    .filter((href) => href.startsWith("file:"));
+  const ids = Array.from(document.querySelectorAll("[id]")).map((el) => el.id)
+    .concat(Array.from(document.querySelectorAll("a[name]")).map((a) => a.name));
+  return { problems, links, ids };
+})()
