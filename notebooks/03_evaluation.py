@@ -30,8 +30,9 @@ import pandas as pd
 
 from ood_lib import explain, plots, report
 from ood_lib.book import glue
+from ood_lib.labels import method_label
 from ood_lib.reference import gradnorm_imagenet_table, openood_cifar10_table
-from ood_lib.study import HEADLINE, seed_summary
+from ood_lib.study import HEADLINE
 
 # %% [markdown]
 # The parameters below are what to change to run this chapter on your data: `DATA_ROOT` (or
@@ -58,9 +59,12 @@ N_FIT = None
 # recomputes them from the data and fails if any number moved by more than $10^{-6}$.
 
 # %%
-studies = report.load_studies(REAL.split(","), root=DATA_ROOT, recorded=RECORDED, device=DEVICE, seed=SEED,
-                              n_boot=N_BOOT, n_id=N_ID, n_ood=N_OOD, n_fit=N_FIT, progress=False)
-glue("nb03_versions", pd.Series(studies["embedded"].meta["versions"], name="version").to_frame(), display=False)
+studies = report.load_studies(
+    REAL.split(","), root=DATA_ROOT, recorded=RECORDED, device=DEVICE,
+    seed=SEED, n_boot=N_BOOT, n_id=N_ID, n_ood=N_OOD, n_fit=N_FIT,
+    progress=False)
+versions = pd.Series(studies["embedded"].meta["versions"], name="version")
+glue("nb03_versions", versions.to_frame(), display=False)
 report.provenance(studies)
 
 # %% [markdown]
@@ -79,18 +83,37 @@ report.provenance(studies)
 # (*supported*), in the other (*refuted*), or neither (*inconclusive* — which is also what a
 # match looks like). The identities are decided once per model by their tolerance.
 
-# %% tags=["hide-input"]
-verdicts = report.verdict_matrix(studies)
-glue("nb03_verdicts", verdicts, display=False)
-verdicts
-
 # %% tags=["remove-cell"]
-answers = [report.answer(s, g) for s in studies.values() for g in s.groups if g != "covariate"]
-glue("nb03_answer", "; ".join(answers).capitalize() + ".", display=False)
-for key in ("gradnorm_identity", "exgrad_identity", "norm_helps_msp", "preregistered_beats_gradnorm", "some_member_beats_gradnorm",
-            "product_beats_v", "product_beats_u", "gradnorm_beats_msp", "gradnorm_beats_energy"):
-    glue(f"nb03_count_{key}", report.count_text(studies, key), display=False)
+glue("nb03_verdicts", report.verdict_table(studies, "far"), display=False)
+answers = [report.answer(s, g) for s in studies.values()
+           for g in s.groups if g != "covariate"]
+text = "; ".join(answers)
+glue("nb03_answer", text[:1].upper() + text[1:] + ".", display=False)
+for key in ("gradnorm_identity", "exgrad_identity", "norm_helps_msp",
+            "preregistered_beats_gradnorm", "some_member_beats_gradnorm",
+            "product_beats_v", "product_beats_u", "gradnorm_beats_msp",
+            "gradnorm_beats_energy"):
+    glue(f"nb03_count_{key}", report.count_text(studies, key),
+         display=False)
 glue("nb03_n_pairs", len(studies), display=False)
+
+# %% [markdown]
+# Far OOD sets:
+
+# %%
+report.verdict_table(studies, "far")
+
+# %% [markdown]
+# Near OOD sets (the ImageNet stand-in has none):
+
+# %%
+report.verdict_table(studies, "near")
+
+# %% [markdown]
+# The two identities, decided once per model by their tolerance:
+
+# %%
+report.verdict_table(studies, "all")
 
 # %% [markdown]
 # Over every benchmark and group: *the feature norm helps MSP* — {glue:text}`nb03_count_norm_helps_msp`;
@@ -100,40 +123,54 @@ glue("nb03_n_pairs", len(studies), display=False)
 # {glue:text}`nb03_count_gradnorm_beats_energy`.
 
 # %% [markdown]
-# The numbers behind each verdict: the difference (AUROC points), its interval, and for the
-# family claim the member with the largest difference.
+# The numbers behind each verdict: the difference of mean AUROC (points) with its 95 %
+# paired-bootstrap interval, per benchmark × model. For *some U·V member*, the member with the
+# largest difference, with its simultaneous interval.
 
-# %% tags=["hide-input"]
-rows = []
-for b, s in studies.items():
-    v = s["verdicts"]
-    v = v[v.group != "all"].assign(pair=report.pair_name(b))
-    rows.append(v[["pair", "group", "claim", "estimate", "lo", "hi", "verdict"]])
-detail = pd.concat(rows, ignore_index=True)
-detail["difference"] = detail.apply(lambda r: f"{r.estimate:+.2f} [{r.lo:+.2f}, {r.hi:+.2f}]", axis=1)
-detail.pivot(index=["claim"], columns=["pair", "group"], values="difference")
+# %% tags=["remove-cell"]
+fig = report.forest_figure(studies)
+glue("nb03_fig_forest", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} nb03_fig_forest
+# :name: fig-forest
+#
+# AUROC difference of each pre-registered comparison (claimed direction: to the right of 0), with
+# 95 % paired-bootstrap intervals; near OOD sets on the left, far on the right.
+# ```
 
 # %% [markdown]
 # ## Every headline method, per group
 #
-# Mean AUROC (percent, ID positive) over the OOD sets of each group, with 95 % paired-bootstrap
-# intervals. `gradnorm` is the closed form $\lVert h\rVert_1\lVert p-u\rVert_1$; `l1*msp` is the
-# member chosen before any result; `l1*one` and `one*pu_l1` are GradNorm's two factors alone.
+# Mean AUROC (percent, ID positive) over the far OOD sets, ± the half-width of the 95 %
+# paired-bootstrap interval; the best value of each column in bold. GradNorm is the closed form
+# $\lVert h\rVert_1\lVert p-u\rVert_1$, $\lVert h\rVert_1\cdot\max p$ the member chosen
+# before any result, $\lVert h\rVert_1$ and $\lVert p-u\rVert_1$ GradNorm's two factors alone.
+# Empty cells: the method was left out of that recorded run (see the provenance table).
 
-# %% tags=["hide-input"]
-far = report.headline_table(studies, list(HEADLINE), "far")
-glue("nb03_far_table", far, display=False)
-far
+# %%
+methods = list(HEADLINE)
+report.auroc_table(studies, methods, "far")
 
-# %% tags=["hide-input"]
-report.headline_table(studies, list(HEADLINE), "near")
+# %% [markdown]
+# Near OOD sets:
+
+# %%
+report.auroc_table(studies, methods, "near")
 
 # %% [markdown]
 # The covariate-shift group — the same ten digits, written and scanned differently — is not OOD in
 # the semantic sense; a detector that rejects it is flagging a distribution shift of the ID classes.
 
-# %% tags=["hide-input"]
-report.headline_table(studies, list(HEADLINE), "covariate")
+# %%
+report.auroc_table(studies, methods, "covariate")
+
+# %% [markdown]
+# FPR at 95 % TPR (percent of OOD images accepted; lower is better), far OOD sets:
+
+# %%
+report.auroc_table(studies, methods, "far", metric="fpr95")
 
 # %% [markdown]
 # ## The $U\cdot V$ family against GradNorm
@@ -142,9 +179,8 @@ report.headline_table(studies, list(HEADLINE), "covariate")
 # shift of the logits; see {ref}`ch-factors`) without the output-only row $U = 1$ and without
 # GradNorm's own form. Where GradNorm and the pre-registered member rank, by group:
 
-# %% tags=["hide-input"]
-ranks = pd.concat([s["ranks"].assign(pair=report.pair_name(b)) for b, s in studies.items()], ignore_index=True)
-ranks[["pair", "group", "method", "auroc", "rank", "n_methods", "rank_uv", "n_uv", "best", "auroc_best"]]
+# %%
+report.rank_table(studies)
 
 # %% [markdown]
 # A "best member" picked on the sets it is then reported on is optimistic. Here it is picked
@@ -152,10 +188,15 @@ ranks[["pair", "group", "method", "auroc", "rank", "n_methods", "rank_uv", "n_uv
 # the benchmark, then scored on the held-out set.
 
 # %% tags=["hide-input"]
-sel = pd.concat([s["selection"].assign(pair=report.pair_name(b)) for b, s in studies.items()], ignore_index=True)
-glue("nb03_sel_chosen_minus_gradnorm", float((sel.auroc_chosen - sel.auroc_gradnorm).mean()), display=False)
+sel = pd.concat([s["selection"].assign(pair=report.short_pair(b))
+                 for b, s in studies.items()], ignore_index=True)
+gain = float((sel.auroc_chosen - sel.auroc_gradnorm).mean())
+glue("nb03_sel_chosen_minus_gradnorm", gain, display=False)
 glue("nb03_sel_n", len(sel), display=False)
-sel.groupby("pair")[["auroc_chosen", "auroc_gradnorm", "auroc_preregistered"]].mean()
+cols = {"auroc_chosen": "chosen elsewhere", "auroc_gradnorm": "GradNorm",
+        "auroc_preregistered": "‖h‖₁·MSP"}
+means = sel.groupby("pair", sort=False)[list(cols)].mean()
+means.rename(columns=cols).round(1)
 
 # %% [markdown]
 # On average over the {glue:text}`nb03_sel_n` held-out sets, the member chosen elsewhere is
@@ -183,15 +224,16 @@ plt.close(fig)
 # their product:
 
 # %% tags=["hide-input"]
-fac = pd.concat([s["factors"].assign(pair=report.pair_name(b)) for b, s in studies.items()], ignore_index=True)
-msp_fac = fac[fac.v_term == "msp"]
+msp_fac = pd.concat([s["factors"].query("v_term == 'msp'")
+                     for s in studies.values()], ignore_index=True)
 effect = explain.norm_effect(msp_fac)
 glue("nb03_norm_agree", effect["n_agree"], display=False)
 glue("nb03_norm_sets", effect["n_sets"], display=False)
 fails = msp_fac[(msp_fac.auroc_u > 50) != (msp_fac.uv_minus_v > 0)]
 glue("nb03_n_fail", len(fails), display=False)
-glue("nb03_n_fail_weaker", int((fails.auroc_u < fails.auroc_v).sum()), display=False)
-msp_fac
+glue("nb03_n_fail_weaker", int((fails.auroc_u < fails.auroc_v).sum()),
+     display=False)
+report.factor_rows(studies)
 
 # %% [markdown]
 # The explanation is tested, not asserted. Its simplest form predicts that the product beats $V$
@@ -203,7 +245,8 @@ msp_fac
 # %% tags=["hide-input"]
 for b in ("mnist", "cifar10"):
     if b in studies:
-        fig = explain.distribution_figure(studies[b]["hist"], "l1", label="‖h‖₁ (log scale)")
+        fig = explain.distribution_figure(
+            studies[b]["hist"], "l1", label="‖h‖₁ (log scale)")
         glue(f"nb03_fig_norm_{b}", fig, display=False)
         plt.close(fig)
 
@@ -229,15 +272,8 @@ for b in ("mnist", "cifar10"):
 # the headline AUROCs and of each claim's difference (recorded; the single-seed intervals above
 # are for seed 0).
 
-# %% tags=["hide-input"]
-seed_rows = []
-for b, s in studies.items():
-    if "seeds" in s.tables:
-        t = seed_summary(s["seeds"]).assign(pair=report.pair_name(b))
-        t["mean ± s.d."] = t.apply(lambda r: f"{r['mean']:.2f} ± {r.sd:.2f}", axis=1)
-        seed_rows.append(t)
-seeds = pd.concat(seed_rows, ignore_index=True) if seed_rows else pd.DataFrame()
-seeds.pivot(index="quantity", columns=["pair", "group"], values="mean ± s.d.") if len(seeds) else "no seed runs recorded"
+# %%
+report.seed_rows(studies)
 
 # %% [markdown]
 # ## Beside the published numbers
@@ -251,8 +287,11 @@ oo = openood_cifar10_table()
 for b in ("cifar10", "cifar10_densenet"):
     if b in studies:
         for g in ("near", "far"):
-            oo[f"{report.model_name(b)} {g}"] = [report.group_value(studies[b], m, g) if m in set(studies[b]["metrics"].method) else float("nan")
-                                                 for m in oo.index]
+            oo[f"{report.model_name(b)} {g}"] = [
+                report.group_value(studies[b], m, g)
+                if m in set(studies[b]["metrics"].method) else float("nan")
+                for m in oo.index]
+oo.index = [method_label(m) for m in oo.index]
 oo.style.format("{:.1f}", na_rep="—")
 
 # %% [markdown]
@@ -261,4 +300,12 @@ oo.style.format("{:.1f}", na_rep="—")
 # against far sets is not comparable to it.
 
 # %% tags=["hide-input"]
-gradnorm_imagenet_table().set_index(["method", "ood"]).unstack("ood").style.format("{:.2f}", na_rep="—")
+ref = gradnorm_imagenet_table()
+ref["method"] = ref.method.map(method_label)
+ref.pivot(index="method", columns="ood", values="auroc").round(2)
+
+# %% [markdown]
+# The same table's FPR95 (lower is better):
+
+# %% tags=["hide-input"]
+ref.pivot(index="method", columns="ood", values="fpr95").round(2)

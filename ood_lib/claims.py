@@ -38,6 +38,7 @@ class Claim:
     key: str
     source: str  # who claims it: the paper's claim number, or the GradNorm paper
     statement: str
+    short: str  # a label for tables and figures
     kind: str  # "identity", "difference" or "family"
     a: str  # the method (for a family: the family's name)
     b: str
@@ -51,21 +52,21 @@ class Claim:
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("gradnorm_identity", "claim 1", "GradNorm's gradient norm equals ‖h‖₁‖p − u‖₁ / T",
-          "identity", "gradnorm_autograd", "gradnorm"),
+          "GradNorm = closed form", "identity", "gradnorm_autograd", "gradnorm"),
     Claim("exgrad_identity", "claim 2", "ExGrad equals 2‖h‖₁ Σ p(1 − p) / T",
-          "identity", "exgrad_autograd", "exgrad"),
+          "ExGrad = closed form", "identity", "exgrad_autograd", "exgrad"),
     Claim("product_beats_v", "claim 4", "GradNorm (U·V) beats its output term ‖p − u‖₁ alone",
-          "difference", "gradnorm", "one*pu_l1"),
+          "GradNorm > its V alone", "difference", "gradnorm", "one*pu_l1"),
     Claim("product_beats_u", "claim 4", "GradNorm (U·V) beats its feature norm ‖h‖₁ alone",
-          "difference", "gradnorm", "l1*one"),
+          "GradNorm > its U alone", "difference", "gradnorm", "l1*one"),
     Claim("norm_helps_msp", "claim 4", "‖h‖₁·MSP beats MSP alone (the feature norm helps)",
-          "difference", "l1*msp", "msp"),
+          "‖h‖₁·MSP > MSP", "difference", "l1*msp", "msp"),
     Claim("preregistered_beats_gradnorm", "claim 5", "‖h‖₁·MSP, chosen before any result, beats GradNorm",
-          "difference", "l1*msp", "gradnorm"),
+          "‖h‖₁·MSP > GradNorm", "difference", "l1*msp", "gradnorm"),
     Claim("some_member_beats_gradnorm", "claim 5", "some gradient-free U·V member beats GradNorm",
-          "family", "uv_members", "gradnorm"),
-    Claim("gradnorm_beats_msp", "GradNorm paper", "GradNorm beats MSP", "difference", "gradnorm", "msp"),
-    Claim("gradnorm_beats_energy", "GradNorm paper", "GradNorm beats Energy", "difference", "gradnorm", "energy"),
+          "some U·V member > GradNorm", "family", "uv_members", "gradnorm"),
+    Claim("gradnorm_beats_msp", "GradNorm paper", "GradNorm beats MSP", "GradNorm > MSP", "difference", "gradnorm", "msp"),
+    Claim("gradnorm_beats_energy", "GradNorm paper", "GradNorm beats Energy", "GradNorm > Energy", "difference", "gradnorm", "energy"),
 )
 
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)

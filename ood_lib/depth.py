@@ -120,7 +120,8 @@ def depth_scores(prep: Prepared, *, blocks: Mapping[str, Sequence[str]] | None =
                 continue
             if blocks is None:
                 blocks = layer_blocks(model, x)
-            l1 = layer_grad_norms(model, x, method=method, chunk_size=chunk_size, wrt_input=True, input_std=std)["l1"]
+            l1 = layer_grad_norms(model, x, method=method, chunk_size=chunk_size, wrt_input=True, input_std=std,
+                                  norms=("l1",))["l1"]
             l1 = {n: v.detach().double().cpu() for n, v in l1.items()}  # sums in float64
             row = {INPUT: l1[INPUT], **{b: sum(l1[p] for p in ps) for b, ps in blocks.items()},
                    NETWORK: sum(v for n, v in l1.items() if n != INPUT)}

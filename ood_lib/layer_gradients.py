@@ -115,7 +115,8 @@ def _vmap(model, x, q, loss, T, chosen, std, wrt_input, chunk_size, progress) ->
     return {nm: {n: torch.cat([d[n][:, j] for d in parts]) for n in parts[0]} for j, nm in enumerate(NORMS)}
 
 
-def _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, progress) -> dict[str, dict[str, torch.Tensor]]:
+def _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, norms, progress
+           ) -> dict[str, dict[str, torch.Tensor]]:
     from tqdm.auto import tqdm
 
     owners: dict[str, nn.Module] = {}
@@ -127,14 +128,14 @@ def _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, progre
                 raise OODInputError(f"method='hooks' cannot rebuild {mn or 'the model'}: it {why} (use method='vmap')")
             owners[mn] = m
     keys = list(chosen) + ([INPUT] if wrt_input else [])
-    parts: dict[str, dict[str, list]] = {nm: {n: [] for n in keys} for nm in NORMS}
+    parts: dict[str, dict[str, list]] = {nm: {n: [] for n in keys} for nm in norms}
     copy: set[str] = set()  # outputs changed in place downstream, learnt on the first chunk
 
     def consume(mn: str, a: torch.Tensor, d: torch.Tensor) -> None:  # runs inside the backward
-        for pn, norms in module_grad_norms(mn, owners[mn], a, d).items():
+        for pn, values in module_grad_norms(mn, owners[mn], a, d, norms).items():
             n = f"{mn}.{pn}" if mn else pn
             if n in chosen:
-                for nm, v in zip(NORMS, norms):
+                for nm, v in zip(norms, values):
                     parts[nm][n].append(v)
 
     for s in tqdm(range(0, x.shape[0], chunk_size), desc="hooks", disable=not progress, leave=False):
@@ -142,8 +143,9 @@ def _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, progre
         _, gx = capture_signals(model, x[s : s + chunk_size], loss, ys, T, owners, wrt_input, copy, consume)
         if wrt_input:
             for nm, v in zip(NORMS, _input_norms(gx, std)):
-                parts[nm][INPUT].append(v)
-    return {nm: {n: torch.cat(parts[nm][n]) for n in keys} for nm in NORMS}
+                if nm in parts:
+                    parts[nm][INPUT].append(v)
+    return {nm: {n: torch.cat(parts[nm][n]) for n in keys} for nm in norms}
 
 
 def fastest_method(model: nn.Module, params: list[str] | None = None) -> str:
@@ -168,6 +170,7 @@ def layer_grad_norms(
     chunk_size: int = 16,
     wrt_input: bool = False,
     input_std: float | Sequence[float] | None = None,
+    norms: Sequence[str] = NORMS,
     progress: bool = False,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-image ‖∇_θ ℓ‖₁ and ‖∇_θ ℓ‖₂² for every parameter tensor θ: ``{norm: {name: (N,)}}``.
@@ -177,7 +180,8 @@ def layer_grad_norms(
     :data:`LAYER_LOSSES`, at temperature T: ℓ = KL(u ‖ softmax(f/T)) or −Σ q log softmax(f/T).
     With ``wrt_input`` the key :data:`INPUT` holds ‖∇ ℓ‖ w.r.t. the input pixels: the model's
     input is x = (pixel − mean)/std, so ∂ℓ/∂pixel = (∂ℓ/∂x)/std (``input_std``: per channel, or
-    one number; None = 1). ``method``: ``"hooks"`` (fastest; plain Linear/Conv2d/BatchNorm2d
+    one number; None = 1). ``norms``: the norms to return (a subset of :data:`NORMS`; the hooks
+    path then computes only those). ``method``: ``"hooks"`` (fastest; plain Linear/Conv2d/BatchNorm2d
     layers only), ``"vmap"`` (any model) or ``"loop"`` (the batch-1 reference).
     Run a float64 model on float64 inputs for exact comparisons.
     """
@@ -185,19 +189,24 @@ def layer_grad_norms(
         raise OODInputError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise OODInputError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    norms = tuple(norms)
+    if not norms or any(nm not in NORMS for nm in norms):
+        raise OODInputError(f"norms must be a non-empty subset of {NORMS}, got {norms!r}")
     x, labels, T = check_layer_inputs(model, x, loss, labels, temperature)
     if x.ndim < 2:
         raise OODInputError(f"x must be a batch (N, C, …), got shape {tuple(x.shape)}")
     std = channel_std(input_std, x.shape[1], x) if wrt_input else None
     chosen = _select(model, params)
     if method == "hooks":
-        return _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, progress)
+        return _hooks(model, x, loss, labels, T, chosen, std, wrt_input, chunk_size, norms, progress)
     with torch.no_grad():
         q = loss_targets(model(x), loss, labels)
     if method == "loop":
-        return _loop(model, x, q, loss, T, chosen, std, wrt_input, progress)
-    with torch.no_grad():
-        return _vmap(model, x, q, loss, T, chosen, std, wrt_input, chunk_size, progress)
+        out = _loop(model, x, q, loss, T, chosen, std, wrt_input, progress)
+    else:
+        with torch.no_grad():
+            out = _vmap(model, x, q, loss, T, chosen, std, wrt_input, chunk_size, progress)
+    return {nm: out[nm] for nm in norms}
 
 
 def linear_closed_form(

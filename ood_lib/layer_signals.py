@@ -114,11 +114,33 @@ def not_rebuilt(m: nn.Module) -> str | None:
     return None
 
 
-def module_grad_norms(name: str, m: nn.Module, a: torch.Tensor, d: torch.Tensor) -> dict[str, tuple]:
-    """``{parameter: (‖g‖₁, ‖g‖₂²)}`` per image of layer ``m``, from its input a and δ (module doc)."""
-    def both(g):
+# A grouped convolution with one group per image runs one small product per image, summed over the
+# output positions: when there are few positions an unfolded input and one batched product are faster.
+UNFOLD_MAX_POSITIONS = 100
+
+
+def _conv_weight_grads(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Per-image ∇_W ℓ = Σ_σ δ_σ A_σᵀ of a convolution, shape (N, C_out, C_in/groups · k_h · k_w)."""
+    n, positions = a.shape[0], d.shape[2] * d.shape[3]
+    if m.groups == 1 and (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0)):
+        return torch.bmm(d.flatten(2), a.flatten(2).transpose(1, 2))  # Σ_σ δ_σ a_σᵀ
+    if m.groups == 1 and positions <= UNFOLD_MAX_POSITIONS:
+        A = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+        return torch.bmm(d.flatten(2), A.transpose(1, 2))
+    g = torch.nn.grad.conv2d_weight(a.reshape(1, -1, *a.shape[2:]), (n * m.out_channels, *m.weight.shape[1:]),
+                                    d.reshape(1, -1, *d.shape[2:]), stride=m.stride, padding=m.padding,
+                                    dilation=m.dilation, groups=n * m.groups)
+    return g.reshape(n, m.out_channels, -1)
+
+
+def module_grad_norms(name: str, m: nn.Module, a: torch.Tensor, d: torch.Tensor,
+                      norms: Sequence[str] = NORMS) -> dict[str, tuple]:
+    """``{parameter: (one (N,) tensor per entry of norms)}`` of layer ``m``, per image, from its input
+    a and δ (module doc); ``norms`` ⊆ ("l1", "l2sq")."""
+    def take(g):
         g = g.flatten(1)
-        return torch.linalg.vector_norm(g, 1, dim=1), torch.linalg.vector_norm(g, 2, dim=1).square()
+        return tuple(torch.linalg.vector_norm(g, 1, dim=1) if nm == "l1" else
+                     torch.linalg.vector_norm(g, 2, dim=1).square() for nm in norms)
 
     why = not_rebuilt(m)
     if why:
@@ -127,24 +149,18 @@ def module_grad_norms(name: str, m: nn.Module, a: torch.Tensor, d: torch.Tensor)
         if a.ndim != 2:
             raise OODInputError(f"{name} takes a {a.ndim}-d input: its weight is shared across positions, "
                                 "so its gradient is a sum of outer products, not one (use method='vmap')")
-        out = {"weight": (d.abs().sum(1) * a.abs().sum(1), d.pow(2).sum(1) * a.pow(2).sum(1))}
+        out = {"weight": tuple(d.abs().sum(1) * a.abs().sum(1) if nm == "l1" else d.pow(2).sum(1) * a.pow(2).sum(1)
+                               for nm in norms)}
         gb = d
     elif isinstance(m, nn.Conv2d):
-        n = a.shape[0]
-        if m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0) and m.groups == 1:
-            g = torch.bmm(d.flatten(2), a.flatten(2).transpose(1, 2))  # Σ_σ δ_σ a_σᵀ: one product per image
-        else:  # Σ_σ δ_σ A_σᵀ per image: the weight gradient of an (n · groups)-group convolution
-            g = torch.nn.grad.conv2d_weight(a.reshape(1, -1, *a.shape[2:]), (n * m.out_channels, *m.weight.shape[1:]),
-                                            d.reshape(1, -1, *d.shape[2:]), stride=m.stride, padding=m.padding,
-                                            dilation=m.dilation, groups=n * m.groups)
-        out = {"weight": both(g.reshape(n, -1))}
+        out = {"weight": take(_conv_weight_grads(m, a, d))}
         gb = d.sum((2, 3))
     else:  # Σ_σ δ_σ x̂_σ = (Σ_σ δ_σ a_σ − μ Σ_σ δ_σ) / √(σ² + eps): no normalised copy of the input
         gb = d.sum((2, 3))
         da = torch.einsum("ncs,ncs->nc", d.flatten(2), a.flatten(2))
-        out = {"weight": both((da - m.running_mean * gb) / torch.sqrt(m.running_var + m.eps))}
+        out = {"weight": take((da - m.running_mean * gb) / torch.sqrt(m.running_var + m.eps))}
     if getattr(m, "bias", None) is not None:
-        out["bias"] = both(gb)
+        out["bias"] = take(gb)
     return out
 
 

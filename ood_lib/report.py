@@ -29,9 +29,18 @@ def model_name(benchmark: str) -> str:
     return MODEL_NAMES.get(arch, arch)
 
 
+BENCHMARK_NAMES = {"embedded": "embedded", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10_densenet": "CIFAR-10",
+                   "imagenet_lite": "ImageNet-1300", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
+
+
 def pair_name(benchmark: str) -> str:
     """"benchmark (model)", the label of one benchmark × model pair."""
     return f"{benchmark} ({model_name(benchmark)})"
+
+
+def short_pair(benchmark: str) -> str:
+    """A compact column label of a benchmark × model pair, e.g. "CIFAR-10 · ResNet-20"."""
+    return f"{BENCHMARK_NAMES.get(benchmark, benchmark)} · {model_name(benchmark)}"
 
 
 def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **run: object) -> dict[str, Study]:
@@ -65,15 +74,17 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
         cfg = m.get("config", {})
         sub = {k: cfg.get(k) for k in ("n_id", "n_ood", "n_fit") if cfg.get(k) is not None}
         left = sorted(set(default_methods(b)) - set(cfg.get("methods") or default_methods(b)))
-        rows.append({"benchmark": b, "model": model_name(b), "source": s.source,
+        rows.append({"benchmark": short_pair(b), "source": s.source,
                      "subset": ", ".join(f"{k} = {v:,}" for k, v in sub.items()) or "all images",
                      "left out": ", ".join(left) or "—",
-                     "ID accuracy (%)": 100 * m["id_accuracy"] if m.get("id_accuracy") is not None else np.nan,
+                     "ID accuracy (%)": m["id_accuracy"] if m.get("id_accuracy") is not None else np.nan,
                      "ID test images": m["sets"]["id_test"]["n"],
-                     "OOD sets": ", ".join(k for k in m["sets"] if not k.startswith("id_")),
+                     "OOD images": sum(v["n"] for k, v in m["sets"].items() if not k.startswith("id_")),
                      "device": m["device"], "commit": str(m.get("commit", "unknown"))[:10],
                      "torch": m["versions"]["torch"], "created": m.get("created", "")})
-    return pd.DataFrame(rows).set_index("benchmark")
+    t = pd.DataFrame(rows).set_index("benchmark")
+    t["ID accuracy (%)"] = t["ID accuracy (%)"].map("{:.1f}".format)
+    return t.T
 
 
 def verdict_matrix(studies: Mapping[str, Study]) -> pd.DataFrame:
@@ -135,3 +146,140 @@ def headline_table(studies: Mapping[str, Study], methods: list[str], group: str)
                                           else f" [{m.loc[x, 'auroc_lo']:.1f}, {m.loc[x, 'auroc_hi']:.1f}]")
             for x in methods]
     return pd.DataFrame(cols, index=methods)
+
+
+def verdict_table(studies: Mapping[str, Study], group: str) -> pd.DataFrame:
+    """Claims (rows, short labels) × pairs (columns): the verdict words for one group ("all" for the
+    identities); empty where a pair has no such group."""
+    cols = {}
+    for b, s in studies.items():
+        v = s["verdicts"]
+        sub = v[v.group == group].set_index("claim").verdict
+        if len(sub):
+            cols[short_pair(b)] = sub
+    keys = [c.key for c in CLAIMS if (c.kind == "identity") == (group == "all")]
+    t = pd.DataFrame(cols).reindex(keys).fillna("")
+    t.index = [next(c.short for c in CLAIMS if c.key == k) for k in keys]
+    return t
+
+
+def _pm(value: float, lo: float, hi: float) -> str:
+    if not np.isfinite(value):
+        return ""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{value:.1f}"
+    return f"{value:.1f} ±{max(value - lo, hi - value):.1f}"
+
+
+def auroc_table(studies: Mapping[str, Study], methods: list[str], group: str, metric: str = "auroc"):
+    """Methods (display names) × pairs: mean ``metric`` over ``group`` with the larger half-width of
+    its 95 % interval ("98.5 ±0.4"); the best value of each column in bold. A pandas Styler."""
+    from .labels import method_label
+
+    vals, cells = {}, {}
+    for b, s in studies.items():
+        if group not in s.groups:
+            continue
+        m = s["metrics"]
+        m = m[m.ood == group].set_index("method")
+        col = short_pair(b)
+        get = lambda x, c: float(m.loc[x, c]) if x in m.index and c in m.columns else np.nan  # noqa: E731
+        vals[col] = [get(x, metric) for x in methods]
+        lo, hi = ("auroc_lo", "auroc_hi") if metric == "auroc" else ("", "")
+        cells[col] = [_pm(get(x, metric), get(x, lo), get(x, hi)) for x in methods]
+    labels = [method_label(x) for x in methods]
+    v = pd.DataFrame(vals, index=labels)
+    c = pd.DataFrame(cells, index=labels)
+    best = v.min() if metric == "fpr95" else v.max()
+    return c.style.apply(lambda col: ["font-weight: bold" if vals == best[col.name] else ""
+                                      for vals in v[col.name]], axis=0)
+
+
+def rank_table(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """Per pair and group: GradNorm's rank among all distinct methods, the pre-registered member's
+    rank among the U·V members, and the best method."""
+    from .labels import method_label
+
+    rows = []
+    for b, s in studies.items():
+        r = s["ranks"].set_index(["group", "method"])
+        for g in s.groups:
+            gn, pre = r.loc[(g, "gradnorm")], r.loc[(g, "l1*msp")]
+            rows.append({"pair": short_pair(b), "group": g,
+                         "GradNorm rank": f"{int(gn['rank'])} / {int(gn['n_methods'])}",
+                         "‖h‖₁·MSP rank among U·V": f"{int(pre['rank_uv'])} / {int(pre['n_uv'])}",
+                         "best method": method_label(gn["best"]), "its AUROC": round(float(gn["auroc_best"]), 1)})
+    return pd.DataFrame(rows).set_index(["pair", "group"])
+
+
+def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFrame:
+    """Per pair and OOD set: AUROC of U = ‖h‖₁ alone, V alone, U·V, and the median-norm ratio OOD / ID."""
+    from .labels import set_label
+
+    out = []
+    for b, s in studies.items():
+        f = s["factors"]
+        f = f[f.v_term == v_term]
+        out.append(pd.DataFrame({
+            "pair": short_pair(b), "OOD set": [set_label(k, b) for k in f.ood], "group": list(f.group),
+            "U alone": f.auroc_u.round(1).to_numpy(), "V alone": f.auroc_v.round(1).to_numpy(),
+            "U·V": f.auroc_uv.round(1).to_numpy(), "U·V − V": f.uv_minus_v.round(1).to_numpy(),
+            "‖h‖₁ OOD / ID": f.median_u_ratio.round(2).to_numpy()}))
+    return pd.concat(out, ignore_index=True).set_index(["pair", "OOD set"])
+
+
+def seed_rows(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """Mean ± s.d. over training seeds of each recorded quantity, quantities (rows) × pair / group."""
+    from .labels import method_label
+    from .study import seed_summary
+
+    short = {c.key: c.short for c in CLAIMS}
+    parts = []
+    for b, s in studies.items():
+        if "seeds" not in s.tables:
+            continue
+        t = seed_summary(s["seeds"])
+        t["column"] = short_pair(b) + " · " + t.group
+        t["cell"] = [f"{m:.2f} ±{sd:.2f}" for m, sd in zip(t["mean"], t["sd"])]
+        t["row"] = [("AUROC " + method_label(q[6:])) if q.startswith("auroc:") else
+                    ("Δ " + short[q[5:]]) if q.startswith("diff:") else "ID accuracy (%)" for q in t.quantity]
+        parts.append(t)
+    if not parts:
+        return pd.DataFrame()
+    t = pd.concat(parts, ignore_index=True)
+    return t.pivot_table(index="row", columns="column", values="cell", aggfunc="first", sort=False).fillna("")
+
+
+def forest_figure(studies: Mapping[str, Study], groups: tuple[str, ...] = ("near", "far")):
+    """Every comparison claim's AUROC difference with its 95 % interval, one panel per group, one
+    marker per benchmark × model; a line at 0 (no difference)."""
+    import matplotlib.pyplot as plt
+
+    claims = [c for c in CLAIMS if c.kind != "identity"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.2, 0.42 * len(claims) + 1.6), sharey=True,
+                             constrained_layout=True, dpi=150)
+    axes = np.atleast_1d(axes)
+    pairs = list(studies)
+    colours = plt.get_cmap("tab10").colors
+    for ax, g in zip(axes, groups):
+        for j, b in enumerate(pairs):
+            v = studies[b]["verdicts"].set_index(["claim", "group"])
+            for i, c in enumerate(claims):
+                if (c.key, g) not in v.index or not np.isfinite(v.loc[(c.key, g), "estimate"]):
+                    continue
+                r = v.loc[(c.key, g)]
+                y = i + (j - (len(pairs) - 1) / 2) * 0.13
+                ax.errorbar(r.estimate, y, xerr=[[r.estimate - r.lo], [r.hi - r.estimate]], fmt="o", ms=3.5,
+                            color=colours[j % 10], lw=1.2, label=short_pair(b))
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{g} OOD", fontsize=10)
+        ax.set_xlabel("AUROC difference (points)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(claims)), [c.short for c in claims], fontsize=8)
+    axes[0].invert_yaxis()
+    seen = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    fig.legend(seen.values(), seen.keys(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    return fig

@@ -303,7 +303,7 @@ def seed_table(benchmark: str, seeds: tuple[int, ...] = (0, 1, 2, 3, 4), config:
         prep = prepare(benchmark, cfg.replace(seed=seed), with_train=True)
         res, _, _ = score_methods(prep, names)
         m = pd.DataFrame(res)
-        rows.append({"seed": seed, "group": "all", "quantity": "id_accuracy", "value": 100 * prep.id_accuracy})
+        rows.append({"seed": seed, "group": "all", "quantity": "id_accuracy", "value": float(prep.id_accuracy)})
         for g in [g for g in ("near", "far", "covariate") if g in set(m.ood)]:
             a = m[m.ood == g].set_index("method").auroc
             rows += [{"seed": seed, "group": g, "quantity": f"auroc:{x}", "value": float(a[x])} for x in HEADLINE if x in a]

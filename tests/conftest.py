@@ -17,6 +17,9 @@ import copy
 import hashlib
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -250,3 +253,17 @@ def pytest_terminal_summary(terminalreporter, config):
         tr.section("network access attempted (blocked; the run fails)", red=True)
         for line in attempts:
             tr.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory, embedded_model_cache):
+    """The book built once per session as `make book` builds it (embedded default, no data root,
+    warnings as errors): ``(completed process, output folder)``; the book tests read it."""
+    out = tmp_path_factory.mktemp("book")
+    cache = out / "cache"
+    shutil.copytree(embedded_model_cache / "models", cache / "models")  # the CNN trained once for all tests
+    env = {k: v for k, v in os.environ.items() if k != "OOD_DATA_ROOT"} | {"OOD_CACHE_DIR": str(cache)}
+    jb = Path(sys.executable).with_name("jupyter-book")
+    r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
+                       capture_output=True, text=True, env=env)
+    return r, out

@@ -100,24 +100,13 @@ def test_a_missing_book_is_a_clear_error(tmp_path):
         browser_check.check_book(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory, embedded_model_cache):
-    """The book built as `make book` builds it (embedded default, no data root), into a temporary folder."""
-    out = tmp_path_factory.mktemp("browser-book")
-    cache = out / "cache"
-    shutil.copytree(embedded_model_cache / "models", cache / "models")  # the CNN trained once for all tests
-    env = {k: v for k, v in os.environ.items() if k != "OOD_DATA_ROOT"} | {"OOD_CACHE_DIR": str(cache)}
-    jb = Path(sys.executable).with_name("jupyter-book")
-    r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
-                       capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    return out / "_build" / "html"
-
-
 @pytest.mark.book
 def test_the_built_book_reads_well_offline(chromium, built_book):
     """Every page: math typeset, no JavaScript error, nothing from the network, nothing wider than
     the column at 1,280 px, every image and local link resolves. Screenshots: _build/screenshots/."""
+    r, out = built_book
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    built_book = out / "_build" / "html"
     shots = REPO / "_build" / "screenshots"
     problems = browser_check.check_book(built_book, screenshots=shots, browser=chromium)
     assert len(list(shots.glob("*.png"))) >= len(browser_check.pages(built_book))

@@ -102,12 +102,8 @@ def test_no_function_is_defined_in_a_notebook():
 
 
 @pytest.mark.book
-def test_book_builds_without_warnings(tmp_path, cache, embedded_model_cache):
-    shutil.copytree(embedded_model_cache / "models", cache / "models", dirs_exist_ok=True)  # the session's CNN
-    jb = Path(sys.executable).with_name("jupyter-book")
-    out = tmp_path / "book"
-    r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
-                       capture_output=True, text=True)
+def test_book_builds_without_warnings(built_book):
+    r, out = built_book
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     html = out / "_build" / "html"
     for page in ["book/intro", "book/discussion", "notebooks/03_evaluation", "book/appendix_environment"]:
