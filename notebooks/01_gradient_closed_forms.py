@@ -26,24 +26,35 @@
 # multiple of the closed form misses the gradient norm of {glue:text}`nb01_deeper` by up to
 # {glue:text}`nb01_deeper_rel:.0%`, and the input gradient by up to {glue:text}`nb01_input_rel:.0%`.
 
-# %%
-import numpy as np
+# %% tags=["remove-cell"]
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from IPython.display import display
 
 from ood_lib import data as D
-from ood_lib import plots
+from ood_lib import plots, tables
 from ood_lib.benchmarks import get_benchmark
 from ood_lib.book import glue
 from ood_lib.gradients import gradient_score
-from ood_lib.scores import GRADIENT_FORMS, closed_form
+from ood_lib.labels import method_label
+from ood_lib.scores import closed_form
 from ood_lib.verify import default_deeper, verify
 
-# %% tags=["parameters"]
+plt.rcParams.update(plots.BOOK_STYLE)
+
+# %% [markdown]
+# **Parameters.** The page runs on the small embedded benchmark by default. To check the
+# identities on another model, set `BENCHMARK` (e.g. `"cifar10"`) and `DATA_ROOT` (the folder
+# that holds its data); `N_VERIFY` is the number of test images, `N_SHOW` how many of them are
+# worked by hand below, and `TEMPERATURE` the softmax temperature $T$.
+
+# %% tags=["parameters", "hide-cell"]
 BENCHMARK = "embedded"
 DATA_ROOT = ""
 SEED = 0
 N_VERIFY = 32
+N_SHOW = 4
 TEMPERATURE = 1.0
 
 # %% [markdown]
@@ -91,43 +102,128 @@ TEMPERATURE = 1.0
 bench = get_benchmark(BENCHMARK)
 root = D.data_root(DATA_ROOT or None)
 model = bench.load_model(root, seed=SEED)
-x, _ = D.stack_images(bench.splits(root, seed=SEED)["id_test"].dataset, N_VERIFY, SEED)
+split = bench.splits(root, seed=SEED)["id_test"]
+x, _ = D.stack_images(split.dataset, N_VERIFY, SEED)
+m64 = model.double().eval()
+with torch.no_grad():
+    h, f = m64.forward_features(x.double())
+
+# %% tags=["remove-cell"]
 what = f"{BENCHMARK}: {type(model).__name__}, {len(x)} ID test images"
 glue("nb01_what", what, display=False)
-print(what)
 
 # %% [markdown]
-# ## Autograd against the closed form
+# ## GradNorm by hand
+#
+# Before any library function, the claim on a few images with nothing but autograd. GradNorm's
+# loss is $\mathrm{KL}(u \Vert p) = -\log C - \frac1C \sum_k \log p_k$; we differentiate it
+# with respect to the head's weight $W$, take the entry-wise $\ell_1$ norm, and put it beside
+# the closed form $\lVert h\rVert_1 \lVert p - u\rVert_1 / T$ written out.
+
+# %%
+W = m64.head.weight
+rows = []
+for h_i in h[:N_SHOW]:
+    log_p = torch.log_softmax(m64.head(h_i) / TEMPERATURE, dim=0)
+    (grad_W,) = torch.autograd.grad(-log_p.mean(), W)  # KL(u‖p) + const
+    p = log_p.exp().detach()
+    u = torch.full_like(p, 1 / len(p))
+    closed = h_i.abs().sum() * (p - u).abs().sum() / TEMPERATURE
+    rows.append([grad_W.abs().sum().item(), closed.item()])
+by_hand = pd.DataFrame(rows, columns=["autograd", "closed form"])
+by_hand["ood_lib"] = closed_form(
+    "gradnorm", h[:N_SHOW], f[:N_SHOW], TEMPERATURE).numpy()
+
+# %% tags=["hide-input"]
+by_hand["relative difference"] = (
+    (by_hand["autograd"] - by_hand["closed form"]).abs()
+    / by_hand["closed form"])
+by_hand.index.name = "image"
+tables.book_table(
+    by_hand.style.format("{:.12g}").format(
+        "{:.1e}", subset=["relative difference"]),
+    "‖∇_W KL(u ‖ p)‖₁ by autograd, and ‖h‖₁ ‖p − u‖₁ / T written out "
+    "and from ood_lib.scores.closed_form")
+
+# %% tags=["remove-cell"]
+glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()),
+     display=False)
+
+# %% [markdown]
+# The three columns agree: the largest relative difference is
+# {glue:text}`nb01_by_hand_rel:.1e`, rounding error in float64. The rest of the page does the
+# same for every gradient score at once.
+
+# %% [markdown]
+# ## Every score, autograd against the closed form
 #
 # `verify` computes every score by autograd *exactly as it is defined* — the loss, its gradient
 # with respect to the head, the norm, and for ExGrad an explicit sum over all $C$ labels — and
-# holds it against the closed form. `rel_diff` is the relative difference; `v_diff` is the same
-# difference divided by $c\,U(h)$, i.e. measured in units of the bounded $V$ term. The two differ
-# on very confident predictions: there autograd itself forms $p_y - 1$ for the top class and
-# carries a rounding error of order $\varepsilon / (1 - \max_k p_k)$ relative to the result, which
-# the closed form (computed from the small probabilities directly) does not. `spread` tests the
-# factorisation without any closed form at all: for each one-hot target it divides the gradient
-# norm by $\lVert p - e_y \rVert$; if the norm factorises, that ratio is the same for every $y$.
+# holds it against the closed form, once batched over the images (`torch.func.vmap`) and once
+# looped, one image at a time. The first table gives the largest difference divided by
+# $c\,U(h)$, i.e. measured in units of the bounded $V$ term; the second the relative
+# difference. The two differ on very confident predictions: there autograd itself forms
+# $p_y - 1$ for the top class and carries a rounding error of order
+# $\varepsilon / (1 - \max_k p_k)$ relative to the result, which the closed form (computed from
+# the small probabilities directly) does not. The *spread* tests the factorisation without any
+# closed form at all: for each one-hot target it divides the gradient norm by
+# $\lVert p - e_y \rVert$; if the norm factorises, that ratio is the same for every $y$.
 
 # %%
 table = verify(model, x, temperature=TEMPERATURE)
 last = table[table.wrt.isin(["W", "W,b"])]
 deep = table[~table.wrt.isin(["W", "W,b"])]
-worst_v = float(last[["v_diff_vmap", "v_diff_loop"]].to_numpy().max())
-worst_rel = float(last[["rel_diff_vmap", "rel_diff_loop"]].to_numpy().max())
 deeper = default_deeper(model)
+
+# %% tags=["remove-cell"]
+diffs = ["v_diff_vmap", "v_diff_loop"]
+worst_v = float(last[diffs].to_numpy().max())
+rels = ["rel_diff_vmap", "rel_diff_loop"]
+worst_rel = float(last[rels].to_numpy().max())
+at = deep.set_index("wrt")
 glue("nb01_n_scores", int(last.score.nunique()), display=False)
 glue("nb01_worst_v", worst_v, display=False)
 glue("nb01_worst_rel", worst_rel, display=False)
 glue("nb01_deeper", deeper, display=False)
-glue("nb01_deeper_rel", float(deep.loc[deep.wrt == deeper, "rel_diff_vmap"].iloc[0]), display=False)
-glue("nb01_input_rel", float(deep.loc[deep.wrt == "input", "rel_diff_vmap"].iloc[0]), display=False)
-glue("nb01_deeper_spread", float(deep.loc[deep.wrt == deeper, "spread"].iloc[0]), display=False)
+glue("nb01_deeper_rel", float(at.loc[deeper, "rel_diff_vmap"]),
+     display=False)
+glue("nb01_input_rel", float(at.loc["input", "rel_diff_vmap"]),
+     display=False)
+glue("nb01_deeper_spread", float(at.loc[deeper, "spread"]), display=False)
 glue("nb01_head_spread", float(last.spread.max()), display=False)
-for name in ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred"):
-    glue(f"nb01_v_{name}", float(last.loc[last.score == name, ["v_diff_vmap", "v_diff_loop"]].to_numpy().max()),
-         display=False)
-table.style.format({c: "{:.1e}" for c in table.columns if c not in ("score", "wrt", "closed_form")})
+quoted = ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred")
+for name in quoted:
+    worst = last.loc[last.score == name, diffs].to_numpy().max()
+    glue(f"nb01_v_{name}", float(worst), display=False)
+
+# %% tags=["hide-input"]
+order = list(dict.fromkeys(last.score))
+heads = {"W": "w.r.t. W", "W,b": "w.r.t. (W, b)"}
+paths = {"vmap": "batched", "loop": "looped"}
+captions = {
+    "v_diff": "Largest |autograd − closed form| over the images, "
+              "in units of V",
+    "rel_diff": "Largest relative difference "
+                "|autograd − closed form| / closed form",
+}
+for kind, caption in captions.items():
+    t = last.pivot(index="score", columns="wrt",
+                   values=[f"{kind}_{m}" for m in paths])
+    t = t.reindex(order).rename(index=method_label)
+    t = t[[(f"{kind}_{m}", w) for w in heads for m in paths]]
+    t.columns = pd.MultiIndex.from_tuples(
+        [(heads[w], paths[c.rsplit("_", 1)[1]]) for c, w in t.columns])
+    t.index.name = None
+    display(tables.book_table(t.style.format("{:.1e}"), caption))
+below = deep.set_index("wrt").rename(
+    index={deeper: f"layer below the head ({deeper})"})
+below = below[["rel_diff_vmap", "rel_diff_loop", "spread"]]
+below.columns = ["batched", "looped", "target spread"]
+below.index.name = "GradNorm w.r.t."
+display(tables.book_table(
+    below.style.format("{:.2f}"),
+    "Below the head: relative difference from the best constant "
+    "multiple of the closed form, and the target spread"))
 
 # %% [markdown]
 # Over the last layer the largest difference in units of $V$ is {glue:text}`nb01_worst_v:.1e` and
@@ -143,31 +239,26 @@ table.style.format({c: "{:.1e}" for c in table.columns if c not in ("score", "wr
 # perturbation direction) against GradNorm's closed form, each scaled by its best constant. On
 # the head the points lie on the diagonal; below it they scatter.
 
-# %% tags=["hide-input"]
-import matplotlib.pyplot as plt
-
-xd = x.double()
-m64 = model.double().eval()
-with torch.no_grad():
-    h, f = m64.forward_features(xd)
+# %%
 cf = closed_form("gradnorm", h, f, TEMPERATURE).numpy()
-fig, ax = plt.subplots(figsize=(5, 4))
-for wrt, marker in (("head", "o"), (deeper, "s"), ("input", "^")):
-    g = gradient_score("gradnorm", m64, xd, temperature=TEMPERATURE, wrt=wrt).numpy()
-    k = (g * cf).sum() / (cf * cf).sum()
-    ax.scatter(cf, g / k, s=14, marker=marker, label=f"w.r.t. {wrt}", alpha=0.7)
-lims = [cf.min() * 0.8, cf.max() * 1.25]
-ax.plot(lims, lims, "k--", lw=1)
-ax.set(xscale="log", yscale="log", xlabel="closed form ‖h‖₁‖p − u‖₁ / T",
-       ylabel="autograd gradient norm / best constant")
-ax.legend(fontsize=8)
-fig.tight_layout()
+norms = {
+    wrt: gradient_score("gradnorm", m64, x.double(), wrt=wrt,
+                        temperature=TEMPERATURE).numpy()
+    for wrt in ("head", deeper, "input")
+}
+
+# %% tags=["hide-input"]
+names = {"head": "last layer (head)", deeper: f"layer below ({deeper})",
+         "input": "input"}
+fig = plots.gradient_vs_closed_form(
+    cf, {names[w]: g for w, g in norms.items()}, "‖h‖₁ ‖p − u‖₁ / T")
 glue("nb01_fig_deeper", fig, display=False)
 plt.close(fig)
 
 # %% [markdown]
 # ```{glue:figure} nb01_fig_deeper
 # :name: fig-deeper
+# :figwidth: 75%
 #
 # GradNorm's gradient norm against its last-layer closed form, for the head (on the diagonal), the
 # layer below and the input (scattered).
@@ -193,7 +284,8 @@ plt.close(fig)
 # and {ref}`ch-factors` measures what each reading does.
 
 # %% tags=["hide-input"]
-fig = plots.simplex_figure(["msp", "pu_l1", "p_l2sq", "kl_u", "maxlogit_gap", "lse_gap"])
+terms = ["msp", "pu_l1", "p_l2sq", "kl_u", "maxlogit_gap", "lse_gap"]
+fig = plots.simplex_figure(terms)
 glue("nb01_fig_simplex", fig, display=False)
 plt.close(fig)
 

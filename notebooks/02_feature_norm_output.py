@@ -27,18 +27,28 @@
 # {glue:text}`nb02_auc_diff:.1e` points). Whether that supports the claim is decided in
 # {ref}`ch-evaluation`, by a rule stated before the numbers, on every benchmark.
 
-# %%
+# %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
-from ood_lib import analysis, plots
+from ood_lib import analysis, plots, tables
 from ood_lib.book import glue
 from ood_lib.evaluate import prepare
+from ood_lib.labels import method_label, set_label, term_label
 from ood_lib.outputs import v_term
 from ood_lib.scores import GRID_U, GRID_V, U_TERMS, V_TERMS, grid_names
 
-# %% tags=["parameters"]
+plt.rcParams.update(plots.BOOK_STYLE)
+
+# %% [markdown]
+# **Parameters.** By default the page runs on the small embedded benchmark, whole. Set
+# `BENCHMARK` (e.g. `"cifar10"`) and `DATA_ROOT` (the folder holding its data) to run it on
+# another; `N_ID` and `N_OOD` cap the number of ID test and OOD images per set (`None`: all),
+# `DEVICE` picks where the forward pass runs (`"auto"`, `"cpu"`, `"cuda"`).
+
+# %% tags=["parameters", "hide-cell"]
 BENCHMARK = "embedded"
 DATA_ROOT = ""
 DEVICE = "auto"
@@ -62,19 +72,24 @@ N_OOD = None
 
 # %% tags=["hide-input"]
 terms = pd.DataFrame(
-    [{"side": "U", "name": n, "formula": t.formula, "in the grid": n in GRID_U, "why not": t.reason}
-     for n, t in U_TERMS.items()]
-    + [{"side": "V", "name": n, "formula": t.formula, "in the grid": n in GRID_V, "why not": t.reason}
-       for n, t in V_TERMS.items()]
+    [{"side": side, "term": term_label(t.formula),
+      "in the grid": "yes" if t.grid else "no", "why not": t.reason}
+     for side, family in (("U", U_TERMS), ("V", V_TERMS))
+     for t in family.values()]
 )
+tables.book_table(
+    terms.style.hide(axis="index"),
+    "The terms of the U·V family, and why some are not grid terms",
+    numbers=False)
+
+# %% tags=["remove-cell"]
 glue("nb02_n_grid", len(grid_names()), display=False)
 glue("nb02_grid_shape", f"{len(GRID_U)} × {len(GRID_V)}", display=False)
-terms.style.hide(axis="index").set_caption("The terms of the U·V family, and why some are not grid terms")
 
 # %% [markdown]
 # The grid is every product of a grid $U$ and a grid $V$ ({glue:text}`nb02_grid_shape`, without
 # $1 \cdot 1$): {glue:text}`nb02_n_grid` members, each scored as it is — no member is negated. The
-# row $U = 1$ holds output-only scores (`one*msp` is MSP), and $\lVert h\rVert_1 \cdot
+# row $U = 1$ holds output-only scores ($1 \cdot \max_k p_k$ is MSP), and $\lVert h\rVert_1 \cdot
 # \lVert p - u\rVert_1$ is GradNorm itself; ExGrad, the Fisher trace and the predicted-label
 # gradient mix the two orientations and are kept apart as gradient scores, read both ways.
 
@@ -82,41 +97,56 @@ terms.style.hide(axis="index").set_caption("The terms of the U·V family, and wh
 # ## Features and scores
 #
 # One forward pass per image gives $h$ and the logits (cached on disk); every score on this page
-# is a function of those arrays, except GradNorm by autograd, which differentiates the head.
+# is a function of those arrays, except GradNorm by autograd, which differentiates the head
+# (the classifier's ID test accuracy is {glue:text}`nb02_id_accuracy:.1f` %). A
+# method is named by its id: `"l1*one"` is $U = \lVert h\rVert_1$ alone, `"one*pu_l1"` is
+# GradNorm's $V = \lVert p - u\rVert_1$ alone, `"gradnorm"` their product (up to $1/T$), and
+# `"l1*msp"` the gradient-free product $\lVert h\rVert_1 \max_k p_k$; tables show each by its
+# formula or published name.
 
 # %%
-prep = prepare(BENCHMARK, data_root=DATA_ROOT or None, device=DEVICE, seed=SEED, n_id=N_ID, n_ood=N_OOD,
-               with_train=False, progress=False)
-methods = ["l1*one", "one*pu_l1", "gradnorm", "gradnorm_autograd", "msp", "l1*msp",
-           "exgrad", "exgrad_flipped", "one*p_l2sq"]
+prep = prepare(BENCHMARK, data_root=DATA_ROOT or None, device=DEVICE,
+               seed=SEED, n_id=N_ID, n_ood=N_OOD, with_train=False,
+               progress=False)
+methods = ["l1*one", "one*pu_l1", "gradnorm", "gradnorm_autograd", "msp",
+           "l1*msp", "exgrad", "exgrad_flipped", "one*p_l2sq"]
 s = analysis.set_scores(prep, methods)
-for key, per in s.items():  # the Gini impurity as ExGrad reads it: raw, larger Gini scored as in-distribution
+for key, per in s.items():  # the Gini impurity read as ExGrad reads it
     per["gini_as_exgrad"] = v_term("gini", prep.float64(key)[1]).numpy()
+
+# %% tags=["remove-cell"]
 glue("nb02_benchmark", BENCHMARK, display=False)
 glue("nb02_id_accuracy", prep.id_accuracy, display=False)
-print(f"{BENCHMARK}: ID accuracy {prep.id_accuracy:.2f} %, OOD sets: {', '.join(prep.ood_keys)}")
 
 # %% [markdown]
 # ## Each factor alone, and the product
 #
-# `l1*one` is $U$ alone, `one*pu_l1` is GradNorm's $V$ alone and `gradnorm` their product (up to
-# $1/T$). The same for MSP: `msp` is $V$ alone and `l1*msp` the gradient-free product
-# $\lVert h\rVert_1 \max_k p_k$.
+# The AUROC of $U$ alone, $V$ alone and GradNorm, their product; the same for MSP, which is
+# $V = \max_k p_k$ alone, and $\lVert h\rVert_1 \max_k p_k$. The product *wins* on a set where
+# it beats both of its factors.
 
 # %%
 groups = {k: prep.splits[k].group for k in prep.ood_keys}
-auc = analysis.metric_table(s, "auroc", groups)  # "mean": OOD sets only, covariate shift apart
+auc = analysis.metric_table(s, "auroc", groups)  # covariate shift apart
 pairs = auc[["l1*one", "one*pu_l1", "gradnorm", "msp", "l1*msp"]]
 per_set = pairs.drop(index=["mean", "covariate"], errors="ignore")
-wins = int((per_set["gradnorm"] > per_set[["l1*one", "one*pu_l1"]].max(axis=1)).sum())
+factors = per_set[["l1*one", "one*pu_l1"]].max(axis=1)
+wins = int((per_set["gradnorm"] > factors).sum())
+
+# %% tags=["remove-cell"]
 glue("nb02_product_wins", wins, display=False)
 glue("nb02_n_sets", len(per_set), display=False)
-glue("nb02_auc_u", float(pairs.loc["mean", "l1*one"]), display=False)
-glue("nb02_auc_v", float(pairs.loc["mean", "one*pu_l1"]), display=False)
-glue("nb02_auc_uv", float(pairs.loc["mean", "gradnorm"]), display=False)
-glue("nb02_auc_msp", float(pairs.loc["mean", "msp"]), display=False)
-glue("nb02_auc_l1msp", float(pairs.loc["mean", "l1*msp"]), display=False)
-pairs.style.format("{:.2f}").set_caption("AUROC (%), ID positive")
+for key, col in (("u", "l1*one"), ("v", "one*pu_l1"), ("uv", "gradnorm"),
+                 ("msp", "msp"), ("l1msp", "l1*msp")):
+    glue(f"nb02_auc_{key}", float(pairs.loc["mean", col]), display=False)
+
+# %% tags=["hide-input"]
+shown_table = pairs.rename(index=lambda k: set_label(k, BENCHMARK),
+                           columns=method_label)
+tables.book_table(
+    shown_table.style.format("{:.1f}").highlight_max(
+        axis=1, props="font-weight: bold"),
+    "AUROC (%), ID positive; the best of each row in bold")
 
 # %% [markdown]
 # Multiplying MSP by $\lVert h\rVert_1$ moves its mean AUROC from {glue:text}`nb02_auc_msp:.1f` to
@@ -125,26 +155,45 @@ pairs.style.format("{:.2f}").set_caption("AUROC (%), ID positive")
 # %% [markdown]
 # ## The joint distribution of $(U, V)$
 #
-# Where do ID and OOD images sit in the $(U, V)$ plane? The OOD set shown is the one on which the
-# product gains most over its better factor.
+# Where do ID and OOD images sit in the $(U, V)$ plane? The OOD set shown,
+# {glue:text}`nb02_joint_set`, is the one on which the product gains most over its better
+# factor. Plotted as it is, $V = \lVert p - u\rVert_1$ crowds against its maximum
+# $2(1 - 1/C)$ on confident predictions, and their differences cannot be seen. On the
+# {glue:text}`nb02_joint_one_top:.0f` % of the images shown where only the top class has
+# $p_k > 1/C$, $\lVert p - u\rVert_1 = 2(\max_k p_k - 1/C)$ exactly, so $V$ orders them as
+# $\max_k p_k$ does; on the others the two differ, though both grow with confidence.
+# {numref}`fig-joint` therefore draws $-\log_{10}(1 - \max_k p_k)$ — the number of nines in
+# $\max_k p_k$ — which spreads the confident predictions apart.
 
 # %% tags=["hide-input"]
-gain = per_set["gradnorm"] - per_set[["l1*one", "one*pu_l1"]].max(axis=1)
+gain = per_set["gradnorm"] - factors
 shown = str(gain.idxmax())
-glue("nb02_joint_set", shown, display=False)
+C = prep.float64("id_test")[1].shape[1]
+rest, one_top = {}, []
+for k in ("id_test", shown):
+    logits = prep.float64(k)[1]
+    rest[k] = v_term("one_minus_msp", logits).numpy()  # 1 − max p, exact
+    one_top.append((torch.softmax(logits, 1) > 1 / C).sum(1) == 1)
 fig = plots.joint_uv_figure(
-    s["id_test"]["l1*one"], s["id_test"]["one*pu_l1"], s[shown]["l1*one"], s[shown]["one*pu_l1"],
-    shown, "U = ‖h‖₁", "V = ‖p − u‖₁",
-)
+    s["id_test"]["l1*one"], -np.log10(rest["id_test"]),
+    s[shown]["l1*one"], -np.log10(rest[shown]),
+    set_label(shown, BENCHMARK), "U = ‖h‖₁", "−log₁₀(1 − max p)",
+    v_log=False)
 glue("nb02_fig_joint", fig, display=False)
 plt.close(fig)
+
+# %% tags=["remove-cell"]
+glue("nb02_joint_set", set_label(shown, BENCHMARK), display=False)
+share_one_top = float(torch.cat(one_top).double().mean())
+glue("nb02_joint_one_top", 100 * share_one_top, display=False)
 
 # %% [markdown]
 # ```{glue:figure} nb02_fig_joint
 # :name: fig-joint
 #
-# $U = \lVert h\rVert_1$ and $V = \lVert p-u\rVert_1$ for ID test images and one OOD set, log scales.
-# GradNorm's level sets are the lines $\log U + \log V = $ const.
+# The feature norm $U = \lVert h\rVert_1$ (log scale) and the confidence
+# $-\log_{10}(1 - \max_k p)$ for the ID test images and one OOD set, with the distribution of
+# each coordinate on its side (each set's bars sum to 1).
 # ```
 
 # %% [markdown]
@@ -157,10 +206,17 @@ plt.close(fig)
 u = np.concatenate([per["l1*one"] for per in s.values()])
 v = np.concatenate([per["one*pu_l1"] for per in s.values()])
 shares = analysis.log_variance_shares(u, v)
+
+# %% tags=["remove-cell"]
 glue("nb02_share_u", 100 * shares["u"], display=False)
 glue("nb02_share_v", 100 * shares["v"], display=False)
 glue("nb02_share_cov", 100 * shares["cov"], display=False)
-pd.Series(shares, name="share of var(log GradNorm)").to_frame().style.format("{:.1%}")
+
+# %% tags=["hide-input"]
+parts = {"u": "log U", "v": "log V", "cov": "2 cov(log U, log V)"}
+share = pd.Series({parts[k]: x for k, x in shares.items()}, name="share")
+tables.book_table(share.to_frame().style.format("{:.1%}"),
+                  "Shares of var(log GradNorm)")
 
 # %% [markdown]
 # The feature norm carries {glue:text}`nb02_share_u:.0f` % of the variance of log GradNorm, the
@@ -176,43 +232,68 @@ pd.Series(shares, name="share of var(log GradNorm)").to_frame().style.format("{:
 a = np.concatenate([per["gradnorm_autograd"] for per in s.values()])
 b = np.concatenate([per["gradnorm"] for per in s.values()])
 agree = analysis.rank_agreement(a, b)
+auc_diff = analysis.auroc_difference(s, "gradnorm", "gradnorm_autograd")
+
+# %% tags=["remove-cell"]
 glue("nb02_spearman", agree["spearman"], display=False)
 glue("nb02_kendall", agree["kendall"], display=False)
 glue("nb02_same_rank", 100 * agree["same_rank"], display=False)
-glue("nb02_auc_diff", analysis.auroc_difference(s, "gradnorm", "gradnorm_autograd"), display=False)
-agree
+glue("nb02_auc_diff", auc_diff, display=False)
+glue("nb02_n_images", len(a), display=False)
+
+# %% tags=["hide-input"]
+rows = {"Spearman ρ": f"{agree['spearman']:.9f}",
+        "Kendall τ": f"{agree['kendall']:.9f}",
+        "images with the same rank": f"{100 * agree['same_rank']:.2f} %",
+        "largest AUROC difference": f"{auc_diff:.1e} points"}
+tables.book_table(pd.Series(rows, name="value").to_frame().style,
+                  "GradNorm by autograd against its closed form")
 
 # %% [markdown]
 # Over {glue:text}`nb02_n_images` images, {glue:text}`nb02_same_rank:.2f` % have exactly the same
 # rank under both computations (Kendall's τ {glue:text}`nb02_kendall:.6f`).
-
-# %% tags=["remove-cell"]
-glue("nb02_n_images", len(a), display=False)
 
 # %% [markdown]
 # ## Which way should ExGrad point?
 #
 # ExGrad $= 2\lVert h\rVert_1 \sum_k p_k(1-p_k)$ multiplies a feature norm that is larger for ID
 # images by a Gini impurity that is larger for *uncertain* — typically OOD — predictions. Read
-# like GradNorm ("a larger gradient means in-distribution", `exgrad`) or the other way round
-# (`exgrad_flipped`), one factor always works against the score. For comparison, the Gini term alone
-# in both readings: as ExGrad reads it (raw $\sum_k p_k(1-p_k)$, larger = in-distribution) and
-# oriented the other way, as the grid's $1 - \text{Gini} = \lVert p\rVert_2^2$ (`one*p_l2sq`; a
-# constant shift of $-\text{Gini}$, so the same ranking).
+# like GradNorm ("a larger gradient means in-distribution", as published) or the other way round
+# (flipped), one factor always works against the score. For comparison, the Gini term alone in
+# both readings: as ExGrad reads it (raw $\sum_k p_k(1-p_k)$, larger = in-distribution) and
+# oriented the other way, as the grid's $1 - \text{Gini} = \lVert p\rVert_2^2$ (a constant shift
+# of $-\text{Gini}$, so the same ranking).
 
 # %%
-ex = auc[["exgrad", "exgrad_flipped", "l1*one", "gini_as_exgrad", "one*p_l2sq"]]
-glue("nb02_auc_exgrad", float(ex.loc["mean", "exgrad"]), display=False)
-glue("nb02_auc_exgrad_flipped", float(ex.loc["mean", "exgrad_flipped"]), display=False)
-glue("nb02_auc_gini_alone", float(ex.loc["mean", "one*p_l2sq"]), display=False)
-glue("nb02_auc_gini_as_exgrad", float(ex.loc["mean", "gini_as_exgrad"]), display=False)
-best = max(float(ex.loc["mean", "exgrad"]), float(ex.loc["mean", "exgrad_flipped"]))
-verdict = ("neither reading reaches the oriented Gini term alone: the feature norm costs ExGrad accuracy"
-           if best < float(ex.loc["mean", "one*p_l2sq"])
-           else "the better reading beats the oriented Gini term alone, so here the feature norm helps")
+ex = auc[["exgrad", "exgrad_flipped", "l1*one", "gini_as_exgrad",
+          "one*p_l2sq"]]
+mean = ex.loc["mean"]
+best = max(mean["exgrad"], mean["exgrad_flipped"])
+
+# %% tags=["remove-cell"]
+for key, col in (("exgrad", "exgrad"),
+                 ("exgrad_flipped", "exgrad_flipped"),
+                 ("gini_alone", "one*p_l2sq"),
+                 ("gini_as_exgrad", "gini_as_exgrad")):
+    glue(f"nb02_auc_{key}", float(mean[col]), display=False)
+verdict = ("neither reading reaches the oriented Gini term alone: "
+           "the feature norm costs ExGrad accuracy"
+           if best < float(mean["one*p_l2sq"])
+           else "the better reading beats the oriented Gini term alone, "
+                "so here the feature norm helps")
 glue("nb02_exgrad_verdict", verdict, display=False)
-ex.rename(columns={"l1*one": "U alone", "gini_as_exgrad": "Gini alone (as ExGrad)",
-                   "one*p_l2sq": "1 − Gini alone"}).style.format("{:.2f}")
+
+# %% tags=["hide-input"]
+names = {"exgrad": "ExGrad", "exgrad_flipped": "ExGrad, flipped",
+         "l1*one": "‖h‖₁ alone", "gini_as_exgrad": "Gini (as ExGrad)",
+         "one*p_l2sq": "1 − Gini"}
+ex_table = ex.rename(index=lambda k: set_label(k, BENCHMARK),
+                     columns=names)
+tables.book_table(
+    ex_table.style.format("{:.1f}").highlight_max(
+        axis=1, props="font-weight: bold"),
+    "AUROC (%) of ExGrad in both readings and of its factors alone; "
+    "the best of each row in bold")
 
 # %% [markdown]
 # Mean AUROC: {glue:text}`nb02_auc_exgrad:.1f` as published, {glue:text}`nb02_auc_exgrad_flipped:.1f`

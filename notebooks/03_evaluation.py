@@ -96,6 +96,11 @@ for key in ("gradnorm_identity", "exgrad_identity", "norm_helps_msp",
     glue(f"nb03_count_{key}", report.count_text(studies, key),
          display=False)
 glue("nb03_n_pairs", len(studies), display=False)
+split = report.split_claims(studies)
+glue("nb03_n_split", len(split), display=False)
+glue("nb03_n_compared", report.n_comparison_claims(), display=False)
+glue("nb03_split_reading", "the answer depends on the model and the data" if split
+     else "no comparison changes sides between models", display=False)
 
 # %% [markdown]
 # Far OOD sets:

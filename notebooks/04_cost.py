@@ -23,20 +23,31 @@
 # forward pass and exact ExGrad by autograd {glue:text}`nb04_r50_exgrad:.0f`×, while every closed form
 # together adds {glue:text}`nb04_r50_cf_overhead:.2f` % to the forward pass.
 
-# %%
+# %% tags=["remove-cell"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from IPython.display import display
 
-from ood_lib import plots
+from ood_lib import plots, tables
 from ood_lib.book import glue
 from ood_lib.cost import grid_cost, score_cost
 from ood_lib.features import resolve_device
 from ood_lib.models import build_model
 
-# %% tags=["parameters"]
+plt.rcParams.update(plots.BOOK_STYLE)
+
+# %% [markdown]
+# **Parameters.** The defaults time small batches on whatever device is found (`DEVICE`), so
+# that the page builds in minutes on a CPU. For the numbers of `benchmarks/score_cost.py`, raise
+# `BATCH_RESNET20`/`BATCH_RESNET50`, `REPEATS` and the number of images the loops time
+# (`LOOP_IMAGES`, `EXGRAD_IMAGES`), or point `COST_CSV` at a table that script wrote.
+# `N_GRID`, `GRID_CLASSES` and `GRID_DIM` size the cached-feature benchmark at the end;
+# `DEVICE_RESULTS` is the folder of recorded GPU results.
+
+# %% tags=["parameters", "hide-cell"]
 DEVICE = "auto"
 SEED = 0
 REPEATS = 3
@@ -54,49 +65,59 @@ DEVICE_RESULTS = "../results/device"
 # ## Every way of scoring, side by side
 #
 # Both networks get random weights (timing does not depend on them) and random inputs of their
-# usual size. Each path is timed round-robin with the others; medians per image are divided by
-# the batched forward pass. With `COST_CSV` set, the page reads the table written by
-# `benchmarks/score_cost.py` instead of measuring.
+# usual size. `score_cost` times each way of scoring round-robin with the others and divides
+# its median time per image by that of the batched forward pass. With `COST_CSV` set, the page
+# reads the table written by `benchmarks/score_cost.py` instead of measuring.
 
 # %%
 dev = resolve_device(DEVICE)
 torch.manual_seed(SEED)
+nets = {"resnet20": ((3, 32, 32), BATCH_RESNET20),
+        "resnet50": ((3, 224, 224), BATCH_RESNET50)}
 if COST_CSV:
     cost = pd.read_csv(COST_CSV)
 else:
     parts = []
-    for name, shape, batch in (("resnet20", (3, 32, 32), BATCH_RESNET20), ("resnet50", (3, 224, 224), BATCH_RESNET50)):
+    for name, (shape, batch) in nets.items():
         model = build_model(name).to(dev).eval()
-        parts.append(score_cost(model, torch.randn(batch, *shape, device=dev), label=name, repeats=REPEATS,
-                                loop_images=LOOP_IMAGES, exgrad_images=EXGRAD_IMAGES))
+        x = torch.randn(batch, *shape, device=dev)
+        parts.append(score_cost(
+            model, x, label=name, repeats=REPEATS,
+            loop_images=LOOP_IMAGES, exgrad_images=EXGRAD_IMAGES))
     cost = pd.concat(parts, ignore_index=True)
-ratio = cost.pivot(index="path", columns="model", values="ratio_to_forward")
+ratio = cost.pivot(index="path", columns="model",
+                   values="ratio_to_forward")
+
+# %% tags=["remove-cell"]
 ms = cost.pivot(index="path", columns="model", values="ms_per_image")
 device = str(cost.device.iloc[0])
-glue("nb04_device", f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
-     else f"{device} ({torch.cuda.get_device_name(torch.device(device))})", display=False)
+here = "CPU" if device == "cpu" else device
+glue("nb04_device",
+     f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
+     else f"{device} "
+          f"({torch.cuda.get_device_name(torch.device(device))})",
+     display=False)
 for m in ("resnet20", "resnet50"):
     short = m.replace("resnet", "r")
-    glue(f"nb04_{short}_published", float(ratio.loc["gradnorm_published", m]), display=False)
-    glue(f"nb04_{short}_exgrad", float(ratio.loc["exgrad_loop", m]), display=False)
-    glue(f"nb04_{short}_vmap", float(ratio.loc["vmap_head", m]), display=False)
-    glue(f"nb04_{short}_cf_overhead", float(100 * ratio.loc["closed_form_scoring_only", m]), display=False)
-    glue(f"nb04_{short}_forward_ms", float(ms.loc["forward", m]), display=False)
-ratio.style.format("{:.3f}").set_caption("time per image / batched forward pass")
+    for key, path in (("published", "gradnorm_published"),
+                      ("exgrad", "exgrad_loop"), ("vmap", "vmap_head")):
+        glue(f"nb04_{short}_{key}", float(ratio.loc[path, m]),
+             display=False)
+    overhead = 100 * ratio.loc["closed_form_scoring_only", m]
+    glue(f"nb04_{short}_cf_overhead", float(overhead), display=False)
+    glue(f"nb04_{short}_forward_ms", float(ms.loc["forward", m]),
+         display=False)
 
 # %% tags=["hide-input"]
-fig = plots.cost_figure(cost)
-glue("nb04_fig_cost", fig, display=False)
-plt.close(fig)
+order = list(dict.fromkeys(cost.path))
+cpu_table = ratio.reindex(order).rename(
+    index=tables.cost_path_label, columns=tables.model_label)
+cpu_table.index.name = None
+cpu_table.columns.name = None
+tables.book_table(cpu_table.style.format(tables.ratio_text),
+                  f"Time per image ÷ batched forward pass, on {here}")
 
 # %% [markdown]
-# ```{glue:figure} nb04_fig_cost
-# :name: fig-cost
-#
-# Median time per image of each way of scoring (log scale). `*_scoring_only` rows start from
-# features already computed.
-# ```
-#
 # On ResNet-20 the batched forward pass takes {glue:text}`nb04_r20_forward_ms:.2f` ms per image;
 # GradNorm's published loop costs {glue:text}`nb04_r20_published:.1f`× that, exact ExGrad
 # {glue:text}`nb04_r20_exgrad:.1f`×, and the batched per-sample head gradient
@@ -111,41 +132,83 @@ plt.close(fig)
 # Its recorded results live in `results/device/` (committed, with the device name and versions);
 # this section shows them beside the CPU numbers above, and says what is still missing.
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell"]
 gpu_dir = Path(DEVICE_RESULTS)
-runs = pd.read_csv(gpu_dir / "runs.csv") if (gpu_dir / "runs.csv").is_file() else None
-gpu_env = pd.read_csv(gpu_dir / "environment.csv").iloc[0] if (gpu_dir / "environment.csv").is_file() else None
-gpu_cost = [pd.read_csv(f) for f in sorted(gpu_dir.glob("score_cost_b*.csv"))]
-steps = pd.read_csv(gpu_dir / "steps.csv") if (gpu_dir / "steps.csv").is_file() else None
+found = {n: gpu_dir / f"{n}.csv"
+         for n in ("runs", "environment", "steps")}
+found = {n: pd.read_csv(f) for n, f in found.items() if f.is_file()}
+runs, steps = found.get("runs"), found.get("steps")
+gpu_env = found["environment"].iloc[0] if "environment" in found else None
+gpu_cost = [pd.read_csv(f)
+            for f in sorted(gpu_dir.glob("score_cost_b*.csv"))]
 todo = steps[steps.status != "ok"] if steps is not None else None
-glue("nb04_gpu_missing", "" if todo is None or todo.empty else
-     "Not yet recorded on a GPU: " + "; ".join(f"{r.step} ({r.status})" for r in todo.itertuples()) + ".",
+glue("nb04_gpu_missing",
+     "" if todo is None or todo.empty else "Not yet recorded on a GPU: "
+     + "; ".join(f"{r.step} ({r.status})" for r in todo.itertuples())
+     + ".",
      display=False)
 if runs is None or gpu_env is None:
-    glue("nb04_gpu_runs", "No GPU run is recorded in this copy of the study.", display=False)
+    glue("nb04_gpu_runs",
+         "No GPU run is recorded in this copy of the study.",
+         display=False)
 else:
     ok = runs[runs.status == "ok"]
+    cold, warm = ok.seconds_cold, ok.seconds_warm
     glue("nb04_gpu_runs",
-         f"On one {gpu_env.device_name} (torch {gpu_env.torch}), {len(ok)} benchmarks ran end to end "
-         f"({', '.join(ok.benchmark)}): {ok.seconds_cold.min():.0f}–{ok.seconds_cold.max():.0f} s each with "
-         f"feature extraction, {ok.seconds_warm.min():.0f}–{ok.seconds_warm.max():.0f} s from the caches.",
+         f"On one {gpu_env.device_name} (torch {gpu_env.torch}), "
+         f"{len(ok)} "
+         f"benchmarks ran end to end ({', '.join(ok.benchmark)}): "
+         f"{cold.min():.0f}–{cold.max():.0f} s each with feature "
+         "extraction, "
+         f"{warm.min():.0f}–{warm.max():.0f} s from the caches.",
          display=False)
-if gpu_cost:
-    g = pd.concat(gpu_cost, ignore_index=True)
-    side = pd.concat({"CPU": ratio, **{f"GPU, batch {b}": t.pivot(index="path", columns="model", values="ratio_to_forward")
-                                       for b, t in g.groupby("batch")}}, axis=1)
-    glue("nb04_gpu_cost", "The cost benchmark's GPU rows are in the table below, beside the CPU rows.", display=False)
-else:
-    side = ratio
-    glue("nb04_gpu_cost", "The cost benchmark's GPU rows (batch 1 and 256) are not recorded yet: the GPU run "
-         "stopped before that step, so every ratio on this page is measured on the CPU.", display=False)
-runs
+settings = [cost.assign(setting=f"{here}, measured here")]
+settings += [t.assign(setting=f"GPU, batch {t.batch.iloc[0]}")
+             for t in gpu_cost]
+glue("nb04_gpu_cost",
+     "The cost benchmark's GPU rows are in the tables and the figure "
+     "below, beside the CPU rows." if gpu_cost else
+     "The cost benchmark's GPU rows (batch 1 and 256) are not recorded "
+     "yet: the GPU run stopped before that step, so every ratio on this "
+     "page is measured on the CPU.", display=False)
 
 # %% [markdown]
 # {glue:text}`nb04_gpu_runs` {glue:text}`nb04_gpu_cost` {glue:text}`nb04_gpu_missing`
 
 # %% tags=["hide-input"]
-side.style.format("{:.3f}", na_rep="—").set_caption("time per image / batched forward pass")
+every = pd.concat(settings, ignore_index=True)
+for m, t in every.groupby("model", sort=False):
+    side = t.pivot(index="path", columns="setting",
+                   values="ratio_to_forward")
+    side = side.reindex(index=list(dict.fromkeys(t.path)),
+                        columns=list(dict.fromkeys(t.setting)))
+    side = side.rename(index=tables.cost_path_label)
+    side.index.name = side.columns.name = None
+    display(tables.book_table(
+        side.style.format(tables.ratio_text),
+        f"{tables.model_label(m)}: time per image ÷ forward pass "
+        "at the same batch size"))
+if runs is not None:
+    named = runs.rename(columns={"seconds_cold": "with extraction (s)",
+                                 "seconds_warm": "from caches (s)"})
+    display(tables.book_table(
+        named.style.hide(axis="index").format(precision=0),
+        "End-to-end runs on the GPU", numbers=False))
+
+# %% tags=["hide-input"]
+fig = plots.cost_figure(every, panel="setting")
+glue("nb04_fig_cost", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} nb04_fig_cost
+# :name: fig-cost
+#
+# Time per image of each way of scoring divided by the forward pass at the same batch size
+# (dashed line: 1×, the forward pass itself), for the CPU timing on this page and, where
+# recorded, a GPU at batch 1 and 256; bars are medians, whiskers the range over the repeats.
+# "cached h" rows start from features already computed.
+# ```
 
 # %% [markdown]
 # ## Scoring from cached features
@@ -156,15 +219,18 @@ side.style.format("{:.3f}", na_rep="—").set_caption("time per image / batched 
 
 # %%
 g = grid_cost(N_GRID, GRID_CLASSES, GRID_DIM, repeats=REPEATS, seed=SEED)
+
+# %% tags=["remove-cell"]
 glue("nb04_grid_seconds", g["seconds"], display=False)
 glue("nb04_grid_n", f"{g['n']:,}", display=False)
 glue("nb04_grid_members", g["members"], display=False)
 glue("nb04_grid_classes", f"{g['classes']:,}", display=False)
-pd.Series(g)
+glue("nb04_grid_dim", f"{g['dim']:,}", display=False)
 
 # %% [markdown]
 # All {glue:text}`nb04_grid_members` closed-form scores for {glue:text}`nb04_grid_n` samples ×
-# {glue:text}`nb04_grid_classes` classes take {glue:text}`nb04_grid_seconds:.2f` s.
+# {glue:text}`nb04_grid_classes` classes (features of dimension {glue:text}`nb04_grid_dim`) take
+# {glue:text}`nb04_grid_seconds:.2f` s.
 #
 # ## Summary
 #

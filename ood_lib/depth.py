@@ -171,8 +171,9 @@ def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: st
     input / block / network / reference; ``depth`` is 0 for the input and 1, 2, … for the blocks
     from the input side. ``diff_vs_gradnorm`` / ``diff_vs_best`` are AUROC differences (points)
     with paired-bootstrap percentile intervals (``lo_*``, ``hi_*``); ``verdict``: whether the
-    score beats the reference (:func:`ood_lib.paired.verdict`, direction +1); ``verdict_family``:
-    the same from simultaneous intervals over all input/block/network scores (max-statistic).
+    score beats the gradient-free reference (:func:`ood_lib.paired.verdict`, direction +1), and
+    ``verdict_vs_gradnorm`` whether it beats GradNorm's closed form; ``verdict_family``: the first
+    from simultaneous intervals over all input/block/network scores (max-statistic).
     """
     if scores is None:
         scores = depth_scores(prep, **depth_kw)
@@ -210,6 +211,8 @@ def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: st
                 row.update({f"diff_vs_{tag}": d.estimate if d else np.nan, f"lo_vs_{tag}": d.lo if d else np.nan,
                             f"hi_vs_{tag}": d.hi if d else np.nan})
             row["verdict"] = verdict(row["lo_vs_best"], row["hi_vs_best"], +1) if kind != "reference" else ""
+            row["verdict_vs_gradnorm"] = (verdict(row["lo_vs_gradnorm"], row["hi_vs_gradnorm"], +1)
+                                          if kind != "reference" else "")
             f = fam.loc[n] if n in fam.index else None
             row.update(lo_family=f.lo if f is not None else np.nan, hi_family=f.hi if f is not None else np.nan,
                        verdict_family=f.verdict if f is not None else "")

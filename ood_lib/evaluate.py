@@ -17,6 +17,7 @@ device it ran on; ``from_cache`` marks rows whose scores and seconds came from t
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -53,9 +54,16 @@ EXPECTATION_AUTOGRAD_MAX_CLASSES = 100
 C_PASS_AUTOGRAD = tuple(autograd_name(g) for g in RUNNER_AUTOGRAD if GRADIENT_SCORES[g].passes_per_image == "C")
 
 
+# GAIA reads the network's inner activations (and, aggregated, their gradients), which the feature
+# cache does not hold: a forward and one or two backward passes per image, through every layer.
+# Evaluated when asked for by name (chapter *Gradient scores and their closed forms*).
+ON_REQUEST = ("gaia_last", "gaia_z_last", "gaia", "gaia_z")
+
+
 def default_methods(benchmark: str) -> list[str]:
-    """Every method, except the C-pass autograd expectations on benchmarks with many classes."""
-    names = list(available_methods())
+    """Every method, except the C-pass autograd expectations on benchmarks with many classes and
+    the GAIA detectors (:data:`ON_REQUEST`)."""
+    names = [n for n in available_methods() if n not in ON_REQUEST]
     if get_benchmark(benchmark).num_classes > EXPECTATION_AUTOGRAD_MAX_CLASSES:
         names = [n for n in names if n not in C_PASS_AUTOGRAD]
     return names
@@ -146,11 +154,10 @@ def detector_scores(prep: Prepared, det: Detector, sets: list[str] | None = None
 
 def _code_fingerprint() -> str:
     """A hash of the modules that compute scores: editing a formula invalidates cached scores."""
-    from . import gradient_registry, gradients, outputs, scores
-    from . import detectors
+    from . import detectors, gaia, gradient_registry, gradients, layer_signals, outputs, reductions, scores
 
     d = hashlib.sha256()
-    files = [Path(m.__file__) for m in (outputs, gradient_registry, scores, gradients)]
+    files = [Path(m.__file__) for m in (outputs, gradient_registry, scores, gradients, layer_signals, reductions, gaia)]
     files += sorted(Path(detectors.__file__).parent.glob("*.py"))
     for f in files:
         d.update(f.read_bytes())
@@ -204,7 +211,9 @@ def run_benchmark(benchmark: str = "embedded", config: RunConfig | None = None, 
     notes: dict[str, str] = {}
     if cfg.methods is None:
         for n in sorted(set(DETECTORS) - set(names)):
-            notes[n] = (f"not run by default: C backward passes per image with more than "
+            notes[n] = ("not run by default: it reads every layer of the network again (ask for it in methods)"
+                        if n in ON_REQUEST else
+                        f"not run by default: C backward passes per image with more than "
                         f"{EXPECTATION_AUTOGRAD_MAX_CLASSES} classes (ask for it in methods)")
     needs_fit = any(DETECTORS[n].cls.needs.fit for n in names)
     prep = prepare(benchmark, cfg, with_train=needs_fit)
@@ -215,6 +224,15 @@ def run_benchmark(benchmark: str = "embedded", config: RunConfig | None = None, 
     if out is not None:
         write_results(df, out)
     return df
+
+
+def _input_params(prep: Prepared, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params``, plus the benchmark's input normalisation std for a detector that perturbs the
+    input in pixel units (ODIN's ``input_std``), unless it was given."""
+    cls = DETECTORS[name].cls
+    if cls.needs.inputs and "input_std" in inspect.signature(cls.__init__).parameters and "input_std" not in params:
+        params = {**params, "input_std": tuple(get_benchmark(prep.benchmark).preprocessing.std)}
+    return params
 
 
 def score_methods(prep: Prepared, names: list[str]) -> tuple[list[dict], dict[str, dict[str, np.ndarray]], dict[str, str]]:
@@ -234,7 +252,7 @@ def score_methods(prep: Prepared, names: list[str]) -> tuple[list[dict], dict[st
     from tqdm.auto import tqdm
 
     for name in tqdm(names, desc=f"{prep.benchmark}: scoring", disable=not cfg.progress, leave=False):
-        det = create(name, model=prep.model, **cfg.params_for(name))
+        det = create(name, model=prep.model, **_input_params(prep, name, cfg.params_for(name)))
         reason = det.not_applicable(prep.fit_data if det.needs.fit else None)
         if reason:
             notes[name] = f"n/a: {reason}"

@@ -7,11 +7,12 @@ units when the normalisation std is given). Three paths give the same numbers:
 
 * ``method="hooks"`` (the fast one): one batched forward and one backward of the summed loss per
   chunk, with the per-sample gradients rebuilt from each layer's input and back-propagated signal
-  (:mod:`ood_lib.layer_signals`): nn.Linear by its outer-product closed form, nn.Conv2d as the
-  weight gradient of a convolution with one group per image, eval-mode nn.BatchNorm2d from the
-  normalised input. The backward forms no parameter gradient of the whole batch, and only one
-  chunk of per-sample convolution gradients exists at a time. For models whose parameters all
-  sit in plain layers of these three kinds.
+  (:mod:`ood_lib.layer_signals`): nn.Linear by its outer-product closed form (nothing
+  materialised), nn.Conv2d as one batched product per image (the weight gradient of a
+  convolution with one group per image), eval-mode nn.BatchNorm2d from its input. Each layer's
+  norms are taken inside the backward the moment its δ arrives, and the backward forms no
+  parameter gradient of the whole batch: one layer's per-sample gradients exist at a time. For
+  models whose parameters all sit in plain layers of these three kinds (:func:`fastest_method`).
 * ``method="vmap"``: ``torch.func.vmap(grad(loss))`` over ``functional_call``, chunked; the norms
   are taken inside the vmapped function. Any model. ``torch.func`` is used because the maintained
   per-sample-gradient libraries do not take these models: Opacus 1.6 refuses any model with
@@ -44,8 +45,8 @@ from ._checks import OODInputError
 from .layer_signals import (INPUT, LAYER_LOSSES, NORMS, capture_signals, channel_std, check_layer_inputs,
                             loss_targets, module_grad_norms, not_rebuilt, sample_loss)
 
-__all__ = ["INPUT", "LAYER_LOSSES", "METHODS", "NORMS", "fastest_method", "gap_conv_closed_form", "last_conv_name", "layer_grad_norms",
-           "linear_closed_form"]
+__all__ = ["INPUT", "LAYER_LOSSES", "METHODS", "NORMS", "fastest_method", "gap_conv_closed_form", "last_conv_name",
+           "layer_grad_norms", "linear_closed_form"]
 
 METHODS = ("hooks", "vmap", "loop")
 

@@ -212,24 +212,20 @@ def capture_signals(model: nn.Module, x: torch.Tensor, loss: str, labels: torch.
         changed = [n for n, v in seen.items() if v[0][0]._version != v[0][1]]
         if changed:
             raise OODInputError(f"the input of {changed[0]} was changed in place after it ran")
-        done: set[str] = set()
-
-        def read(n: str, a: torch.Tensor, d: torch.Tensor) -> None:
-            done.add(n)
+        def read(n: str, d: torch.Tensor) -> None:
+            a = seen.pop(n)[0][0].detach()  # dropped here, so that the backward can free what it no longer needs
             if consume is None:
-                kept[n] = (a.detach(), d.detach())
+                kept[n] = (a, d.detach())
             else:
-                consume(n, a.detach(), d.detach())
+                consume(n, a, d.detach())
 
         for n, v in seen.items():
-            a, o = v[0][0], v[0][2]
-            if o.requires_grad:
-                o.register_hook(lambda d, n=n, a=a: read(n, a, d))
+            if v[0][2].requires_grad:
+                v[0][2].register_hook(lambda d, n=n: read(n, d))
         q = loss_targets(logits.detach(), loss, labels)
         (gx,) = torch.autograd.grad(sample_loss(logits, q, loss, T).sum(), [xg], allow_unused=True)
-    for n in modules:  # a layer the loss does not depend on: δ = 0
-        if n not in done:
-            read(n, seen[n][0][0], torch.zeros_like(seen[n][0][2]))
+    for n in [n for n in modules if n in seen]:  # a layer the loss does not depend on: δ = 0
+        read(n, torch.zeros_like(seen[n][0][2]))
     if not wrt_input:
         return kept, None
     return kept, torch.zeros_like(x) if gx is None else gx.detach()

@@ -107,6 +107,21 @@ def verdict_counts(studies: Mapping[str, Study], claim: str) -> dict[str, int]:
     return {w: int((words == w).sum()) for w in ("supported", "refuted", "inconclusive", "not run")}
 
 
+def n_comparison_claims() -> int:
+    """How many pre-registered claims compare two scores (all but the identities)."""
+    return sum(c.kind != "identity" for c in CLAIMS)
+
+
+def split_claims(studies: Mapping[str, Study]) -> list[str]:
+    """The comparison claims that are supported on some benchmark × group and refuted on another."""
+    out = []
+    for c in CLAIMS:
+        words = set(pd.concat([s["verdicts"].loc[lambda d: d.claim == c.key, "verdict"] for s in studies.values()]))
+        if c.kind != "identity" and {"supported", "refuted"} <= words:
+            out.append(c.key)
+    return out
+
+
 def count_text(studies: Mapping[str, Study], claim: str) -> str:
     """``"supported 3, refuted 2, inconclusive 1"``: :func:`verdict_counts` as text, zeros left out."""
     return ", ".join(f"{w} {n}" for w, n in verdict_counts(studies, claim).items() if n)

@@ -102,6 +102,16 @@ def test_hooks_rebuild_grouped_convolutions_and_refuse_changed_forwards():
         layer_grad_norms(model, x, method="hooks")
 
 
+def test_only_the_norms_asked_for():
+    model, x = _model("densenet")
+    both = layer_grad_norms(model, x, method="loop", wrt_input=True)
+    for method in ("hooks", "vmap", "loop"):
+        one = layer_grad_norms(model, x, method=method, norms=("l1",), wrt_input=True)
+        assert list(one) == ["l1"] and _worst(one, both, names=list(both["l1"])) <= 1e-10
+    with pytest.raises(OODInputError, match="norms must be a non-empty subset"):
+        layer_grad_norms(model, x, norms=("l3",))
+
+
 def test_channel_std_is_checked():
     model, x = _model("resnet20")
     with pytest.raises(OODInputError, match="2 values for 3 input channels"):

@@ -2,8 +2,8 @@
 
 For every benchmark recorded under ``results/recorded/``, the study is recomputed from the real
 data, in a fresh cache, with the recorded configuration, and every table must match the committed
-one to 1e-6 (numbers) or exactly (names, verdicts). Recorded seed runs are checked on their first
-``SEED_CHECKS`` seeds.
+one to 1e-6 (numbers) or exactly (names, verdicts). Recorded seed runs are checked on their last
+``SEED_CHECKS`` seeds (each is a full training and evaluation; seed 0 is the study itself).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from conftest import REPO, SHARED_DATA, needs_shared_data
 RECORDED = REPO / "results" / "recorded"
 STUDIES = sorted(p.name for p in RECORDED.iterdir() if (p / "meta.json").is_file()) if RECORDED.is_dir() else []
 SEEDS = sorted(p.name for p in RECORDED.iterdir() if (p / "seeds.csv").is_file()) if RECORDED.is_dir() else []
-SEED_CHECKS = 2
+SEED_CHECKS = 1
 TOL = 1e-6
 
 
@@ -55,7 +55,7 @@ def test_recorded_seeds_reproduce(benchmark, tmp_path):
     import pandas as pd
 
     want = pd.read_csv(RECORDED / benchmark / "seeds.csv")
-    seeds = tuple(sorted(want.seed.unique()))[:SEED_CHECKS]
+    seeds = tuple(sorted(want.seed.unique()))[-SEED_CHECKS:]
     meta = rec.meta if rec is not None else {"config": {}}
     got = seed_table(benchmark, seeds, _config(meta, tmp_path / "cache"))
     want = want[want.seed.isin(seeds)].reset_index(drop=True)

@@ -19,6 +19,7 @@ from . import autograd  # noqa: F401
 from . import fitted  # noqa: F401
 from . import model_access  # noqa: F401
 from . import modern  # noqa: F401
+from . import gradient_family  # noqa: F401
 from .autograd import AutogradGradient, autograd_name
 from .base import DETECTORS, Detector, Entry, FitData, FittedDetector, Needs, add, canonical, create, register
 from .fitted import KNN, Mahalanobis, ReAct

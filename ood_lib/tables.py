@@ -1,0 +1,74 @@
+"""The book's tables: how a Styler is dressed, how a ratio is written, and the display names of
+what the chapter *Cost* times (its paths and architectures) and of the metrics.
+
+Methods, OOD sets and groups have theirs in :mod:`ood_lib.labels`; an unknown id is shown as it is.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler
+
+__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "book_table", "cost_path_label", "metric_label",
+           "model_label", "ratio_text"]
+
+METRIC_LABELS = {"auroc": "AUROC (%)", "fpr95": "FPR at 95 % TPR (%)",
+                 "aupr_in": "AUPR, ID positive (%)", "aupr_out": "AUPR, OOD positive (%)"}
+
+# the ways of scoring timed by ood_lib.cost, as the chapter *Cost* names them
+COST_PATH_LABELS = {
+    "forward": "forward pass",
+    "closed_form": "forward + every closed form",
+    "closed_form_scoring_only": "every closed form, cached h",
+    "vmap_head": "forward + head gradients (vmap)",
+    "vmap_head_scoring_only": "head gradients (vmap), cached h",
+    "gradnorm_published": "GradNorm as published (loop)",
+    "loop_head_only": "head gradient, batch-1 loop",
+    "exgrad_loop": "exact ExGrad (loop over C)",
+    "exgrad_closed_form": "forward + ExGrad closed form",
+    "forward_backward": "forward + backward (batched)",
+    "per_layer_all": "all-layer gradients (vmap)",
+    "per_layer_hooks": "all-layer gradients (hooks)",
+}
+MODEL_LABELS = {"resnet20": "ResNet-20", "resnet50": "ResNet-50"}
+
+
+def metric_label(metric: str) -> str:
+    """The axis label of a metric, with its unit ("auroc" → "AUROC (%)")."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def cost_path_label(path: str) -> str:
+    """The display name of a timed path of :mod:`ood_lib.cost` (the id itself when unknown)."""
+    return COST_PATH_LABELS.get(path, path)
+
+
+def model_label(name: str) -> str:
+    """The display name of an architecture ("resnet50" → "ResNet-50")."""
+    return MODEL_LABELS.get(name, name)
+
+
+def ratio_text(r: float) -> str:
+    """A ratio with three significant digits and no exponent, for tables ("0.00123", "1.54",
+    "140", "7,055"); "—" for a missing value."""
+    if not np.isfinite(r):
+        return "—"
+    if r == 0:
+        return "0"
+    if abs(float(f"{r:.3g}")) >= 100:
+        return f"{r:,.0f}"
+    return f"{r:#.3g}" if abs(r) >= 1e-3 else f"{r:.1e}"
+
+
+def book_table(styler: Styler, caption: str, numbers: bool = True) -> Styler:
+    """A pandas Styler dressed as the book's tables are: the theme's table class (borders,
+    striped rows), padded cells, ``caption`` above, and with ``numbers`` the cells right-aligned."""
+    css = [{"selector": "th, td", "props": "padding: 0.2em 0.6em;"},
+           {"selector": "caption", "props": "caption-side: top; text-align: left;"}]
+    if numbers:
+        css.append({"selector": "td", "props": "text-align: right;"})
+    return styler.set_caption(caption).set_table_attributes('class="dataframe"').set_table_styles(css, overwrite=False)
