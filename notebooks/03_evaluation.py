@@ -278,7 +278,13 @@ for b in ("mnist", "cifar10"):
 # are for seed 0).
 
 # %%
-report.seed_rows(studies)
+report.seed_rows(studies, "embedded")
+
+# %% [markdown]
+# MNIST with the small CNN:
+
+# %%
+report.seed_rows(studies, "mnist")
 
 # %% [markdown]
 # ## Beside the published numbers

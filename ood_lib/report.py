@@ -65,8 +65,10 @@ def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **r
 
 
 def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
-    """One row per study: source (live / recorded), model, ID accuracy, device, commit, versions."""
+    """One column per study: source (live / recorded), subset, methods left out, ID accuracy, sizes,
+    device, commit, date (the library versions are in each study's ``meta``)."""
     from .evaluate import default_methods
+    from .labels import method_label
 
     rows = []
     for b, s in studies.items():
@@ -76,12 +78,12 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
         left = sorted(set(default_methods(b)) - set(cfg.get("methods") or default_methods(b)))
         rows.append({"benchmark": short_pair(b), "source": s.source,
                      "subset": ", ".join(f"{k} = {v:,}" for k, v in sub.items()) or "all images",
-                     "left out": ", ".join(left) or "—",
+                     "left out": ", ".join(method_label(x) for x in left) or "—",
                      "ID accuracy (%)": m["id_accuracy"] if m.get("id_accuracy") is not None else np.nan,
                      "ID test images": m["sets"]["id_test"]["n"],
                      "OOD images": sum(v["n"] for k, v in m["sets"].items() if not k.startswith("id_")),
-                     "device": m["device"], "commit": str(m.get("commit", "unknown"))[:10],
-                     "torch": m["versions"]["torch"], "created": m.get("created", "")})
+                     "device": m["device"], "commit": str(m.get("commit", "unknown"))[:7],
+                     "created": str(m.get("created", ""))[:10]})
     t = pd.DataFrame(rows).set_index("benchmark")
     t["ID accuracy (%)"] = t["ID accuracy (%)"].map("{:.1f}".format)
     return t.T
@@ -142,9 +144,11 @@ def answer(study: Study, group: str) -> str:
     r = study["ranks"].set_index(["group", "method"])
     effect = NORM_EFFECT.get(v.loc[("norm_helps_msp", group), "verdict"], "was not measured against")
     gn = r.loc[(group, "gradnorm")]
-    return (f"on {pair_name(study.benchmark)}, {group} OOD, the feature norm {effect} MSP "
+    from .labels import method_label
+
+    return (f"on {short_pair(study.benchmark)}, {group} OOD, the feature norm {effect} MSP "
             f"(Δ AUROC {v.loc[('norm_helps_msp', group), 'estimate']:+.1f}), GradNorm ranks {int(gn['rank'])} of "
-            f"{int(gn['n_methods'])} methods, and the best is {gn['best']} ({gn['auroc_best']:.1f})")
+            f"{int(gn['n_methods'])} methods, and the best is {method_label(gn['best'])} ({gn['auroc_best']:.1f})")
 
 
 def headline_table(studies: Mapping[str, Study], methods: list[str], group: str) -> pd.DataFrame:
@@ -243,18 +247,19 @@ def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFra
     return pd.concat(out, ignore_index=True).set_index(["pair", "OOD set"])
 
 
-def seed_rows(studies: Mapping[str, Study]) -> pd.DataFrame:
-    """Mean ± s.d. over training seeds of each recorded quantity, quantities (rows) × pair / group."""
+def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.DataFrame:
+    """Mean ± s.d. over training seeds of each recorded quantity: quantities (rows) × group, for
+    ``benchmark`` (default: every study with seed runs, columns prefixed by the pair)."""
     from .labels import method_label
     from .study import seed_summary
 
     short = {c.key: c.short for c in CLAIMS}
     parts = []
     for b, s in studies.items():
-        if "seeds" not in s.tables:
+        if "seeds" not in s.tables or (benchmark is not None and b != benchmark):
             continue
         t = seed_summary(s["seeds"])
-        t["column"] = short_pair(b) + " · " + t.group
+        t["column"] = t.group if benchmark is not None else short_pair(b) + " · " + t.group
         t["cell"] = [f"{m:.2f} ±{sd:.2f}" for m, sd in zip(t["mean"], t["sd"])]
         t["row"] = [("AUROC " + method_label(q[6:])) if q.startswith("auroc:") else
                     ("Δ " + short[q[5:]]) if q.startswith("diff:") else "ID accuracy (%)" for q in t.quantity]
