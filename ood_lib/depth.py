@@ -253,7 +253,8 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
 
 # --- ODIN as an input-gradient score ------------------------------------------------------------
 def odin_terms(prep: Prepared, *, temperature: float = 1000.0, epsilon: float = 0.0014, input_std: Any = None,
-               sets: Sequence[str] | None = None, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
+               sets: Sequence[str] | None = None, chunk_size: int = 64, progress: bool = False
+               ) -> dict[str, dict[str, np.ndarray]]:
     """Per image of every set: ``log_s0`` = log S_T(x) (ε = 0), ``log_s`` = log S_T after ODIN's
     step (:func:`ood_lib.detectors.model_access.odin_perturb`), and ``grad_l1`` = ‖∇_pixel log S_T(x)‖₁
     = Σ_c ‖∂ log S_T/∂x_c‖₁ / std_c (std from the benchmark's preprocessing unless given)."""
@@ -265,17 +266,16 @@ def odin_terms(prep: Prepared, *, temperature: float = 1000.0, epsilon: float = 
     for k in _sets(prep, sets):
         parts: dict[str, list[torch.Tensor]] = {"log_s0": [], "log_s": [], "grad_l1": []}
         loader = batch_loader(prep.splits[k].dataset, prep.batch_size, device_type=prep.device.type)
-        for x, _y, ok in tqdm(loader, desc=f"{prep.benchmark}/{k}: ODIN terms", disable=not progress, leave=False):
-            x = x[ok].to(prep.device)
-            if len(x) == 0:
-                continue
-            std = channel_std(std_arg, x.shape[1], x)
-            log_s0, g = log_msp_and_input_gradient(model, x, temperature)
-            with torch.no_grad():
-                logits = model(odin_perturb(x, g, epsilon, std)).double()
-            parts["log_s0"].append(log_s0.cpu())
-            parts["log_s"].append(torch.log_softmax(logits / temperature, dim=1).max(dim=1).values.cpu())
-            parts["grad_l1"].append((g / std).flatten(1).abs().sum(1).double().cpu())
+        for xb, _y, ok in tqdm(loader, desc=f"{prep.benchmark}/{k}: ODIN terms", disable=not progress, leave=False):
+            xb = xb[ok].to(prep.device)
+            for x in xb.split(chunk_size) if len(xb) else ():  # a graph through the network for at most chunk_size images
+                std = channel_std(std_arg, x.shape[1], x)
+                log_s0, g = log_msp_and_input_gradient(model, x, temperature)
+                with torch.no_grad():
+                    logits = model(odin_perturb(x, g, epsilon, std)).double()
+                parts["log_s0"].append(log_s0.cpu())
+                parts["log_s"].append(torch.log_softmax(logits / temperature, dim=1).max(dim=1).values.cpu())
+                parts["grad_l1"].append((g / std).flatten(1).abs().sum(1).double().cpu())
         out[k] = {t: torch.cat(v).numpy() for t, v in parts.items()}
     return out
 

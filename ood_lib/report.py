@@ -303,3 +303,26 @@ def forest_figure(studies: Mapping[str, Study], groups: tuple[str, ...] = ("near
             seen.setdefault(lab, h)
     fig.legend(seen.values(), seen.keys(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
+
+
+def seed_sign_changes(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """The claim differences whose sign changes between training seeds: pair, group, claim, the
+    smallest and largest difference over seeds. A verdict there rests on seed 0 alone."""
+    short = {c.key: c.short for c in CLAIMS}
+    rows = []
+    for b, s in studies.items():
+        if "seeds" not in s.tables:
+            continue
+        t = s["seeds"]
+        t = t[t.quantity.str.startswith("diff:")]
+        for (g, q), v in t.groupby(["group", "quantity"], sort=False).value:
+            if v.min() < 0 < v.max():
+                rows.append({"pair": short_pair(b), "group": g, "claim": short[q[5:]],
+                             "min over seeds": round(float(v.min()), 2), "max over seeds": round(float(v.max()), 2)})
+    return pd.DataFrame(rows, columns=["pair", "group", "claim", "min over seeds", "max over seeds"])
+
+
+def n_seed_differences(studies: Mapping[str, Study]) -> int:
+    """How many (pair, group, claim) differences the seed runs record."""
+    return sum(int(s["seeds"].loc[lambda t: t.quantity.str.startswith("diff:")].groupby(["group", "quantity"]).ngroups)
+               for s in studies.values() if "seeds" in s.tables)
