@@ -30,7 +30,7 @@ def model_name(benchmark: str) -> str:
 
 
 BENCHMARK_NAMES = {"embedded": "embedded", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10_densenet": "CIFAR-10",
-                   "imagenet_lite": "ImageNet-1300", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
+                   "imagenet_lite": "ImageNet val subset", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
 
 
 def pair_name(benchmark: str) -> str:
@@ -104,8 +104,10 @@ def verdict_matrix(studies: Mapping[str, Study]) -> pd.DataFrame:
 
 
 def verdict_counts(studies: Mapping[str, Study], claim: str) -> dict[str, int]:
-    """How often each verdict was given to ``claim`` over every benchmark × group."""
-    words = pd.concat([s["verdicts"].loc[lambda d: d.claim == claim, "verdict"] for s in studies.values()])
+    """How often each verdict was given to ``claim`` over every benchmark × OOD group (near, far; the
+    covariate-shift group, which holds the ID classes, is not counted)."""
+    words = pd.concat([s["verdicts"].loc[lambda d: (d.claim == claim) & (d.group != "covariate"), "verdict"]
+                       for s in studies.values()])
     return {w: int((words == w).sum()) for w in ("supported", "refuted", "inconclusive", "not run")}
 
 
