@@ -25,11 +25,14 @@
 # **Answer.** {glue:text}`nb03_answer`
 
 # %% tags=["remove-cell"]
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from ood_lib import explain, plots, report
 from ood_lib.book import glue
+from ood_lib.depth import depth_figure
 from ood_lib.labels import method_label, set_label
 from ood_lib.reference import gradnorm_imagenet_table, openood_cifar10_table
 from ood_lib.study import HEADLINE
@@ -279,6 +282,56 @@ for b in ("mnist", "cifar10"):
 # :name: fig-norm-cifar10
 #
 # The same on CIFAR-10 with ResNet-20.
+# ```
+
+# %% [markdown]
+# (sec-depth)=
+# ## Below the head: does a deeper gradient add anything?
+#
+# The closed forms cover the last layer only. Below it, the gradient norm has to be computed —
+# so the question is whether it carries OOD information that no forward-only score has. For each
+# block of the network, GradNorm's loss differentiated with respect to that block's parameters
+# (per-sample $\ell_1$ norm), the whole network, and the input; the AUROC of each, against the
+# best forward-only score of the benchmark, with simultaneous paired-bootstrap intervals over the
+# layers (recorded on seeded subsets; `tools/record_depth.py`).
+
+# %% tags=["remove-cell"]
+depth = {b: pd.read_csv(Path(RECORDED) / b / "depth.csv") for b in studies
+         if (Path(RECORDED) / b / "depth.csv").is_file()}
+rows = pd.concat([t[t.ood.isin(["near", "far"]) & t.verdict_family.notna()]
+                  for t in depth.values()]) if depth else pd.DataFrame()
+glue("nb03_depth_n", len(rows), display=False)
+glue("nb03_depth_beat_best",
+     int((rows.verdict_family == "supported").sum()) if len(rows) else 0,
+     display=False)
+glue("nb03_depth_beat_gradnorm",
+     int((rows.verdict_vs_gradnorm == "supported").sum()) if len(rows) else 0,
+     display=False)
+glue("nb03_depth_pairs", ", ".join(report.short_pair(b) for b in depth),
+     display=False)
+for b, t in depth.items():
+    fig = depth_figure(t)
+    glue(f"nb03_fig_depth_{b}", fig, display=False)
+    plt.close(fig)
+
+# %% [markdown]
+# On {glue:text}`nb03_depth_pairs`, {glue:text}`nb03_depth_beat_best` of the
+# {glue:text}`nb03_depth_n` layer × group comparisons put a deeper gradient's AUROC above the best
+# forward-only score with the interval clear of 0; {glue:text}`nb03_depth_beat_gradnorm` beat the
+# last-layer closed form itself.
+#
+# ```{glue:figure} nb03_fig_depth_cifar10
+# :name: fig-depth-cifar10
+#
+# AUROC of GradNorm taken with respect to each block of ResNet-20 (input side on the left), with
+# 95 % intervals, on CIFAR-10; horizontal lines: the whole network, the last-layer closed form and
+# the best forward-only score.
+# ```
+#
+# ```{glue:figure} nb03_fig_depth_cifar10_densenet
+# :name: fig-depth-densenet
+#
+# The same for DenseNet-BC-100 (per dense block and transition).
 # ```
 
 # %% [markdown]
