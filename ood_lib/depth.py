@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._checks import OODInputError
-from .benchmarks import get_benchmark
+from .benchmarks import OOD_GROUPS, get_benchmark
 from .claims import LEVEL, N_BOOT
 from .detectors import DETECTORS, AutogradGradient, GradientClosedForm, canonical, create
 from .detectors.model_access import log_msp_and_input_gradient, odin_perturb
@@ -94,13 +94,20 @@ def _sets(prep: Prepared, sets: Sequence[str] | None) -> list[str]:
     return ["id_test", *prep.ood_keys] if sets is None else list(sets)
 
 
+def _targets(prep: Prepared) -> list[tuple[str, str, list[str]]]:
+    """``(row name, group, OOD sets)``: each OOD set alone, then each group present (its sets together)."""
+    group_of = {k: prep.splits[k].group for k in prep.ood_keys}
+    out = [(k, g, [k]) for k, g in group_of.items()]
+    return out + [(g, g, [k for k in group_of if group_of[k] == g]) for g in OOD_GROUPS if g in group_of.values()]
+
+
 def _std(prep: Prepared, input_std: Any) -> Any:
     return get_benchmark(prep.benchmark).preprocessing.std if input_std is None else input_std
 
 
-def depth_scores(prep: Prepared, *, blocks: Mapping[str, Sequence[str]] | None = None, sets: Sequence[str] | None = None,
-                 method: str | None = None, chunk_size: int = 64, input_std: Any = None, progress: bool = False
-                 ) -> dict[str, dict[str, np.ndarray]]:
+def depth_scores(prep: Prepared, *, blocks: Mapping[str, Sequence[str]] | None = None,
+                 sets: Sequence[str] | None = None, method: str | None = None, chunk_size: int = 64,
+                 input_std: Any = None, progress: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """``{score: {set: per-image values}}`` for ``"input"``, every block and ``"network"``:
     ‖∇ KL(u ‖ p)‖₁ w.r.t. the input pixels (std from the benchmark's preprocessing unless given),
     the block's parameters, and all parameters. ``method`` defaults to the fastest exact path
@@ -114,7 +121,8 @@ def depth_scores(prep: Prepared, *, blocks: Mapping[str, Sequence[str]] | None =
     for k in _sets(prep, sets):
         parts: dict[str, list[torch.Tensor]] = {}
         loader = batch_loader(prep.splits[k].dataset, prep.batch_size, device_type=prep.device.type)
-        for x, _y, ok in tqdm(loader, desc=f"{prep.benchmark}/{k}: gradients by depth", disable=not progress, leave=False):
+        bar = tqdm(loader, desc=f"{prep.benchmark}/{k}: gradients by depth", disable=not progress, leave=False)
+        for x, _y, ok in bar:
             x = x[ok].to(prep.device)
             if len(x) == 0:
                 continue
@@ -191,19 +199,18 @@ def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: st
             if len(s[k]) != len(ref[k]):
                 raise OODInputError(f"{n} scores {len(s[k])} images of {k}, the reference {len(ref[k])}")
     oods = prep.ood_keys
-    pb = PairedBootstrap({n: s["id_test"] for n, s in table.items()}, {k: {n: s[k] for n, s in table.items()} for k in oods},
+    pb = PairedBootstrap({n: s["id_test"] for n, s in table.items()},
+                         {k: {n: s[k] for n, s in table.items()} for k in oods},
                          n_boot=n_boot, seed=prep.config.seed if seed is None else seed)
-    group_of = {k: prep.splits[k].group for k in oods}
-    targets = [(k, group_of[k], [k]) for k in oods]
-    targets += [(g, g, [k for k in oods if group_of[k] == g]) for g in ("near", "far", "covariate") if g in group_of.values()]
     depth = {INPUT: 0, **{n: i for i, n in enumerate([x for x in layers if x not in (INPUT, NETWORK)], 1)}}
     rows = []
-    for ood, group, ks in targets:
+    for ood, group, ks in _targets(prep):
         fam = pb.family(layers, best, sets=ks, level=level, direction=+1).set_index("member")
         for n in [*layers, GRADNORM, best]:
-            kind = ("reference" if n in (GRADNORM, best) else INPUT if n == INPUT else NETWORK if n == NETWORK else "block")
+            kind = "reference" if n in (GRADNORM, best) else n if n in (INPUT, NETWORK) else "block"
             lo_a, hi_a = pb.interval(n, sets=ks, level=level)
-            row = {"layer": n.removeprefix("ref:"), "kind": kind, "depth": depth.get(n, np.nan), "ood": ood, "group": group,
+            row = {"layer": n.removeprefix("ref:"), "kind": kind, "depth": depth.get(n, np.nan), "ood": ood,
+                   "group": group,
                    "auroc": float(pb.auroc(ks)[n]), "auroc_lo": lo_a, "auroc_hi": hi_a,
                    "fpr95": float(np.mean([fpr95(table[n]["id_test"], table[n][k]) for k in ks]))}
             for tag, other in (("gradnorm", GRADNORM), ("best", best)):
@@ -235,7 +242,8 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
         t = table[table.ood == g]
         d = t[t.depth.notna()].sort_values("depth")
         err = np.vstack([d.auroc - d.auroc_lo, d.auroc_hi - d.auroc])
-        ax.errorbar(d.depth, d.auroc, yerr=err, fmt="o-", color="C0", capsize=2, lw=1.2, ms=4, label="GradNorm w.r.t. the layer")
+        ax.errorbar(d.depth, d.auroc, yerr=err, fmt="o-", color="C0", capsize=2, lw=1.2, ms=4,
+                    label="GradNorm w.r.t. the layer")
         for (_, r), style, color in zip(t[t.depth.isna()].iterrows(), ("-.", "--", ":"), ("C2", "C3", "C1")):
             name = {"network": "whole network", "gradnorm": "GradNorm (head, closed form)"}.get(
                 r.layer, f"best gradient-free: {r.layer}")
@@ -268,7 +276,7 @@ def odin_terms(prep: Prepared, *, temperature: float = 1000.0, epsilon: float = 
         loader = batch_loader(prep.splits[k].dataset, prep.batch_size, device_type=prep.device.type)
         for xb, _y, ok in tqdm(loader, desc=f"{prep.benchmark}/{k}: ODIN terms", disable=not progress, leave=False):
             xb = xb[ok].to(prep.device)
-            for x in xb.split(chunk_size) if len(xb) else ():  # a graph through the network for at most chunk_size images
+            for x in xb.split(chunk_size) if len(xb) else ():  # a graph for at most chunk_size images
                 std = channel_std(std_arg, x.shape[1], x)
                 log_s0, g = log_msp_and_input_gradient(model, x, temperature)
                 with torch.no_grad():
@@ -300,13 +308,10 @@ def odin_first_order(prep: Prepared, *, terms: Mapping[str, Mapping[str, np.ndar
     oods = prep.ood_keys
     pb = PairedBootstrap(sc["id_test"], {k: sc[k] for k in oods}, n_boot=n_boot,
                          seed=prep.config.seed if seed is None else seed)
-    group_of = {k: prep.splits[k].group for k in oods}
-    targets = [(k, group_of[k], [k]) for k in oods]
-    targets += [(g, g, [k for k in oods if group_of[k] == g]) for g in ("near", "far", "covariate") if g in group_of.values()]
     rise = {k: t["log_s"] - t["log_s0"] for k, t in terms.items()}
     pred = {k: epsilon * t["grad_l1"] for k, t in terms.items()}
     rows = []
-    for ood, group, ks in targets:
+    for ood, group, ks in _targets(prep):
         a = pb.auroc(ks)
         row = {"ood": ood, "group": group, "temperature": temperature, "epsilon": epsilon,
                **{f"auroc_{m}": float(a[m]) for m in ("msp_t", "odin", "grad", "first_order")}}

@@ -333,3 +333,14 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=len(models), frameon=False, fontsize=9)
     return fig
+
+
+def placeholder(text: str) -> Figure:
+    """A small figure that says why the figure a page expects is not there (e.g. a benchmark that
+    is not part of this run), so that every figure a page pastes exists."""
+    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
+
+    fig, ax = plt.subplots(figsize=(6, 1.2), dpi=DPI)
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, color="0.3")
+    return fig

@@ -34,7 +34,8 @@ def _linear(T=1000.0):
 
 
 def _loader(x):
-    return [(x[:3], torch.zeros(3), torch.ones(3, dtype=torch.bool)), (x[3:], torch.zeros(2), torch.ones(2, dtype=torch.bool))]
+    ok = torch.ones(len(x), dtype=torch.bool)
+    return [(x[:3], torch.zeros(3), ok[:3]), (x[3:], torch.zeros(2), ok[3:])]
 
 
 def test_input_gradient_of_log_msp_is_the_hand_computed_one():
@@ -67,9 +68,10 @@ def test_odin_epsilon_zero_is_temperature_scaled_msp():
     assert create("odin", model=model, epsilon=0.0, input_std=[0.2, 0.3]).input_std == (0.2, 0.3)
 
 
-@pytest.mark.parametrize("kw,match", [({"epsilon": -0.1}, "epsilon must be"), ({"epsilon": math.nan}, "epsilon must be"),
-                                      ({"input_std": (1.0, 2.0, 3.0)}, "3 values for 2 input channels"),
-                                      ({"input_std": (1.0, 0.0)}, "finite and > 0"), ({"temperature": 0}, "temperature")])
+@pytest.mark.parametrize("kw,match", [
+    ({"epsilon": -0.1}, "epsilon must be"), ({"epsilon": math.nan}, "epsilon must be"),
+    ({"input_std": (1.0, 2.0, 3.0)}, "3 values for 2 input channels"), ({"input_std": (1.0, 0.0)}, "finite and > 0"),
+    ({"temperature": 0}, "temperature")])
 def test_odin_bad_settings_are_named(kw, match):
     model, x, *_ = _linear()
     with pytest.raises(OODInputError, match=match):
@@ -133,7 +135,9 @@ def test_depth_table_compares_every_depth_with_both_references(prep):
     assert set(t.kind) == {"input", "block", "network", "reference"}
     assert t.groupby("ood").size().eq(len(sc) + 2).all()
     layers = t[t.kind != "reference"]
-    assert np.allclose(layers.diff_vs_best, layers.diff_vs_gradnorm) and np.allclose(layers.lo_vs_best, layers.lo_vs_gradnorm)
+    assert np.allclose(layers.diff_vs_best, layers.diff_vs_gradnorm)
+    assert np.allclose(layers.lo_vs_best, layers.lo_vs_gradnorm)
+    assert (layers.verdict == layers.verdict_vs_gradnorm).all()
     assert set(layers.verdict) <= set(VERDICTS) and set(layers.verdict_family) <= set(VERDICTS)
     assert (layers.lo_family <= layers.lo_vs_best + 1e-12).all()  # simultaneous intervals are wider
     one = t[(t.ood == "noise") & (t.layer == "conv2")].iloc[0]
