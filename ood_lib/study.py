@@ -300,7 +300,7 @@ def seed_table(benchmark: str, seeds: tuple[int, ...] = (0, 1, 2, 3, 4), config:
     names = list(dict.fromkeys([*HEADLINE, *_claim_methods()]))
     rows = []
     for seed in seeds:
-        prep = prepare(benchmark, cfg.replace(seed=seed), with_train=True)
+        prep = prepare(benchmark, cfg.replace(seed=int(seed)), with_train=True)
         res, _, _ = score_methods(prep, names)
         m = pd.DataFrame(res)
         rows.append({"seed": seed, "group": "all", "quantity": "id_accuracy", "value": float(prep.id_accuracy)})

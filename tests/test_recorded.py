@@ -55,7 +55,7 @@ def test_recorded_seeds_reproduce(benchmark, tmp_path):
     import pandas as pd
 
     want = pd.read_csv(RECORDED / benchmark / "seeds.csv")
-    seeds = tuple(sorted(want.seed.unique()))[-SEED_CHECKS:]
+    seeds = tuple(int(s) for s in sorted(want.seed.unique()))[-SEED_CHECKS:]
     meta = rec.meta if rec is not None else {"config": {}}
     got = seed_table(benchmark, seeds, _config(meta, tmp_path / "cache"))
     want = want[want.seed.isin(seeds)].reset_index(drop=True)
