@@ -264,11 +264,12 @@ report.factor_rows(studies)
 # %% tags=["hide-input"]
 for b in ("mnist", "cifar10"):
     if b in studies:
-        names = {k: set_label(k, b) for k in studies[b]["hist"].set.unique()}
+        hist = studies[b]["hist"]
+        names = {k: set_label(k, b) for k in hist.set.unique()}
         fig = explain.distribution_figure(
-            studies[b]["hist"], "l1", label="‖h‖₁", names=names)
+            hist, "l1", label="‖h‖₁", names=names)
     else:
-        fig = plots.placeholder(f"{b} is not among the benchmarks of this run")
+        fig = plots.placeholder(f"{b}: not in this run")
     glue(f"nb03_fig_norm_{b}", fig, display=False)
     plt.close(fig)
 
