@@ -12,9 +12,9 @@ machine's speed falls on all of them alike:
 * ``per_layer_hooks`` — per-image ‖∇_θ ℓ‖₁ of every parameter tensor θ (``norms=("l1",)``) from one
   batched forward + backward, each layer's per-sample gradient rebuilt in the backward from its
   input and back-propagated signal (:func:`ood_lib.layer_gradients.layer_grad_norms`,
-  ``method="hooks"``; Linear by its outer-product closed form);
+  ``method="hooks"``, ``--chunk`` images per pass; Linear by its outer-product closed form);
 * ``per_layer_hooks_both`` — the same with ‖∇_θ ℓ‖₂² as well;
-* ``per_layer_vmap`` — the plain ``torch.func`` path, ``vmap(grad(·))`` in chunks of 64;
+* ``per_layer_vmap`` — the plain ``torch.func`` path, ``vmap(grad(·))`` in chunks of ``--chunk``;
 * ``batch1_loop`` — one image at a time, ``loss.backward()`` through the whole network, the norms of
   every ``.grad`` (timed on ``--loop-images`` images, reported per image).
 
@@ -47,7 +47,7 @@ def forward_backward(model: torch.nn.Module, x: torch.Tensor) -> None:
         (-F.log_softmax(model(x), dim=-1).mean(dim=-1)).sum().backward()
 
 
-def paths(model: torch.nn.Module, x: torch.Tensor, loop_images: int) -> dict[str, tuple]:
+def paths(model: torch.nn.Module, x: torch.Tensor, loop_images: int, chunk: int) -> dict[str, tuple]:
     """``{name: (callable, images it covers)}``."""
     def forward():
         with torch.inference_mode():
@@ -57,9 +57,9 @@ def paths(model: torch.nn.Module, x: torch.Tensor, loop_images: int) -> dict[str
     return {
         "forward": (forward, n),
         "forward_backward": (lambda: forward_backward(model, x), n),
-        "per_layer_hooks": (lambda: layer_grad_norms(model, x, method="hooks", chunk_size=n, norms=("l1",)), n),
-        "per_layer_hooks_both": (lambda: layer_grad_norms(model, x, method="hooks", chunk_size=n), n),
-        "per_layer_vmap": (lambda: layer_grad_norms(model, x, method="vmap", chunk_size=64), n),
+        "per_layer_hooks": (lambda: layer_grad_norms(model, x, method="hooks", chunk_size=chunk, norms=("l1",)), n),
+        "per_layer_hooks_both": (lambda: layer_grad_norms(model, x, method="hooks", chunk_size=chunk), n),
+        "per_layer_vmap": (lambda: layer_grad_norms(model, x, method="vmap", chunk_size=chunk), n),
         "batch1_loop": (lambda: layer_grad_norms(model, x[:loop_images], method="loop"), min(n, loop_images)),
     }
 
@@ -69,10 +69,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model: torch.nn.Module, x: torch.Tensor, repeats: int, loop_images: int) -> pd.DataFrame:
+def measure(model: torch.nn.Module, x: torch.Tensor, repeats: int, loop_images: int, chunk: int) -> pd.DataFrame:
     """Milliseconds per image of every path: median, min and max over ``repeats`` round-robin rounds."""
     dev = x.device
-    fns = paths(model, x, loop_images)
+    fns = paths(model, x, loop_images, chunk)
     for fn, _ in fns.values():  # warm-up
         fn()
     sync(dev)
@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--loop-images", type=int, default=16)
+    p.add_argument("--chunk", type=int, default=64, help="images per forward + backward of the batched paths")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--out", help="write the table here as CSV")
@@ -110,9 +111,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(a.model).to(dev).eval()
     x = torch.randn(a.batch, *SHAPES[a.model], device=dev)
-    print(f"{a.model}, batch {a.batch}, device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"{a.model}, batch {a.batch} (chunks of {a.chunk}), device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{a.repeats} round-robin repeats\n")
-    t = measure(model, x, a.repeats, a.loop_images).assign(model=a.model, batch=a.batch, device=str(dev))
+    t = measure(model, x, a.repeats, a.loop_images, a.chunk).assign(model=a.model, batch=a.batch, chunk=a.chunk,
+                                                                    device=str(dev))
     print(t[["path", "images_timed", "ms_per_image", "ms_min", "ms_max", "ratio_to_forward_backward"]]
           .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     ms = t.set_index("path").ms_per_image
