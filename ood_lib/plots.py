@@ -9,7 +9,6 @@ roughly 0.7 of its 150-dpi size, so a 9 pt label reads at about 12 px.
 from __future__ import annotations
 
 import re
-import textwrap
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
@@ -96,10 +95,15 @@ def simplex_figure(v_names: Sequence[str], resolution: int = 60, ncols: int = 3)
     return fig
 
 
+def _column_label(formula: str, width: int = 12) -> str:
+    """A long formula on two lines, broken before its last " − " or " + " (never inside a term)."""
+    return formula if len(formula) <= width else re.sub(r" ([−+]) (?!.* [−+] )", r"\n\1 ", formula)
+
+
 def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> Figure:
     """The U·V grid as a heatmap of one metric: rows U (:data:`~ood_lib.scores.GRID_U`), columns V
-    (:data:`~ood_lib.scores.GRID_V`), each labelled by its formula; GradNorm's form and the
-    pre-registered member are outlined.
+    (:data:`~ood_lib.scores.GRID_V`), each labelled by its formula; GradNorm's form (red) and the
+    pre-registered member (white, dashed) are outlined and named by formula in the legend.
 
     ``df`` is one benchmark's results table (columns ``method``, ``ood``, ``metric``, …, as
     :func:`ood_lib.evaluate.run_benchmark` returns it); ``ood`` picks the row per method (a set,
@@ -107,6 +111,7 @@ def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> 
     """
     import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
     import seaborn as sns
+    from matplotlib.legend_handler import HandlerTuple
     from matplotlib.patches import Patch, Rectangle
 
     _require(df, ("method", "ood", metric), "results")
@@ -117,22 +122,25 @@ def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> 
         raise OODInputError(f"several rows per grid member for ood={ood!r}: pass one benchmark's table")
     values = d.set_index("method")[metric]
     table = pd.DataFrame([[values.get(f"{u}*{v}", np.nan) for v in GRID_V] for u in GRID_U],
-                         index=[U_TERMS[u].label for u in GRID_U],
-                         columns=["\n".join(textwrap.wrap(V_TERMS[v].label, 16)) for v in GRID_V])
+                         index=[term_label(U_TERMS[u].label) for u in GRID_U],
+                         columns=[_column_label(term_label(V_TERMS[v].label)) for v in GRID_V])
     fig, ax = plt.subplots(figsize=(1.6 + 1.05 * len(GRID_V), 1.6 + 0.5 * len(GRID_U)), dpi=DPI)
     sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis_r" if metric == "fpr95" else "viridis", ax=ax,
                 cbar_kws={"label": metric_label(metric)})
-    outlines = ((GRADNORM_FORM, "tab:red", "-", f"GradNorm's form, ‖h‖₁·‖p − u‖₁ ({GRADNORM_FORM})"),
-                (PREREGISTERED, "white", "--", f"pre-registered member, ‖h‖₁·max p ({PREREGISTERED})"))
-    handles = []
+    outlines = ((GRADNORM_FORM, "tab:red", "-", f"GradNorm's form: {method_label(GRADNORM_FORM)}"),
+                (PREREGISTERED, "white", "--", f"pre-registered member: {method_label(PREREGISTERED)}"))
+    handles, texts = [], []
     for member, colour, style, text in outlines:
         u, v = member.split("*")
-        for edge, line, width in (("black", "-", 4.0), (colour, style, 2.5)):  # visible on any cell colour
+        layers = (("black", "-", 4.0), (colour, style, 2.5))  # a black rim under the colour: visible on any cell
+        for edge, line, width in layers:
             ax.add_patch(Rectangle((GRID_V.index(v) + 0.04, GRID_U.index(u) + 0.04), 0.92, 0.92, fill=False,
                                    edgecolor=edge, linestyle=line, linewidth=width))
-        handles.append(Patch(facecolor="0.45", edgecolor=colour, linestyle=style, linewidth=2, label=text))
-    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=2, fontsize=8, frameon=False,
-              handlelength=2.5, handleheight=1.4)
+        handles.append(tuple(Patch(facecolor="0.45" if i == 0 else "none", edgecolor=e, linestyle=ls, linewidth=w - 1)
+                             for i, (e, ls, w) in enumerate(layers)))
+        texts.append(text)
+    ax.legend(handles, texts, handler_map={tuple: HandlerTuple(ndivide=1)}, loc="lower center",
+              bbox_to_anchor=(0.5, 1.01), ncol=2, fontsize=8, frameon=False, handlelength=2.5, handleheight=1.4)
     ax.set_xlabel("V (output term; larger = ID)")
     ax.set_ylabel("U (feature term)")
     ax.tick_params(axis="x", labelrotation=0, labelsize=8)

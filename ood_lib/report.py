@@ -20,7 +20,7 @@ from .study import Study, load_recorded, run_study
 MODEL_NAMES = {"mnist_cnn": "small CNN", "resnet20": "ResNet-20", "densenet_bc100": "DenseNet-BC-100",
                "efficientnet_lite0": "EfficientNet-Lite0", "resnet50": "ResNet-50", "bit_r101x1": "BiT-S-R101x1"}
 # how a verdict on "the feature norm helps MSP" reads in a sentence
-NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference to"}
+NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference"}
 
 
 def model_name(benchmark: str) -> str:
@@ -31,11 +31,6 @@ def model_name(benchmark: str) -> str:
 
 BENCHMARK_NAMES = {"embedded": "embedded", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10_densenet": "CIFAR-10",
                    "imagenet_lite": "ImageNet val subset", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
-
-
-def pair_name(benchmark: str) -> str:
-    """"benchmark (model)", the label of one benchmark × model pair."""
-    return f"{benchmark} ({model_name(benchmark)})"
 
 
 def short_pair(benchmark: str) -> str:
@@ -89,20 +84,6 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
     return t.T
 
 
-def verdict_matrix(studies: Mapping[str, Study]) -> pd.DataFrame:
-    """Claims (rows) × benchmark / group (columns): the verdict words the pre-registered rules gave."""
-    cols = {}
-    for b, s in studies.items():
-        v = s["verdicts"]
-        for g in ["all", *s.groups]:
-            sub = v[v.group == g].set_index("claim")
-            if len(sub):
-                cols[(pair_name(b), g)] = sub.verdict
-    t = pd.DataFrame(cols).reindex([c.key for c in CLAIMS])
-    t.index = [c.statement for c in CLAIMS]
-    return t.fillna("")
-
-
 def verdict_counts(studies: Mapping[str, Study], claim: str) -> dict[str, int]:
     """How often each verdict was given to ``claim`` over every benchmark × OOD group (near, far; the
     covariate-shift group, which holds the ID classes, is not counted)."""
@@ -140,33 +121,28 @@ def group_value(study: Study, method: str, group: str, metric: str = "auroc") ->
     return float(row[metric].iloc[0])
 
 
-def answer(study: Study, group: str) -> str:
-    """One sentence per benchmark × group, every word that carries a result computed."""
-    v = study["verdicts"].set_index(["claim", "group"])
-    r = study["ranks"].set_index(["group", "method"])
-    effect = NORM_EFFECT.get(v.loc[("norm_helps_msp", group), "verdict"], "was not measured against")
-    gn = r.loc[(group, "gradnorm")]
+def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """The answer in one row per benchmark × model and OOD group (near, far): what the feature norm
+    does to MSP (the verdict's reading and the AUROC difference), GradNorm's rank, and the best
+    method with its AUROC. Every cell is computed from the study's tables."""
     from .labels import method_label
 
-    return (f"on {short_pair(study.benchmark)}, {group} OOD, the feature norm {effect} MSP "
-            f"(Δ AUROC {v.loc[('norm_helps_msp', group), 'estimate']:+.1f}), GradNorm ranks {int(gn['rank'])} of "
-            f"{int(gn['n_methods'])} methods, and the best is {method_label(gn['best'])} ({gn['auroc_best']:.1f})")
-
-
-def headline_table(studies: Mapping[str, Study], methods: list[str], group: str) -> pd.DataFrame:
-    """Methods (rows) × benchmark (columns): mean AUROC over ``group`` as "value [lo, hi]"."""
-    cols = {}
-    for b, s in studies.items():
-        if group not in s.groups:
-            continue
-        m = s["metrics"]
-        m = m[(m.ood == group)].set_index("method")
-        cols[pair_name(b)] = [
-            "" if x not in m.index or not np.isfinite(m.loc[x, "auroc"]) else
-            f"{m.loc[x, 'auroc']:.1f}" + ("" if not np.isfinite(m.loc[x, "auroc_lo"])
-                                          else f" [{m.loc[x, 'auroc_lo']:.1f}, {m.loc[x, 'auroc_hi']:.1f}]")
-            for x in methods]
-    return pd.DataFrame(cols, index=methods)
+    rows = []
+    for s in studies.values():
+        v = s["verdicts"].set_index(["claim", "group"])
+        r = s["ranks"].set_index(["group", "method"])
+        for g in s.groups:
+            if g == "covariate":
+                continue
+            verdict = v.loc[("norm_helps_msp", g), "verdict"]
+            gn = r.loc[(g, "gradnorm")]
+            rows.append({
+                "pair": short_pair(s.benchmark), "group": g,
+                "‖h‖₁ × MSP": f"{NORM_EFFECT.get(verdict, 'not measured')} "
+                              f"({v.loc[('norm_helps_msp', g), 'estimate']:+.1f})",
+                "GradNorm rank": f"{int(gn['rank'])} / {int(gn['n_methods'])}",
+                "best method (AUROC)": f"{method_label(gn['best'])} ({gn['auroc_best']:.1f})"})
+    return pd.DataFrame(rows).set_index(["pair", "group"])
 
 
 def verdict_table(studies: Mapping[str, Study], group: str) -> pd.DataFrame:

@@ -11,10 +11,13 @@
 * ``selection`` — a best member chosen without peeking: for each OOD set, the member best on the
   *other* sets, reported on the held-out one;
 * ``factors``, ``hist``, ``hist2d`` — why: AUROC of U alone, V alone and U·V per set, and the
-  distributions of ‖h‖₁ and max p (small histograms, enough to draw the figures again).
+  distributions of ‖h‖₁ and max p (small histograms, enough to draw the figures again);
+* ``roc`` — the ROC curves of :data:`ROC_METHODS` per OOD set and per group (its sets pooled with
+  equal weight), read on a 201-point FPR grid (:func:`ood_lib.roc.roc_table`).
 
 :meth:`Study.save` writes the tables as CSV and the provenance (commit, versions, device, data and
 weight fingerprints, configuration) as JSON; :meth:`Study.load` reads them back, marked recorded.
+A study recorded before a table existed loads without it (its ``meta["tables"]`` lists what it has).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import explain
+from . import explain, roc
 from ._checks import OODInputError
 from .benchmarks import get_benchmark
 from .cache import atomic_write_bytes
@@ -47,7 +50,9 @@ from .scores import PREREGISTERED, closed_form, uv_members
 
 HEADLINE = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "react", "knn", "vim", "ash", "scale", "dice", "gen",
             "fdbd", "nnguide", "gradnorm", "exgrad", "exgrad_flipped", "l1*one", "one*pu_l1", "l1*msp")
-TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors", "hist", "hist2d")
+TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors", "hist", "hist2d", "roc")
+# the ROC figure's methods: output baselines, the strongest feature baselines, GradNorm, the pre-registered member
+ROC_METHODS = ("msp", "energy", "knn", "vim", "gradnorm", PREREGISTERED)
 VOLATILE = ("seconds", "from_cache")  # columns that differ between two identical runs: not recorded
 U_NAME, MSP_NAME = "l1*one", "one*msp"  # ‖h‖₁ and max p, as oriented scores (both positive)
 
@@ -61,6 +66,9 @@ class Study:
     meta: dict[str, Any]
     source: str = "live"
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # live only
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tables
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in self.tables:
@@ -83,7 +91,8 @@ class Study:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Study":
-        """Read a study written by :meth:`save`; its ``source`` is "recorded"."""
+        """Read a study written by :meth:`save`; its ``source`` is "recorded". The tables read are
+        those its ``meta.json`` lists (a study recorded before the ``roc`` table existed has none)."""
         d = Path(directory)
         if not (d / "meta.json").is_file():
             raise OODInputError(f"{d} holds no recorded study (no meta.json)")
@@ -249,6 +258,7 @@ def run_study(benchmark: str = "embedded", config: RunConfig | None = None, *, n
     tables["ranks"] = _ranks(metrics, members, list(groups))
     tables["selection"] = _selection(pb, members, [k for k in prep.ood_keys if group_of[k] != "covariate"], group_of)
     tables.update(_why(scores, group_of))
+    tables["roc"] = roc.roc_table(scores, group_of, [m for m in ROC_METHODS if m in scores])
     meta = metadata(prep, notes, device_label(prep.device))
     meta.update(git_state(), n_boot=n_boot, level=LEVEL, below_preregistered_n_boot=n_boot < N_BOOT,
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -265,9 +275,15 @@ def load_recorded(directory: str | Path) -> dict[str, Study]:
 
 
 def differences(a: Study, b: Study, tol: float = 1e-6) -> list[str]:
-    """Where two studies' tables disagree: numbers beyond ``tol`` (absolute), any other value exactly."""
+    """Where two studies' tables disagree: numbers beyond ``tol`` (absolute), any other value exactly;
+    a table of :data:`TABLES` that only one of them holds is a difference too."""
     out = []
     for name in TABLES:
+        if (name in a) != (name in b):
+            out.append(f"{name}: only in the {'first' if name in a else 'second'} study (recorded before it existed?)")
+            continue
+        if name not in a:
+            continue
         x, y = a[name].reset_index(drop=True), b[name].reset_index(drop=True)
         if list(x.columns) != list(y.columns) or len(x) != len(y):
             out.append(f"{name}: shape or columns differ ({x.shape} {list(x.columns)} vs {y.shape} {list(y.columns)})")

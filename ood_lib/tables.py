@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._checks import OODInputError
+
 if TYPE_CHECKING:
     from pandas.io.formats.style import Styler
 
-__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "book_table", "cost_path_label", "metric_label",
+__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "book_table", "captioned", "cost_path_label", "metric_label",
            "model_label", "ratio_text"]
 
 METRIC_LABELS = {"auroc": "AUROC (%)", "fpr95": "FPR at 95 % TPR (%)",
@@ -72,3 +74,19 @@ def book_table(styler: Styler, caption: str, numbers: bool = True) -> Styler:
     if numbers:
         css.append({"selector": "td", "props": "text-align: right;"})
     return styler.set_caption(caption).set_table_attributes('class="dataframe"').set_table_styles(css, overwrite=False)
+
+
+def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = None) -> Styler:
+    """``table`` (a DataFrame, or a Styler whose styles are kept) as a book table with ``caption``:
+    text tables left-aligned, tables of numbers right-aligned and formatted with ``fmt``."""
+    import pandas as pd
+    from pandas.io.formats.style import Styler
+
+    if isinstance(table, Styler):
+        numbers = all(pd.api.types.is_numeric_dtype(t) for t in table.data.dtypes)
+        return book_table(table, caption, numbers=numbers)
+    if not isinstance(table, pd.DataFrame):
+        raise OODInputError(f"captioned() takes a DataFrame or a Styler, not {type(table).__name__}")
+    numbers = all(pd.api.types.is_numeric_dtype(t) for t in table.dtypes)
+    styler = table.style.format(fmt, na_rep="—") if fmt else table.style.format(na_rep="—")
+    return book_table(styler, caption, numbers=numbers)

@@ -62,7 +62,7 @@ def test_notebook_on_cifar10(name):
     values = run_notebook.glued(run_notebook.execute(nb, parameters=params))
     check_glue(nb, values)
     if name == "03_evaluation":  # the real benchmark computed live, not read from the recorded results
-        assert "CIFAR-10 · ResNet-20" in values["nb03_answer"] and int(values["nb03_n_pairs"]) == 2
+        assert "CIFAR-10 · ResNet-20" in values["nb03_pairs"] and int(values["nb03_n_pairs"]) == 2
 
 
 def test_every_notebook_is_a_canonical_jupytext_pair(tmp_path):

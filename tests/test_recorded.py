@@ -62,3 +62,21 @@ def test_recorded_seeds_reproduce(benchmark, tmp_path):
     assert list(got.columns) == list(want.columns)
     assert (got[["seed", "group", "quantity"]].astype(str).values == want[["seed", "group", "quantity"]].astype(str).values).all()
     np.testing.assert_allclose(got.value.to_numpy(float), want.value.to_numpy(float), rtol=0, atol=TOL)
+
+
+@needs_shared_data()
+@pytest.mark.parametrize("benchmark", STUDIES)
+def test_recorded_gallery_reproduces(benchmark):
+    """The sample images the evaluation chapter shows without data are the ones the data give."""
+    import numpy as np
+
+    from ood_lib.gallery import load_gallery, sample_images
+
+    path = RECORDED / benchmark / "gallery.npz"
+    assert path.is_file(), f"{benchmark}: no recorded gallery (tools/record_results.py writes it)"
+    rec = load_gallery(path)
+    live = sample_images(benchmark, SHARED_DATA, n=len(rec["id_test"].images))
+    assert list(live) == list(rec)
+    for key, thumbs in rec.items():
+        assert live[key].group == thumbs.group, key
+        np.testing.assert_array_equal(live[key].images, thumbs.images, err_msg=key)

@@ -3,7 +3,7 @@
     python tools/record_results.py --data-root ../shared/data            # every study and seed run
     python tools/record_results.py --data-root DIR --only mnist cifar10  # some of them
 
-Writes ``results/recorded/<benchmark>/`` (the study's tables and ``meta.json``) for every benchmark
+Writes ``results/recorded/<benchmark>/`` (the study's tables, ``meta.json`` and the sample images ``gallery.npz``) for every benchmark
 in ``STUDIES`` with its stated configuration, and ``seeds.csv`` + ``seeds.json`` for the models
 trained here. ``tests/test_recorded.py`` recomputes them in CI and fails if a number moved.
 """
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ood_lib.config import RunConfig  # noqa: E402
+from ood_lib.gallery import sample_images, save_gallery  # noqa: E402
 from ood_lib.study import git_state, run_study, seed_summary, seed_table  # noqa: E402
 
 OUT = REPO / "results" / "recorded"
@@ -36,6 +37,8 @@ STUDIES = {
     "cifar10_densenet": {"n_id": 2000, "n_ood": 500, "n_fit": 2000, "exclude": ("odin",)},
     "imagenet_lite": {"n_ood": 300, "exclude": ("odin", "gradnorm_official_autograd", "ce_pred_autograd")},
 }
+# the sample images each chapter shows (``gallery.npz``, beside the study's tables)
+GALLERY = {"n": 8, "seed": 0}
 SEEDS = {"embedded": (0, 1, 2, 3, 4), "mnist": (0, 1, 2, 3, 4)}
 
 
@@ -60,6 +63,7 @@ def main() -> int:
         t0 = time.perf_counter()
         study = run_study(b, _config(b, args.data_root, over))
         print(f"{b}: {study.save(OUT / b)} in {time.perf_counter() - t0:.0f} s", flush=True)
+        save_gallery(sample_images(b, args.data_root, **GALLERY), OUT / b / "gallery.npz")
     if args.no_seeds:
         return 0
     for b, seeds in SEEDS.items():

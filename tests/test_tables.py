@@ -1,0 +1,27 @@
+"""tables.captioned: every table of the book carries a caption and one number style."""
+
+import pandas as pd
+import pytest
+
+from ood_lib import OODInputError
+from ood_lib.tables import captioned
+
+
+def test_caption_format_and_alignment():
+    html = captioned(pd.DataFrame({"AUROC": [93.456, None]}, index=["a", "b"]), "Mean AUROC", "{:.1f}").to_html()
+    assert "<caption>Mean AUROC</caption>" in html
+    assert ">93.5<" in html and "—" in html and "93.456" not in html
+    assert "text-align: right" in html
+
+
+def test_text_tables_stay_left_aligned_and_styles_survive():
+    t = pd.DataFrame({"verdict": ["supported", ""]})
+    html = captioned(t, "Verdicts").to_html()
+    assert "<caption>Verdicts</caption>" in html and "text-align: right" not in html
+    styled = t.style.apply(lambda c: ["font-weight: bold", ""], axis=0)
+    assert "font-weight: bold" in captioned(styled, "Bold kept").to_html()
+
+
+def test_anything_else_is_refused():
+    with pytest.raises(OODInputError, match="DataFrame or a Styler"):
+        captioned([1, 2], "no")
