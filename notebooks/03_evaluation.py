@@ -85,25 +85,16 @@ captioned(report.provenance(studies),
 # are trained here, and their spread over training seeds is shown {ref}`below <sec-seeds>`.
 
 # %% tags=["remove-cell"]
-def samples_of(b):
-    """The sample images of benchmark ``b``: drawn from the data where this run has them,
-    else the recorded thumbnails."""
-    if b == "embedded" or studies[b].source == "live":
-        return gallery.sample_images(b, DATA_ROOT or None)
-    return gallery.load_gallery(Path(RECORDED) / b / "gallery.npz")
-
-
 for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
-    recorded = Path(RECORDED) / b / "gallery.npz"
-    if b in studies and (b == "embedded" or studies[b].source == "live" or recorded.is_file()):
-        fig = gallery.gallery_figure(samples_of(b), b)
-    else:
-        fig = plots.placeholder(f"{b}: not in this run")
+    samples = b in studies and gallery.samples_or_recorded(
+        b, DATA_ROOT, RECORDED, live=studies[b].source == "live")
+    fig = (gallery.gallery_figure(samples, b) if samples else
+           plots.placeholder(f"{b}: no sample images in this run"))
     glue(f"nb03_fig_gallery_{b}", fig, display=False)
     plt.close(fig)
 
 # %% [markdown]
-# What the images look like: eight seeded images of the ID test split and of every OOD set, per
+# What the images look like: seeded samples of the ID test split and of every OOD set, per
 # benchmark (CIFAR-10's sets serve both of its models).
 #
 # ```{glue:figure} nb03_fig_gallery_cifar10

@@ -110,6 +110,17 @@ def load_gallery(path: str | Path) -> dict[str, Thumbnails]:
         raise OODInputError(f"{path} is not a gallery written by save_gallery ({exc})") from exc
 
 
+def samples_or_recorded(benchmark: str, data_root: str | Path | None, recorded: str | Path,
+                        live: bool) -> dict[str, Thumbnails] | None:
+    """The sample images a page shows for ``benchmark``: drawn from the data when the page runs it
+    ``live`` (or it needs no data), else the thumbnails recorded in ``<recorded>/<benchmark>/
+    gallery.npz``; None when neither is there."""
+    if live or not get_benchmark(benchmark).needs_root:
+        return sample_images(benchmark, data_root or None)
+    path = Path(recorded) / benchmark / "gallery.npz"
+    return load_gallery(path) if path.is_file() else None
+
+
 def row_label(key: str, group: str, benchmark: str | None = None) -> str:
     """A row's label: the set's display name (wrapped) over its group."""
     name = "\n".join(textwrap.wrap(set_label(key, benchmark), 20))

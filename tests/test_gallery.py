@@ -104,3 +104,15 @@ def test_cifar10_from_the_data_root():
     raw = (np.stack([np.asarray(Image.open(test.paths[i]).convert("RGB")) for i in idx]) if hasattr(test, "paths")
            else test.images[idx])  # JPEG files, or the arrays of the python pickles
     assert np.abs(raw.astype(int) - s["id_test"].images).max() <= 1
+
+
+def test_samples_or_recorded_reads_recorded_thumbnails_and_says_when_there_are_none(tmp_path):
+    from ood_lib.gallery import samples_or_recorded
+
+    assert samples_or_recorded("cifar10", None, tmp_path, live=False) is None
+    samples = sample_images("embedded", n=2)
+    (tmp_path / "cifar10").mkdir()
+    save_gallery(samples, tmp_path / "cifar10" / "gallery.npz")
+    got = samples_or_recorded("cifar10", None, tmp_path, live=False)
+    assert list(got) == list(samples)
+    assert list(samples_or_recorded("embedded", None, tmp_path, live=False)) == list(samples)
