@@ -22,9 +22,15 @@
 # penultimate features times a function of the softmax output. **Answer on this page's model**
 # ({glue:text}`nb01_what`): every one of the {glue:text}`nb01_n_scores` last-layer scores agrees with
 # its closed form to {glue:text}`nb01_worst_v:.1e` (in units of $V$), for both the batched and the
-# one-image-at-a-time autograd paths. The factorisation stops one layer down: the best constant
-# multiple of the closed form misses the gradient norm of {glue:text}`nb01_deeper` by up to
-# {glue:text}`nb01_deeper_rel:.0%`, and the input gradient by up to {glue:text}`nb01_input_rel:.0%`.
+# one-image-at-a-time autograd paths. The same outer product makes the gradient norm of *every*
+# linear layer a product $\lVert\delta\rVert\,\lVert a\rVert$ (here {glue:text}`nb01_linear_layers`,
+# to {glue:text}`nb01_linear_worst:.1e`), although below the head $\delta$ depends on more than
+# $p$; the last convolution before global average pooling keeps a *sum* of per-channel products
+# ({glue:text}`nb01_gap_short`). It stops at the other convolutions, which share their weights
+# across positions: their per-sample gradients are far from one outer product (median rank-one
+# residual {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`), so their
+# norms have to be computed. What such a norm adds to OOD detection is measured in
+# {ref}`sec-depth`.
 
 # %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
@@ -32,15 +38,22 @@ import pandas as pd
 import torch
 from IPython.display import display
 
+from ood_lib import OODInputError
 from ood_lib import data as D
 from ood_lib import plots, tables
 from ood_lib.benchmarks import get_benchmark
 from ood_lib import reductions as R
 from ood_lib.book import glue
-from ood_lib.gradients import gradient_score
+from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
+from ood_lib.gaia import gaia_autograd, gaia_last_closed_form, gap_map
+from ood_lib.gradient_rank import rank_one_residual
 from ood_lib.labels import method_label
+from ood_lib.layer_gradients import (NORMS, gap_conv_closed_form, last_conv_name,
+                                     layer_grad_norms, linear_closed_form)
+from ood_lib.layer_plots import rank_one_figure
+from ood_lib.layer_signals import channel_std
 from ood_lib.scores import closed_form
-from ood_lib.verify import default_deeper, verify
+from ood_lib.verify import gaia_last_module, max_rel_diff, verify
 
 plt.rcParams.update(plots.BOOK_STYLE)
 
@@ -48,7 +61,8 @@ plt.rcParams.update(plots.BOOK_STYLE)
 # **Parameters.** The page runs on the small embedded benchmark by default. To check the
 # identities on another model, set `BENCHMARK` (e.g. `"cifar10"`) and `DATA_ROOT` (the folder
 # that holds its data); `N_VERIFY` is the number of test images, `N_SHOW` how many of them are
-# worked by hand below, and `TEMPERATURE` the softmax temperature $T$.
+# worked by hand below, `TEMPERATURE` the softmax temperature $T$ of the gradient scores, and
+# `ODIN_TEMPERATURE`, `ODIN_EPSILON` ODIN's $T$ and step size (in pixel units, pixels in $[0, 1]$).
 
 # %% tags=["parameters", "hide-cell"]
 BENCHMARK = "embedded"
@@ -57,6 +71,8 @@ SEED = 0
 N_VERIFY = 32
 N_SHOW = 4
 TEMPERATURE = 1.0
+ODIN_TEMPERATURE = 1000.0
+ODIN_EPSILON = 0.0014
 
 # %% [markdown]
 # ## The one identity behind every score
@@ -105,9 +121,9 @@ root = D.data_root(DATA_ROOT or None)
 model = bench.load_model(root, seed=SEED)
 split = bench.splits(root, seed=SEED)["id_test"]
 x, _ = D.stack_images(split.dataset, N_VERIFY, SEED)
-m64 = model.double().eval()
+m64, x64 = model.double().eval(), x.double()
 with torch.no_grad():
-    h, f = m64.forward_features(x.double())
+    h, f = m64.forward_features(x64)
 
 # %% tags=["remove-cell"]
 what = f"{BENCHMARK}: {type(model).__name__}, {len(x)} ID test images"
@@ -171,26 +187,17 @@ glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()),
 # $\lVert p - e_y \rVert$; if the norm factorises, that ratio is the same for every $y$.
 
 # %%
-table = verify(model, x, temperature=TEMPERATURE)
+table = verify(model, x, temperature=TEMPERATURE, deeper=[])
 last = table[table.wrt.isin(["W", "W,b"])]
-deep = table[~table.wrt.isin(["W", "W,b"])]
-deeper = default_deeper(model)
 
 # %% tags=["remove-cell"]
 diffs = ["v_diff_vmap", "v_diff_loop"]
 worst_v = float(last[diffs].to_numpy().max())
 rels = ["rel_diff_vmap", "rel_diff_loop"]
 worst_rel = float(last[rels].to_numpy().max())
-at = deep.set_index("wrt")
 glue("nb01_n_scores", int(last.score.nunique()), display=False)
 glue("nb01_worst_v", worst_v, display=False)
 glue("nb01_worst_rel", worst_rel, display=False)
-glue("nb01_deeper", deeper, display=False)
-glue("nb01_deeper_rel", float(at.loc[deeper, "rel_diff_vmap"]),
-     display=False)
-glue("nb01_input_rel", float(at.loc["input", "rel_diff_vmap"]),
-     display=False)
-glue("nb01_deeper_spread", float(at.loc[deeper, "spread"]), display=False)
 glue("nb01_head_spread", float(last.spread.max()), display=False)
 quoted = ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred")
 for name in quoted:
@@ -216,54 +223,213 @@ for kind, caption in captions.items():
         [(heads[w], paths[c.rsplit("_", 1)[1]]) for c, w in t.columns])
     t.index.name = None
     display(tables.book_table(t.style.format("{:.1e}"), caption))
-below = deep.set_index("wrt").rename(
-    index={deeper: f"layer below the head ({deeper})"})
-below = below[["rel_diff_vmap", "rel_diff_loop", "spread"]]
-below.columns = ["batched", "looped", "target spread"]
-below.index.name = "GradNorm w.r.t."
-display(tables.book_table(
-    below.style.format("{:.2f}"),
-    "Below the head: relative difference from the best constant "
-    "multiple of the closed form, and the target spread"))
 
 # %% [markdown]
 # Over the last layer the largest difference in units of $V$ is {glue:text}`nb01_worst_v:.1e` and
 # the largest relative difference {glue:text}`nb01_worst_rel:.1e`; the target spread is at most
-# {glue:text}`nb01_head_spread:.1e`. One layer down ({glue:text}`nb01_deeper`) the spread is
-# {glue:text}`nb01_deeper_spread:.2f`: the gradient norm depends on *which* label is used in a way
-# that no function of $h$ alone can absorb.
+# {glue:text}`nb01_head_spread:.1e`. The squared-$\ell_2$ ExGrad,
+# $\mathbb E_{Y\sim p}\lVert\nabla_W \mathrm{CE}(f, Y)\rVert_2^2$, is the Fisher trace row.
 
 # %% [markdown]
-# ## Where the simplification stops
+# (sec-below-head)=
+# ## Below the head: the outer product in every linear layer
 #
-# The figure puts the gradient norm of the head, of the layer below it and of the input (ODIN's
-# perturbation direction) against GradNorm's closed form, each scaled by its best constant. On
-# the head the points lie on the diagonal; below it they scatter.
+# The identity above uses nothing about the head except that it is a linear layer. Any
+# `nn.Linear` layer $y = W a + b$, wherever it sits, has the per-sample gradient
+# $\nabla_W \ell = \delta\, a^\top$ with $\delta = \partial \ell / \partial y$, so
+#
+# $$
+# \lVert \nabla_W \ell \rVert_1 = \lVert \delta \rVert_1 \lVert a \rVert_1, \qquad
+# \lVert \nabla_W \ell \rVert_F^2 = \lVert \delta \rVert_2^2 \lVert a \rVert_2^2 .
+# $$
+#
+# At the head $\delta = (p - q)/T$ and $a = h$. Below it, $\delta$ is that vector carried back
+# through the layers above: for a linear layer just under the head whose ReLU gives $h$,
+# $\delta = \mathbb 1[h > 0] \odot W_{\text{head}}^\top (p - q)/T$. Still no per-sample backward
+# pass is needed — one batched backward of the summed loss gives every image's $\delta$ at once,
+# since in eval mode the images do not interact — but the output factor $\lVert\delta\rVert$ now
+# depends on the ReLU mask and the head's weights, not on $p$ alone.
+#
+# **The last convolution before global average pooling.** Let $z = \operatorname{conv}(a)$ have
+# $C_{\text{out}}$ channels over $S$ positions, followed only by per-channel affine maps
+# (eval-mode BatchNorm with scale $s_c$), residual additions, one ReLU with mask $m_{c,\sigma}$,
+# the mean over positions and the head. Then $\delta_{c,\sigma} = g_c\, m_{c,\sigma}/S$ with
+# $g = s \odot W_{\text{head}}^\top (p - q)/T$: spatially constant up to the mask. Row $c$ of
+# $\nabla_W \ell = \sum_\sigma \delta_\sigma A_\sigma^\top$ ($A_\sigma$ the input patch at position
+# $\sigma$) is $g_c\, \bar a_c^\top$, with $\bar a_c = \frac1S \sum_{\sigma:\, m_{c,\sigma} = 1}
+# A_\sigma$ the patches summed over the channel's active positions, so
+#
+# $$
+# \lVert \nabla_W \ell \rVert_1 = \sum_c |g_c|\, \lVert \bar a_c \rVert_1, \qquad
+# \lVert \nabla_W \ell \rVert_F^2 = \sum_c g_c^2\, \lVert \bar a_c \rVert_2^2 .
+# $$
+#
+# What survives is a *sum* of $C_{\text{out}}$ products, each an output-side number $g_c$ times an
+# input-side norm $\lVert \bar a_c\rVert$. It is not one product $U(x)\,V(p)$: that would need every
+# channel to see the same mean patch $\bar a_c$, i.e. no ReLU mask. It still needs no per-sample
+# backward pass; each further loss target costs one $C_{\text{out}}$-vector $g$.
+#
+# Both forms against the reference — `loss.backward()` through the whole network, one image at a
+# time — for GradNorm's loss, in float64:
 
 # %%
-cf = closed_form("gradnorm", h, f, TEMPERATURE).numpy()
-norms = {
-    wrt: gradient_score("gradnorm", m64, x.double(), wrt=wrt,
-                        temperature=TEMPERATURE).numpy()
-    for wrt in ("head", deeper, "input")
-}
+auto = layer_grad_norms(m64, x64, method="loop")  # loss.backward(), one image at a time
+forms = {"δ aᵀ (linear)": linear_closed_form(m64, x64)}  # every nn.Linear: ‖δ‖ ‖a‖
+conv = last_conv_name(m64, x64)
+try:  # Σ_c |g_c| ‖ā_c‖, where global average pooling follows conv
+    forms["Σ_c g_c ā_cᵀ (conv)"] = gap_conv_closed_form(m64, x64, conv=conv)
+except OODInputError as why:  # its premise fails on this model: say which check
+    print(f"no closed form for {conv}: {why}")
+below = pd.DataFrame([
+    {"closed form": form, "tensor": n, **{nm: max_rel_diff(c[nm][n], auto[nm][n]) for nm in NORMS}}
+    for form, c in forms.items() for n in c["l1"]])
 
 # %% tags=["hide-input"]
-names = {"head": "last layer (head)", deeper: f"layer below ({deeper})",
-         "input": "input"}
-fig = plots.gradient_vs_closed_form(
-    cf, {names[w]: g for w, g in norms.items()}, "‖h‖₁ ‖p − u‖₁ / T")
-glue("nb01_fig_deeper", fig, display=False)
-plt.close(fig)
+order = list(dict(m64.named_parameters()))
+shown = below.sort_values("tensor", key=lambda t: t.map(order.index)).set_index(
+    ["closed form", "tensor"]).rename(columns={"l1": "‖∇‖₁", "l2sq": "‖∇‖₂²"})
+tables.book_table(
+    shown.style.format("{:.1e}"),
+    "Largest relative difference over the images between the closed form and the "
+    "batch-1 autograd loop, for every parameter tensor that has a closed form")
+
+# %% tags=["remove-cell"]
+linear = below[below["closed form"].str.endswith("(linear)")]
+conv_rows = below[below["closed form"].str.endswith("(conv)")]
+modules = [n for n, _ in m64.named_modules()]
+lin_modules = sorted({n.rsplit(".", 1)[0] for n in linear.tensor}, key=modules.index)
+glue("nb01_linear_layers", ", ".join(lin_modules), display=False)
+glue("nb01_linear_worst", float(linear[list(NORMS)].to_numpy().max()), display=False)
+if len(conv_rows):
+    gap_worst = float(conv_rows[list(NORMS)].to_numpy().max())
+    gap_short = f"here {conv}, to {gap_worst:.1e}"
+    gap_long = (f"On this model the last convolution, {conv}, is followed by global average "
+                f"pooling, and its closed form matches autograd to {gap_worst:.1e}.")
+else:
+    gap_short = f"this model has none: {conv} is not followed by global average pooling"
+    gap_long = (f"On this model the last convolution, {conv}, is not followed by global average "
+                "pooling: the signal back-propagated into it varies over positions beyond the "
+                "ReLU mask (the check printed above), so the second form does not apply.")
+glue("nb01_gap_short", gap_short, display=False)
+glue("nb01_gap_long", gap_long, display=False)
 
 # %% [markdown]
-# ```{glue:figure} nb01_fig_deeper
-# :name: fig-deeper
-# :figwidth: 75%
+# On this page's model the linear layers are {glue:text}`nb01_linear_layers`; their closed forms
+# match autograd to {glue:text}`nb01_linear_worst:.1e`. {glue:text}`nb01_gap_long` (The CIFAR
+# ResNet-20's only linear layer is its head, and its last convolution is followed by global average
+# pooling; with `BENCHMARK = "cifar10"` above the page checks both forms there.)
+
+# %% [markdown]
+# (sec-where-it-stops)=
+# ## Where the factorisation stops
 #
-# GradNorm's gradient norm against its last-layer closed form, for the head (on the diagonal), the
-# layer below and the input (scattered).
+# Every other convolution shares its weights across positions, and its per-sample gradient is a
+# sum over positions, $G = \nabla_W \ell = \sum_\sigma \delta_\sigma A_\sigma^\top$, of rank up to
+# $\min(C_{\text{out}}, C_{\text{in}} k_h k_w, S)$. Its entry-wise norm is one product of an
+# output-side and an input-side norm when $G$ is one outer product, and not otherwise. How far
+# each layer is from that we measure by the relative residual of the best rank-one approximation of
+# $G$, reshaped to $C_{\text{out}} \times C_{\text{in}} k_h k_w$ (singular values $\sigma_i$):
+#
+# $$
+# r(G) = \frac{\lVert G - \sigma_1 u_1 v_1^\top \rVert_F}{\lVert G \rVert_F}
+#      = \Bigl(\sum_{i \ge 2} \sigma_i^2 \Big/ \sum_i \sigma_i^2\Bigr)^{1/2} .
+# $$
+#
+# $r = 0$ for one outer product (up to rounding); $r$ near 1 when no single direction carries
+# the gradient. $G$ comes from autograd itself (`torch.func.vmap` of `grad`), not from any
+# layer formula.
+
+# %%
+residual = rank_one_residual(m64, x64)  # {weight: r(∇_W ℓ) per image}, GradNorm's loss
+
+# %% tags=["hide-input"]
+form_of = {n: form.rsplit("(", 1)[1].rstrip(")") for form, c in forms.items()
+           for n in c["l1"] if n in residual}
+labels_of = {"linear": "δ aᵀ: one product", "conv": "Σ_c over channels: a sum of products"}
+fig = rank_one_figure(residual, {n: labels_of[k] for n, k in form_of.items()})
+glue("nb01_fig_rank", fig, display=False)
+plt.close(fig)
+
+# %% tags=["remove-cell"]
+median = {n: float(v.median()) for n, v in residual.items()}
+open_convs = [n for n in residual if n not in form_of]
+lin_w = [n for n, k in form_of.items() if k == "linear"]
+glue("nb01_rank_linear", float(max(residual[n].max() for n in lin_w)), display=False)
+glue("nb01_n_open", len(open_convs), display=False)
+glue("nb01_rank_open_lo", min(median[n] for n in open_convs), display=False)
+glue("nb01_rank_open_hi", max(median[n] for n in open_convs), display=False)
+gap_w = [n for n, k in form_of.items() if k == "conv"]
+glue("nb01_rank_gap_sentence",
+     f"The last convolution, whose norm does have a closed form, has a median residual of "
+     f"{median[gap_w[0]]:.2f}: its closed form is a sum of per-channel products, not one product."
+     if gap_w else "This model has no convolution with a closed form to set beside them.",
+     display=False)
+
+# %% [markdown]
+# ```{glue:figure} nb01_fig_rank
+# :name: fig-rank-one
+#
+# Rank-one residual $r$ of each image's per-sample weight gradient (dots; bars: medians), per
+# weight tensor from the input side to the head, GradNorm's loss. Colour: which closed form the
+# layer's gradient norm has.
 # ```
+#
+# The linear layers sit at $r \le$ {glue:text}`nb01_rank_linear:.0e`: one outer product up to
+# rounding. The {glue:text}`nb01_n_open` convolutions without a closed form have median residuals
+# between {glue:text}`nb01_rank_open_lo:.2f` and {glue:text}`nb01_rank_open_hi:.2f`: much of their
+# gradient lies outside any single outer product, so its $\ell_1$ norm is not a product of an
+# output-side and an input-side norm and has to be computed from the per-sample gradient (its
+# squared Frobenius norm can be had from the $\delta_\sigma$ and $A_\sigma$ without forming $G$,
+# $\sum_{\sigma,\tau} (\delta_\sigma\cdot\delta_\tau)(A_\sigma\cdot A_\tau)$, but that still takes
+# the backward pass). {glue:text}`nb01_rank_gap_sentence` A residual says nothing about
+# whether such a norm helps to detect OOD inputs: {ref}`sec-depth` measures that, block by block,
+# against the last-layer closed form and the best forward-only score.
+
+# %% [markdown]
+# ## The input gradient and ODIN
+#
+# The input has no weight, so there is no outer product to split: $\nabla_x \ell$ runs through
+# the Jacobian of the whole network. The input gradient the literature uses is ODIN's
+# {cite}`liang2018odin`. ODIN moves every pixel by $\varepsilon$ in the direction that raises the
+# temperature-scaled maximum softmax $S_T(x) = \max_k \operatorname{softmax}(f(x)/T)_k$ at
+# $T =$ {glue:text}`nb01_odin_t:.0f`: $\tilde x = x - \varepsilon \operatorname{sign}(-\nabla_x
+# \log S_T(x))$ in pixel units, i.e. divided by the normalisation's std in the model's input
+# space. To first order the step raises $\log S_T$ by $\varepsilon \lVert \nabla_{\text{pixel}}
+# \log S_T \rVert_1$ — an input-gradient norm, which no closed form gives. On the page's images:
+
+# %%
+std = channel_std(bench.preprocessing.std, x64.shape[1], x64)  # x = (pixel − mean) / std
+log_s, g = log_msp_and_input_gradient(m64, x64, ODIN_TEMPERATURE)  # log S_T, ∇ₓ log S_T
+predicted = ODIN_EPSILON * (g / std).flatten(1).abs().sum(1)  # ε ‖∇_pixel log S_T‖₁
+with torch.no_grad():
+    x_odin = odin_perturb(x64, g, ODIN_EPSILON, std)  # x − ε sign(−∇ₓ log S_T) / std
+    log_s_odin = torch.log_softmax(m64(x_odin) / ODIN_TEMPERATURE, 1).amax(1)
+rise_ratio = (log_s_odin - log_s) / predicted  # actual rise / first-order rise
+x_in = x64.clone().requires_grad_(True)  # GradNorm's loss KL(u‖p) + const at T = 1
+(g_kl,) = torch.autograd.grad(-torch.log_softmax(m64(x_in), 1).mean(1).sum(), x_in)
+cosine = torch.cosine_similarity((g / std).flatten(1), (g_kl / std).flatten(1))
+
+# %% tags=["remove-cell"]
+glue("nb01_odin_t", ODIN_TEMPERATURE, display=False)
+glue("nb01_odin_eps", ODIN_EPSILON, display=False)
+glue("nb01_odin_ratio_med", float(rise_ratio.median()), display=False)
+glue("nb01_odin_ratio_lo", float(rise_ratio.min()), display=False)
+glue("nb01_odin_ratio_hi", float(rise_ratio.max()), display=False)
+glue("nb01_odin_cos_med", float(cosine.median()), display=False)
+glue("nb01_odin_cos_min", float(cosine.min()), display=False)
+
+# %% [markdown]
+# With $\varepsilon =$ {glue:text}`nb01_odin_eps:.4f`, the actual rise of $\log S_T$ is
+# {glue:text}`nb01_odin_ratio_med:.2f` of the first-order prediction (median; from
+# {glue:text}`nb01_odin_ratio_lo:.2f` to {glue:text}`nb01_odin_ratio_hi:.2f`). ODIN's direction is
+# not, in general, the input gradient of GradNorm's loss at $T = 1$, but on these images it is
+# close: their cosine similarity (in pixel units) has median {glue:text}`nb01_odin_cos_med:.3f` and
+# minimum {glue:text}`nb01_odin_cos_min:.2f`. For a large $T$,
+# $\log S_T = (\max_k f_k - \operatorname{mean}_k f_k)/T - \log C + O(T^{-2})$, and for a confident
+# prediction ($p$ near a one-hot vector) $\nabla_x \mathrm{KL}(u \Vert p) \approx
+# \nabla_x(\max_k f_k - \operatorname{mean}_k f_k)$; the two part where the prediction is
+# uncertain. How much of ODIN's gain over the unperturbed $S_T$ on OOD data this first-order term
+# explains is measured in {ref}`ch-evaluation`.
 
 # %% [markdown]
 # ## The V terms over the probability simplex
@@ -309,38 +475,82 @@ plt.close(fig)
 # the ID subspace. The K-FAC natural-gradient norm $g^\top (A\otimes G)^{-1} g$ with
 # $g = \operatorname{vec}((p-u)h^\top)/T$ is $(h^\top A^{-1}h)\cdot((p-u)^\top G^{-1}(p-u))/T^2$:
 # a Mahalanobis-type feature term times an output term, which makes GradNorm and Mahalanobis two
-# readings of one product. Both by autograd, as defined, against their closed forms (the subspace
-# and the factors are fitted here on the same images; the identities hold for any fit):
+# readings of one product. The gradient uncertainty of {cite:t}`oberdiek2018gradient`
+# aggregates the entries of $\nabla_W \mathrm{CE}(f, \hat y) = (p - e_{\hat y})h^\top$,
+# $\hat y = \arg\max_k p_k$: its $\ell_2$ norm is $\lVert h\rVert_2 \lVert p - e_{\hat y}\rVert_2$,
+# and its largest entry is the largest of the four products of
+# $\{\max_{j\ne\hat y} p_j,\ -(1-\max_k p_k)\}$ and $\{\max_d h_d,\ \min_d h_d\}$ (a product of two
+# vectors' entries is extreme at their extremes). GAIA {cite}`chen2023gaia` reads the gradients of
+# the output with respect to inner feature maps; at the last map $A$ before the pooling its
+# abnormality is $\sum_c \rho_c^2 / (S\,\lVert W^\top(1 - C p)\rVert_1)$ (GAIA-A) and
+# $\operatorname{mean}_c (\rho_c\, \mathbb 1[W_{\hat y, c} \ne 0])^2$ (GAIA-Z), with $\rho_c$ the
+# share of positions where channel $c$ of $A$ is non-zero — activation density, head weights and
+# $p$, from one forward pass. Each by autograd, as defined, against its closed form (the subspace
+# and the factors are fitted here on the same images; the identities hold for any fit; GAIA's
+# last term hooks the last BatchNorm, or on a network without one the layer whose ReLU gives $h$):
 
 # %%
 head = m64.head
 basis = R.gradorth_subspace(h)
 factors = R.kfac_factors(h, f)
+a_map, f_map = gap_map(m64, x64)  # the last map before the pooling, one forward pass
+hooked = gaia_last_module(m64, x64)
 pairs = {
     "GradOrth": (R.gradorth_autograd(head, h, basis),
                  R.gradorth_closed_form(h, f, basis)),
     "K-FAC natural gradient": (R.kfac_autograd(head, h, factors),
                                R.kfac_closed_form(h, f, factors)),
+    **{f"gradient uncertainty, {agg}": (R.grad_uncertainty_autograd(head, h, agg),
+                                        R.grad_uncertainty_closed_form(h, f, agg))
+       for agg in ("l2", "max")},
+    **{f"GAIA-{v.upper()}, last layer": (
+        gaia_autograd(m64, x64, v, modules=[hooked]),
+        gaia_last_closed_form(a_map, f_map, head.weight.detach(), v)) for v in ("a", "z")},
 }
-worst = {k: float(((a - c).abs() / c.abs()).max())
-         for k, (a, c) in pairs.items()}
-newer = pd.Series(worst, name="max relative difference")
-newer.to_frame().style.format("{:.1e}")
+worst = {k: max_rel_diff(a, c) for k, (a, c) in pairs.items()}
+
+# %% tags=["hide-input"]
+newer = pd.Series(worst, name="max relative difference").rename(
+    index={"gradient uncertainty, l2": "gradient uncertainty, ℓ₂"})
+tables.book_table(newer.to_frame().style.format("{:.1e}"),
+                  "Largest relative difference over the images between autograd and the "
+                  "closed form")
 
 # %% tags=["remove-cell"]
-glue("nb01_newer_worst", float(newer.max()), display=False)
+gu = "gradient uncertainty, l2"
+glue("nb01_newer_worst", max(v for k, v in worst.items() if k != gu), display=False)
+glue("nb01_gradunc_rel", worst[gu], display=False)
+a_gu, c_gu = pairs[gu]
+glue("nb01_gradunc_units", float(((a_gu - c_gu).abs() / h.norm(dim=1)).max()),
+     display=False)
+glue("nb01_min_miss", float((1 - torch.softmax(f, 1).amax(1)).min()), display=False)
 
 # %% [markdown]
-# Both agree to {glue:text}`nb01_newer_worst:.1e`. GAIA {cite}`chen2023gaia` is different in kind:
-# it aggregates gradient statistics over the channels of *inner* layers, so only its last-layer
-# part has a closed form; the library evaluates it on request (`gaia`, `gaia_last`), since it reads
-# every layer of the network again.
+# All rows but the predicted-label $\ell_2$ one agree to {glue:text}`nb01_newer_worst:.1e`. That
+# row's {glue:text}`nb01_gradunc_rel:.1e` is autograd's own rounding, as in the predicted-label
+# rows further up: on the most confident image $1 - \max_k p_k =$ {glue:text}`nb01_min_miss:.0e`,
+# and autograd forms $p_{\hat y} - 1$; measured in units of $\lVert h\rVert_2$ (the output factor
+# is at most $\sqrt 2$) the difference is {glue:text}`nb01_gradunc_units:.1e`. GAIA itself averages
+# such terms over the channels of *every* hooked layer, and the terms of the earlier layers have no
+# closed form — they need the backward pass through the network; what that aggregation adds to
+# detection is measured in {ref}`ch-evaluation`.
 
 # %% [markdown]
 # ## Summary
 #
 # * Each last-layer gradient score is $c\,U(h)\,V(p)$ exactly; the check above leaves differences
-#   of {glue:text}`nb01_worst_v:.1e` in units of $V$.
+#   of {glue:text}`nb01_worst_v:.1e` in units of $V$. GradOrth, the K-FAC natural-gradient norm,
+#   the gradient uncertainty and GAIA's last-layer term have closed forms too.
 # * The official GradNorm code's score is $C$ times the KL form — the same ranking.
-# * Gradients of deeper layers and of the input do not factorise: that is where a gradient score
-#   could carry information the closed forms lack, and what {ref}`ch-evaluation` puts to the test.
+# * Every linear layer's gradient norm is a product $\lVert\delta\rVert\,\lVert a\rVert$
+#   (agreement {glue:text}`nb01_linear_worst:.1e` on {glue:text}`nb01_linear_layers`); below the
+#   head $\delta$ depends on more than $p$.
+# * The last convolution before global average pooling has a closed form that is a sum of
+#   per-channel products, not one product ({glue:text}`nb01_gap_short`).
+# * The other convolutions' per-sample gradients are far from one outer product (median rank-one
+#   residual {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`): their norms
+#   have to be computed. Whether that buys any OOD information is measured in {ref}`sec-depth`.
+# * ODIN's input direction is $\nabla_x \log S_T$ at $T =$ {glue:text}`nb01_odin_t:.0f`, its step
+#   taken in pixel units; to first order it adds $\varepsilon\lVert\nabla_{\text{pixel}}\log
+#   S_T\rVert_1$ to $\log S_T$, an input-gradient norm with no closed form ({ref}`ch-evaluation`
+#   measures what it explains of ODIN's gain).

@@ -9,7 +9,7 @@ roughly 0.7 of its 150-dpi size, so a 9 pt label reads at about 12 px.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -215,34 +215,6 @@ def joint_uv_figure(u_id, v_id, u_ood, v_ood, ood_name: str, u_label: str, v_lab
         for spine in ("top", "right", "left" if hide == "x" else "bottom"):
             a.spines[spine].set_visible(False)
     key.legend(handles=handles, loc="center", frameon=False, fontsize=8, handletextpad=0.3, borderaxespad=0)
-    return fig
-
-
-def gradient_vs_closed_form(closed: np.ndarray, norms: Mapping[str, np.ndarray], closed_label: str) -> Figure:
-    """Gradient norms by autograd (one series per name in ``norms``), each divided by its
-    least-squares constant k = Σ g·c / Σ c², against a closed form ``closed``: on the diagonal
-    where the gradient norm is a constant multiple of the closed form (chapter *Gradient scores
-    and their closed forms*). Log scales."""
-    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
-
-    c = np.asarray(closed, float)
-    if len(c) == 0 or not np.isfinite(c).all() or (c <= 0).any():
-        raise OODInputError("the closed form must be finite and positive (it is drawn on a log scale)")
-    fig, ax = plt.subplots(figsize=(4.6, 3.7), dpi=DPI)
-    for (name, g), marker in zip(norms.items(), "os^Dv<>"):
-        g = np.asarray(g, float)
-        if g.shape != c.shape:
-            raise OODInputError(f"{name}: {len(g)} gradient norms for {len(c)} closed-form values")
-        k = float((g * c).sum() / (c * c).sum())
-        ax.scatter(c, g / k, s=16, marker=marker, alpha=0.7, label=name)
-    lims = [c.min() / 1.25, c.max() * 1.25]
-    ax.plot(lims, lims, "k--", lw=1, label="equal")
-    ax.set(xscale="log", yscale="log", xlabel=f"closed form {closed_label} (log scale)",
-           ylabel="autograd gradient norm ÷ best constant\n(log scale)")
-    for axis in (ax.xaxis, ax.yaxis):
-        _plain_log_ticks(axis)
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
     return fig
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from ._checks import OODInputError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pandas.io.formats.style import Styler
 
 __all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "book_table", "captioned", "cost_path_label", "metric_label",

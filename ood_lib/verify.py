@@ -35,6 +35,18 @@ def default_deeper(model: nn.Module) -> str:
     return names[-1]
 
 
+def gaia_last_module(model: nn.Module, x: Any) -> str:
+    """The module whose output gradients GAIA's last-layer closed form describes
+    (:func:`ood_lib.gaia.gaia_last_closed_form`): the last BatchNorm2d called in a forward pass, or
+    in a network without one the last block before the head (:func:`default_deeper`; the MNIST
+    CNN's ``fc1``, whose ReLU is h)."""
+    from .gaia import last_bn_name  # ood_lib.gaia imports this module
+
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return last_bn_name(model, x)
+    return default_deeper(model)
+
+
 def _max_rel(a: torch.Tensor, c: torch.Tensor, denom: torch.Tensor) -> float:
     d = denom.abs()
     return float(((a - c).abs() / d.clamp_min(torch.finfo(d.dtype).tiny)).max())
@@ -69,9 +81,11 @@ def verify(
       against the tolerance.
 
     Rows ``wrt = "W"`` and ``"W,b"`` are the last layer, where the identities are exact. The rows
-    for a deeper layer and for the input use the GradNorm loss and compare against the best
-    constant multiple of the last-layer closed form — large differences there are the point.
-    ``spread`` is :func:`ood_lib.gradients.target_spread`: 0 where the gradient norm factorises.
+    for the layers in ``deeper`` (default: :func:`default_deeper`) and for the input hold GradNorm's
+    gradient norm there against the best constant multiple of the *head's* closed form: a large
+    difference says only that it is not a multiple of ‖h‖₁‖p − u‖₁, not that it has no closed form
+    of its own (every nn.Linear layer has one, see :func:`verify_layers`). ``spread`` is
+    :func:`ood_lib.gradients.target_spread`: 0 where the gradient norm factorises through p − q.
     """
     model = copy.deepcopy(model).to(dtype).eval()
     x = as_float_tensor(x, "x").to(device=next(model.parameters()).device, dtype=dtype)
@@ -112,8 +126,9 @@ def verify(
     return pd.DataFrame(rows)
 
 
-def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max_i |a_i − ref_i| / |ref_i| (0 where both are 0)."""
+def max_rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """max_i |a_i − ref_i| / |ref_i| over a batch (the smallest positive float stands in for a zero
+    reference); 0 for an empty batch."""
     d = (a - ref).abs()
     return float((d / ref.abs().clamp_min(torch.finfo(ref.dtype).tiny)).max()) if len(ref) else 0.0
 
@@ -168,11 +183,11 @@ def verify_layers(
     rows = []
     for n in ref["l1"]:
         row = {"parameter": n, "shape": "×".join(map(str, params[n].shape))}
-        row.update({f"rel_diff_{k}": _rel(bat[k][n], ref[k][n]) for k in NORMS})
-        row["rel_diff_hooks"] = max(_rel(hooked[k][n], ref[k][n]) for k in NORMS) if hooked else float("nan")
+        row.update({f"rel_diff_{k}": max_rel_diff(bat[k][n], ref[k][n]) for k in NORMS})
+        row["rel_diff_hooks"] = max(max_rel_diff(hooked[k][n], ref[k][n]) for k in NORMS) if hooked else float("nan")
         form, c = closed.get(n, ("", None))
         row["closed_form"] = form
-        row["rel_diff_closed"] = max(_rel(c[k][n], ref[k][n]) for k in NORMS) if c else float("nan")
+        row["rel_diff_closed"] = max(max_rel_diff(c[k][n], ref[k][n]) for k in NORMS) if c else float("nan")
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs.update(seconds_loop=t1 - t0, seconds_batched=t2 - t1, seconds_hooks=t_h - t2, seconds_closed=t3 - t_h,

@@ -120,22 +120,6 @@ def test_cost_figure_draws_ratios_from_a_line_at_one():
         plots.cost_figure(df.drop(columns=["ms_per_image"]))
 
 
-def test_gradient_vs_closed_form_divides_each_series_by_its_best_constant():
-    c = np.array([1.0, 2.0, 5.0, 10.0])
-    fig = plots.gradient_vs_closed_form(c, {"head": 3 * c, "input": c[::-1]}, "‖h‖₁ ‖p − u‖₁ / T")
-    head, other = fig.axes[0].collections[:2]
-    assert np.allclose(head.get_offsets(), np.c_[c, c])  # an exact multiple lands on the diagonal
-    k = (c[::-1] * c).sum() / (c * c).sum()
-    assert np.allclose(other.get_offsets()[:, 1], c[::-1] / k)
-    assert fig.dpi >= 150
-    assert_inside_canvas(fig)
-    plt.close(fig)
-    with pytest.raises(OODInputError, match="gradient norms for 4"):
-        plots.gradient_vs_closed_form(c, {"head": c[:2]}, "c")
-    with pytest.raises(OODInputError, match="finite and positive"):
-        plots.gradient_vs_closed_form(c - 1.0, {"head": c}, "c")
-
-
 def test_simplex_titles_are_formulas_without_indices():
     fig = plots.simplex_figure(["msp", "maxlogit_gap"], resolution=6, ncols=2)
     titles = [a.get_title() for a in fig.axes if a.get_title()]

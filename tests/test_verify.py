@@ -78,3 +78,20 @@ def test_verify_cli_reports_missing_images(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--checkpoint", str(ck)],
                        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "needs its real images" in r.stderr
+
+
+def test_max_rel_diff_by_hand():
+    from ood_lib.verify import max_rel_diff
+
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    assert max_rel_diff(t([1.0, 2.0, 0.0]), t([1.0, 4.0, 0.0])) == 0.5  # |2 − 4| / 4; 0 where both are 0
+    assert max_rel_diff(t([]), t([])) == 0.0
+    assert max_rel_diff(t([1e-3]), t([0.0])) > 1e300  # a zero reference is not divided away
+
+
+def test_gaia_last_module():
+    from ood_lib.verify import gaia_last_module
+
+    x = torch.randn(2, 3, 32, 32)
+    assert gaia_last_module(CifarResNet().eval(), x) == "layer3.2.bn2"  # the last BatchNorm called
+    assert gaia_last_module(MnistCNN().eval(), torch.randn(2, 1, 28, 28)) == "fc1"  # no BatchNorm: ReLU(fc1) = h
