@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ood_lib import data as D
-from ood_lib.cost import LAYER_PATHS, PATHS, grid_cost, median_seconds, score_cost
+from ood_lib.cost import (LAYER_COST_AIM, LAYER_LOOP_PATHS, LAYER_PATHS, PATHS, grid_cost, layer_ratios,
+                          median_seconds, score_cost)
 from ood_lib.features import extract, resolve_device
 from ood_lib.models import build_model
 
@@ -84,7 +85,7 @@ def main() -> None:
             continue
         model = build_model(name).to(dev).eval()
         x = torch.randn(batch, *shape, device=dev)
-        paths = PATHS + (LAYER_PATHS if name in a.per_layer else ())
+        paths = PATHS + (LAYER_PATHS + LAYER_LOOP_PATHS if name in a.per_layer else ())
         t = score_cost(model, x, label=name, repeats=a.repeats, loop_images=a.loop_images,
                        exgrad_images=a.exgrad_images, paths=paths)
         t = t.assign(device_name=env["device_name"], torch=env["torch"], cuda=env["cuda"])
@@ -94,11 +95,12 @@ def main() -> None:
         fwd = t.set_index("path").ms_per_image
         print(f"  closed-form overhead on the forward pass: {100 * fwd['closed_form_scoring_only'] / fwd['forward']:.2f} %"
               f"   fastest gradient path (vmap_head) / forward: {fwd['vmap_head'] / fwd['forward']:.2f}x")
-        if "per_layer_all" in fwd:
-            fb, loop = fwd["forward_backward"], fwd["gradnorm_published"]
-            print("  every layer, per sample: " + ", ".join(
-                f"{k} {fwd[k] / fb:.2f}x forward + backward, batch-1 loop / {k} {loop / fwd[k]:.1f}x"
-                for k in ("per_layer_all", "per_layer_hooks")))
+        if name in a.per_layer:
+            r = layer_ratios(t).iloc[0]
+            print(f"  every layer, per sample: per_layer_hooks {r.hooks_over_fb:.2f}x forward + backward "
+                  f"(spread {r.hooks_over_fb_lo:.2f}-{r.hooks_over_fb_hi:.2f}; aim <= {LAYER_COST_AIM:g}x: {r.aim}), "
+                  f"per_layer_all {r.all_over_fb:.2f}x; batch-1 loop / hooks {r.loop_over_hooks:.1f}x, "
+                  f"/ per_layer_all {r.loop_over_all:.1f}x")
         print()
     import pandas as pd
 

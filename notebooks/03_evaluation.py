@@ -397,7 +397,9 @@ for b in ("cifar10", "cifar10_densenet"):
 # On {glue:text}`nb03_depth_pairs`, {glue:text}`nb03_depth_beat_best` of the
 # {glue:text}`nb03_depth_n` layer × group comparisons put a deeper gradient's AUROC above the best
 # forward-only score with the interval clear of 0; {glue:text}`nb03_depth_beat_gradnorm` beat the
-# last-layer closed form itself.
+# last-layer closed form itself. The ImageNet model is not part of this recording: per-sample
+# gradients of every layer of EfficientNet-Lite0 take over a second per image on a CPU, so its run
+# is left to a GPU (`python tools/record_depth.py --data-root DIR --only imagenet_lite`).
 #
 # ```{glue:figure} nb03_fig_depth_cifar10
 # :name: fig-depth-cifar10

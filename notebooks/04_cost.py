@@ -21,7 +21,11 @@
 # per image at batch size 1, and exact ExGrad $C$ of them. **Answer on {glue:text}`nb04_device`:**
 # for ResNet-50 the published GradNorm loop costs {glue:text}`nb04_r50_published:.1f`× the batched
 # forward pass and exact ExGrad by autograd {glue:text}`nb04_r50_exgrad:.0f`×, while every closed form
-# together adds {glue:text}`nb04_r50_cf_overhead:.2f` % to the forward pass.
+# together adds {glue:text}`nb04_r50_cf_overhead:.2f` % to the forward pass. Exact per-sample
+# gradient norms of *every* parameter tensor of {glue:text}`nb04_layer_model` cost
+# {glue:text}`nb04_layer_hooks_fb:.2f`× one batched forward + backward and run
+# {glue:text}`nb04_layer_loop_speedup:.1f`× faster than the batch-1 loop:
+# {glue:text}`nb04_layer_aim`
 
 # %% tags=["remove-cell"]
 from pathlib import Path
@@ -33,7 +37,8 @@ from IPython.display import display
 
 from ood_lib import plots, tables
 from ood_lib.book import glue
-from ood_lib.cost import grid_cost, score_cost
+from ood_lib.cost import (LAYER_COST_AIM, LAYER_GPU_SPEEDUP_AIM, LAYER_LOOP_PATHS, LAYER_PATHS,
+                          PATHS, grid_cost, layer_ratios, score_cost)
 from ood_lib.features import resolve_device
 from ood_lib.models import build_model
 
@@ -41,9 +46,10 @@ plt.rcParams.update(plots.BOOK_STYLE)
 
 # %% [markdown]
 # **Parameters.** The defaults time small batches on whatever device is found (`DEVICE`), so
-# that the page builds in minutes on a CPU. For the numbers of `benchmarks/score_cost.py`, raise
+# that the page builds quickly on a CPU. For the numbers of `benchmarks/score_cost.py`, raise
 # `BATCH_RESNET20`/`BATCH_RESNET50`, `REPEATS` and the number of images the loops time
 # (`LOOP_IMAGES`, `EXGRAD_IMAGES`), or point `COST_CSV` at a table that script wrote.
+# `PER_LAYER_MODELS` are also timed on the per-sample gradient norms of every layer.
 # `N_GRID`, `GRID_CLASSES` and `GRID_DIM` size the cached-feature benchmark at the end;
 # `DEVICE_RESULTS` is the folder of recorded GPU results.
 
@@ -52,10 +58,11 @@ DEVICE = "auto"
 SEED = 0
 REPEATS = 3
 BATCH_RESNET20 = 128
-BATCH_RESNET50 = 8
-LOOP_IMAGES = 4
+BATCH_RESNET50 = 4
+LOOP_IMAGES = 2
 EXGRAD_IMAGES = 1
-N_GRID = 20000
+PER_LAYER_MODELS = ["resnet20"]
+N_GRID = 10000
 GRID_CLASSES = 1000
 GRID_DIM = 2048
 COST_CSV = ""
@@ -81,8 +88,9 @@ else:
     for name, (shape, batch) in nets.items():
         model = build_model(name).to(dev).eval()
         x = torch.randn(batch, *shape, device=dev)
+        layer = LAYER_PATHS + LAYER_LOOP_PATHS if name in PER_LAYER_MODELS else ()
         parts.append(score_cost(
-            model, x, label=name, repeats=REPEATS,
+            model, x, label=name, repeats=REPEATS, paths=PATHS + layer,
             loop_images=LOOP_IMAGES, exgrad_images=EXGRAD_IMAGES))
     cost = pd.concat(parts, ignore_index=True)
 ratio = cost.pivot(index="path", columns="model",
@@ -92,11 +100,16 @@ ratio = cost.pivot(index="path", columns="model",
 ms = cost.pivot(index="path", columns="model", values="ms_per_image")
 device = str(cost.device.iloc[0])
 here = "CPU" if device == "cpu" else device
-glue("nb04_device",
-     f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
-     else f"{device} "
-          f"({torch.cuda.get_device_name(torch.device(device))})",
-     display=False)
+if COST_CSV:  # a recorded table: its own device, not this kernel's
+    name = cost.device_name.iloc[0] if "device_name" in cost else device
+    glue("nb04_device", f"{'a CPU' if device == 'cpu' else 'a GPU'} ({name}; a table "
+         "recorded by benchmarks/score_cost.py)", display=False)
+else:
+    glue("nb04_device",
+         f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
+         else f"{device} "
+              f"({torch.cuda.get_device_name(torch.device(device))})",
+         display=False)
 for m in ("resnet20", "resnet50"):
     short = m.replace("resnet", "r")
     for key, path in (("published", "gradnorm_published"),
@@ -123,6 +136,67 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
 # {glue:text}`nb04_r20_exgrad:.1f`×, and the batched per-sample head gradient
 # {glue:text}`nb04_r20_vmap:.2f`×. On a CPU a batch-1 backward pass is relatively cheap; on a GPU,
 # where batch size 1 leaves the device idle, the loops fall much further behind.
+
+# %% [markdown]
+# ## Per-sample gradients of every layer
+#
+# Below the head only Linear layers (and, in part, the last convolution) have closed forms
+# ({ref}`ch-closed-forms`), so a score built on the gradients of every layer needs the
+# per-sample gradients themselves. The yardstick is one batched forward + backward, which gives
+# every parameter's gradient *summed* over the batch. Three exact paths give the per-image
+# $\|\nabla_\theta \ell\|_1$ and $\|\nabla_\theta \ell\|_2^2$ of every parameter tensor
+# $\theta$: the batch-1 loop (`loss.backward()` per image), plain `torch.func`
+# (`vmap(grad(·))`), and one batched forward + backward per chunk of 64 images with each layer's
+# per-sample gradient rebuilt from its input and back-propagated signal (hooks).
+# The aim was at most {glue:text}`nb04_layer_aim_x:.1f`× one batched forward + backward on a CPU.
+
+# %%
+lr = layer_ratios(cost).iloc[0]  # medians ÷ forward + backward, and the batch-1 loop's slowdown
+
+# %% tags=["remove-cell"]
+layer_rows = cost[cost.model == lr.model].set_index("path")
+glue("nb04_layer_model", tables.model_label(lr.model), display=False)
+glue("nb04_layer_batch", int(layer_rows.batch.iloc[0]), display=False)
+glue("nb04_layer_loop_images",
+     int(layer_rows.loc["per_layer_loop", "images_timed"]), display=False)
+glue("nb04_layer_aim_x", LAYER_COST_AIM, display=False)
+for key, col in (("fb", "fb_over_forward"), ("hooks_fb", "hooks_over_fb"),
+                 ("all_fb", "all_over_fb")):
+    glue(f"nb04_layer_{key}", float(lr[col]), display=False)
+glue("nb04_layer_loop_speedup", float(lr.loop_over_hooks), display=False)
+glue("nb04_layer_loop_all_speedup", float(lr.loop_over_all), display=False)
+spread = f"{lr.hooks_over_fb_lo:.2f}–{lr.hooks_over_fb_hi:.2f}×"
+glue("nb04_layer_aim", {
+    "met": f"the aim of at most {LAYER_COST_AIM:g}× is met on this model and {here}: "
+           f"the whole spread over the repeats ({spread}) lies at or below it.",
+    "missed": f"the aim of at most {LAYER_COST_AIM:g}× is missed on this model and "
+              f"{here}: the whole spread over the repeats ({spread}) lies above it.",
+    "unsettled": f"whether the aim of at most {LAYER_COST_AIM:g}× is met on this model "
+                 f"and {here} is not settled by this run: the spread over the repeats "
+                 f"({spread}) straddles it.",
+}[lr.aim], display=False)
+
+# %% tags=["hide-input"]
+layer_paths = ["forward", "closed_form", "forward_backward", *LAYER_PATHS[1:],
+               *LAYER_LOOP_PATHS]
+fb = layer_rows.loc["forward_backward", "ms_per_image"]
+layer_table = pd.DataFrame({
+    "÷ forward pass": layer_rows.ratio_to_forward,
+    "÷ forward + backward": layer_rows.ms_per_image / fb,
+}).reindex(layer_paths).rename(index=tables.cost_path_label)
+tables.book_table(layer_table.style.format(tables.ratio_text),
+                  f"{tables.model_label(lr.model)}, every layer's per-sample gradient "
+                  f"norms: time per image on {here}")
+
+# %% [markdown]
+# On {glue:text}`nb04_layer_model` (batch {glue:text}`nb04_layer_batch`) one batched forward +
+# backward costs {glue:text}`nb04_layer_fb:.1f`× the forward pass. The per-sample norms of every
+# layer by hooks cost {glue:text}`nb04_layer_hooks_fb:.2f`× that forward + backward, plain
+# `torch.func` {glue:text}`nb04_layer_all_fb:.2f`×; the batch-1 loop (timed on
+# {glue:text}`nb04_layer_loop_images` images) is {glue:text}`nb04_layer_loop_speedup:.1f`× slower
+# than hooks and {glue:text}`nb04_layer_loop_all_speedup:.1f`× slower than `torch.func`. So
+# {glue:text}`nb04_layer_aim` The spread of every path over the repeats is drawn in
+# {numref}`fig-cost`.
 
 # %% [markdown]
 # ## On a GPU
@@ -162,7 +236,31 @@ else:
          "extraction, "
          f"{warm.min():.0f}–{warm.max():.0f} s from the caches.",
          display=False)
-settings = [cost.assign(setting=f"{here}, measured here")]
+gpu_layer = [t for t in gpu_cost if set(LAYER_PATHS) <= set(t.path)]
+if gpu_layer:  # the largest batch: at batch 1 there is nothing to batch
+    t = max(gpu_layer, key=lambda t: t.batch.iloc[0])
+    own_loop = "per_layer_loop" in set(t.path)
+    g = layer_ratios(t, loop="per_layer_loop" if own_loop else "gradnorm_published").iloc[0]
+    met = g.loop_over_hooks >= LAYER_GPU_SPEEDUP_AIM
+    glue("nb04_gpu_layer",
+         f"On the {t.device_name.iloc[0]} at batch {t.batch.iloc[0]}, the "
+         f"per-sample norms of every layer of {tables.model_label(g.model)} cost "
+         f"{g.hooks_over_fb:.1f}× one batched forward + backward by hooks and "
+         f"{g.all_over_fb:.1f}× by plain torch.func, and run "
+         f"{g.loop_over_hooks:.1f}× faster than "
+         + ("the all-layer batch-1 loop" if own_loop else
+            "GradNorm's published batch-1 loop (whose backward fills every "
+            "gradient but takes no norms, so the speed-up over an all-layer "
+            "batch-1 loop is at least this)")
+         + f": the aim of at least {LAYER_GPU_SPEEDUP_AIM:g}× is "
+         + ("met." if met else "missed."), display=False)
+else:
+    glue("nb04_gpu_layer",
+         "No per-layer timing on a GPU is recorded: how much faster than the "
+         "batch-1 loop the batched all-layer paths run on a GPU is not measured "
+         "here.", display=False)
+settings = [cost.assign(
+    setting=f"{here}, " + ("recorded" if COST_CSV else "measured here"))]
 settings += [t.assign(setting=f"GPU, batch {t.batch.iloc[0]}")
              for t in gpu_cost]
 glue("nb04_gpu_cost",
@@ -174,6 +272,8 @@ glue("nb04_gpu_cost",
 
 # %% [markdown]
 # {glue:text}`nb04_gpu_runs` {glue:text}`nb04_gpu_cost` {glue:text}`nb04_gpu_missing`
+#
+# {glue:text}`nb04_gpu_layer`
 
 # %% tags=["hide-input"]
 every = pd.concat(settings, ignore_index=True)
@@ -239,3 +339,7 @@ glue("nb04_grid_dim", f"{g['dim']:,}", display=False)
 # * A per-sample gradient need not be slow: batched over samples with `torch.func`, the head
 #   gradient costs {glue:text}`nb04_r50_vmap:.2f`× the forward pass on ResNet-50 — but it still only
 #   reproduces a closed form.
+# * Below the head, exact per-sample norms of every layer cost
+#   {glue:text}`nb04_layer_hooks_fb:.2f`× one batched forward + backward on
+#   {glue:text}`nb04_layer_model` ({glue:text}`nb04_layer_loop_speedup:.1f`× faster than the
+#   batch-1 loop): {glue:text}`nb04_layer_aim`

@@ -22,10 +22,16 @@ Per-layer paths (:data:`LAYER_PATHS`, timed only when asked: they differentiate 
 * ``forward_backward`` — one batched forward and one backward of the summed GradNorm loss (every
   parameter's ``.grad``): the yardstick for per-sample gradients of all layers;
 * ``per_layer_all`` — per-sample ‖∇_θ‖₁ and ‖∇_θ‖₂² of every parameter tensor θ, batched with
-  ``torch.func`` (:func:`ood_lib.layer_gradients.layer_grad_norms`, chunks of 64 images). Its
-  batch-1 counterpart is ``gradnorm_published``, whose full backward fills every ``.grad``;
+  ``torch.func`` (:func:`ood_lib.layer_gradients.layer_grad_norms`, chunks of 64 images);
 * ``per_layer_hooks`` — the same norms from one batched forward + backward per chunk of 64,
   rebuilt from each layer's input and back-propagated signal (``method="hooks"``).
+
+Their batch-1 reference (:data:`LAYER_LOOP_PATHS`, also timed only when asked):
+
+* ``per_layer_loop`` — the same norms one image at a time, ``loss.backward()`` through the whole
+  network and the norms of every ``.grad`` (``method="loop"``, on ``loop_images`` images).
+
+:func:`layer_ratios` turns these rows into the ratios the chapter *Cost* quotes.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ from .scores import SCORES, scores
 PATHS = ("forward", "closed_form", "closed_form_scoring_only", "vmap_head", "vmap_head_scoring_only",
          "gradnorm_published", "loop_head_only", "exgrad_loop", "exgrad_closed_form")
 LAYER_PATHS = ("forward_backward", "per_layer_all", "per_layer_hooks")
+LAYER_LOOP_PATHS = ("per_layer_loop",)
+KNOWN_PATHS = PATHS + LAYER_PATHS + LAYER_LOOP_PATHS
+# the aims for all-layer per-sample gradient norms: on a CPU at most this many batched forward +
+# backward; on a GPU at least this many times faster than the batch-1 loop
+LAYER_COST_AIM = 1.5
+LAYER_GPU_SPEEDUP_AIM = 10.0
 ALL_CLOSED_FORM = [n for n, s in SCORES.items()]
 
 
@@ -128,6 +140,7 @@ def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> di
         "forward_backward": lambda: _forward_backward(model, x),
         "per_layer_all": lambda: layer_grad_norms(model, x, chunk_size=64),
         "per_layer_hooks": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=64),
+        "per_layer_loop": lambda: layer_grad_norms(model, x[:n_small], method="loop"),
     }
 
 
@@ -142,12 +155,13 @@ def score_cost(
     """
     model = model.eval()
     dev = next(model.parameters()).device
-    unknown = [n for n in paths if n not in PATHS + LAYER_PATHS]
+    unknown = [n for n in paths if n not in KNOWN_PATHS]
     if unknown:
-        raise OODInputError(f"unknown cost path(s) {', '.join(unknown)}; known: {', '.join(PATHS + LAYER_PATHS)}")
+        raise OODInputError(f"unknown cost path(s) {', '.join(unknown)}; known: {', '.join(KNOWN_PATHS)}")
     fns = path_functions(model, x, loop_images, exgrad_images)
     n_small = min(len(x), loop_images)
-    n_images = {"gradnorm_published": n_small, "loop_head_only": n_small, "exgrad_loop": min(len(x), exgrad_images)}
+    n_images = {"gradnorm_published": n_small, "loop_head_only": n_small, "per_layer_loop": n_small,
+                "exgrad_loop": min(len(x), exgrad_images)}
     for name in paths:
         fns[name]()
     _sync(dev)
@@ -166,6 +180,54 @@ def score_cost(
     fwd = float(df.loc[df.path == "forward", "ms_per_image"].iloc[0]) if "forward" in paths else float("nan")
     df["ratio_to_forward"] = df.ms_per_image / fwd
     return df
+
+
+def layer_ratios(df: pd.DataFrame, loop: str = "per_layer_loop") -> pd.DataFrame:
+    """Per model (and device) timed on the per-layer paths: what all-layer per-sample gradient
+    norms cost, as ratios of median times per image (chapter *Cost*).
+
+    Columns: ``fb_over_forward`` (forward + backward ÷ forward, NaN without a ``forward`` row),
+    ``hooks_over_fb`` and ``all_over_fb`` (``per_layer_hooks`` / ``per_layer_all`` ÷
+    ``forward_backward``), ``loop_over_hooks`` and ``loop_over_all`` (the batch-1 path ``loop`` ÷
+    each batched one: the speed-up); ``hooks_over_fb_lo``/``_hi`` bound ``hooks_over_fb`` by the
+    spread over the repeats (fastest hooks run ÷ slowest forward + backward, and the converse;
+    NaN without ``ms_min``/``ms_max``), and ``aim`` says where :data:`LAYER_COST_AIM` falls:
+    ``"met"`` (the whole spread at or below it), ``"missed"`` (all above) or ``"unsettled"``
+    (inside the spread); without a spread the median decides. ``loop`` may name
+    ``gradnorm_published`` for tables timed without ``per_layer_loop``: its full backward fills
+    every ``.grad`` but takes no norms, so its speed-ups are lower bounds.
+    """
+    need = {"model", "path", "ms_per_image"}
+    if not need <= set(df.columns):
+        raise OODInputError(f"cost table lacks column(s) {', '.join(sorted(need - set(df.columns)))}")
+    if loop not in ("per_layer_loop", "gradnorm_published"):
+        raise OODInputError(f"loop must be 'per_layer_loop' or 'gradnorm_published', got {loop!r}")
+    keys = ["model"] + (["device"] if "device" in df.columns else [])
+    spread = {"ms_min", "ms_max"} <= set(df.columns)
+    rows = []
+    for key, g in df.groupby(keys, sort=False):
+        ms = g.groupby("path", sort=False).ms_per_image.median()
+        if not set(LAYER_PATHS) & set(ms.index):
+            continue
+        missing = [p for p in LAYER_PATHS + (loop,) if p not in ms.index]
+        if missing:
+            raise OODInputError(f"{'/'.join(map(str, key))}: per-layer rows lack path(s) {', '.join(missing)}")
+        fb, hooks, every = ms["forward_backward"], ms["per_layer_hooks"], ms["per_layer_all"]
+        lo = hi = hooks / fb
+        if spread:
+            lo_ms, hi_ms = g.groupby("path").ms_min.min(), g.groupby("path").ms_max.max()
+            lo = lo_ms["per_layer_hooks"] / hi_ms["forward_backward"]
+            hi = hi_ms["per_layer_hooks"] / lo_ms["forward_backward"]
+        rows.append({**dict(zip(keys, key)), "loop": loop,
+                     "fb_over_forward": fb / ms["forward"] if "forward" in ms.index else float("nan"),
+                     "hooks_over_fb": hooks / fb, "all_over_fb": every / fb,
+                     "loop_over_hooks": ms[loop] / hooks, "loop_over_all": ms[loop] / every,
+                     "hooks_over_fb_lo": lo if spread else float("nan"),
+                     "hooks_over_fb_hi": hi if spread else float("nan"),
+                     "aim": "met" if hi <= LAYER_COST_AIM else "missed" if lo > LAYER_COST_AIM else "unsettled"})
+    if not rows:
+        raise OODInputError(f"no model in the cost table was timed on the per-layer paths {', '.join(LAYER_PATHS)}")
+    return pd.DataFrame(rows)
 
 
 def grid_cost(n: int = 100_000, classes: int = 1000, dim: int = 2048, repeats: int = 3, seed: int = 0,

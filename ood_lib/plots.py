@@ -278,6 +278,14 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
     if not (np.isfinite(r) & (r > 0)).all():
         raise OODInputError("every ratio_to_forward must be finite and positive")
     log = r.max() / r.min() > 20
+    extent = [r]  # the axis covers the whiskers too
+    if {"ms_min", "ms_max"} <= set(df.columns):
+        for _, g in groups:
+            fwd = g[g.path == "forward"].set_index("model").ms_per_image
+            scale = g.model.map(fwd).to_numpy(float)
+            extent += [g.ms_min.to_numpy(float) / scale, g.ms_max.to_numpy(float) / scale]
+    extent = np.concatenate(extent)
+    extent = extent[np.isfinite(extent) & (extent > 0)]
     fig, axes = plt.subplots(1, len(groups), figsize=(6.4, 0.9 + 0.16 * len(paths) * max(2, len(models))),
                              sharex=True, sharey=True, squeeze=False, dpi=DPI, layout="constrained")
     height = 0.8 / len(models)
@@ -298,8 +306,8 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
         ax.axvline(1.0, color="black", lw=1, ls="--")
         if log:
             ax.set_xscale("log")
-            lo, hi = np.floor(np.log10(r.min())), np.ceil(np.log10(r.max()))
-            step = max(1.0, np.ceil((hi - lo) / 2.5))  # at most three labels, one of them 1×
+            lo, hi = np.floor(np.log10(extent.min())), np.ceil(np.log10(extent.max()))
+            step = max(1.0, np.ceil((hi - lo) / 4.5))  # at most five labels, one of them 1×
             ax.set_xticks(10.0 ** (step * np.arange(np.ceil(lo / step), np.floor(hi / step) + 1)))
             ax.set_xlim(10.0 ** lo, 10.0 ** hi)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))

@@ -36,6 +36,7 @@ COST_PATH_LABELS = {
     "forward_backward": "forward + backward (batched)",
     "per_layer_all": "all-layer gradients (vmap)",
     "per_layer_hooks": "all-layer gradients (hooks)",
+    "per_layer_loop": "all-layer gradients, batch-1 loop",
 }
 MODEL_LABELS = {"resnet20": "ResNet-20", "resnet50": "ResNet-50"}
 
