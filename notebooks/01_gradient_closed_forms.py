@@ -33,6 +33,8 @@
 # {ref}`sec-depth`.
 
 # %% tags=["remove-cell"]
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -159,8 +161,8 @@ by_hand.index.name = "image"
 tables.book_table(
     by_hand.style.format("{:.12g}").format(
         "{:.1e}", subset=["relative difference"]),
-    "‖∇_W KL(u ‖ p)‖₁ by autograd, and ‖h‖₁ ‖p − u‖₁ / T written out "
-    "and from ood_lib.scores.closed_form")
+    "‖∇_W KL(u ‖ p)‖₁ by autograd, and ‖h‖₁ ‖p − u‖₁ / T written "
+    "out and from ood_lib.scores.closed_form")
 
 # %% tags=["remove-cell"]
 glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()),
@@ -273,25 +275,31 @@ for kind, caption in captions.items():
 # time — for GradNorm's loss, in float64:
 
 # %%
-auto = layer_grad_norms(m64, x64, method="loop")  # loss.backward(), one image at a time
-forms = {"δ aᵀ (linear)": linear_closed_form(m64, x64)}  # every nn.Linear: ‖δ‖ ‖a‖
+# loss.backward(), one image at a time
+auto = layer_grad_norms(m64, x64, method="loop")
+# every nn.Linear: ‖δ‖ ‖a‖
+forms = {"δ aᵀ (linear)": linear_closed_form(m64, x64)}
+# Σ_c |g_c| ‖ā_c‖, where global average pooling follows the last conv
 conv = last_conv_name(m64, x64)
-try:  # Σ_c |g_c| ‖ā_c‖, where global average pooling follows conv
+try:
     forms["Σ_c g_c ā_cᵀ (conv)"] = gap_conv_closed_form(m64, x64, conv=conv)
-except OODInputError as why:  # its premise fails on this model: say which check
-    print(f"no closed form for {conv}: {why}")
+except OODInputError as why:  # its premise fails here: say which check
+    print(textwrap.fill(f"no closed form for {conv}: {why}", 76))
 below = pd.DataFrame([
-    {"closed form": form, "tensor": n, **{nm: max_rel_diff(c[nm][n], auto[nm][n]) for nm in NORMS}}
+    {"closed form": form, "tensor": n,
+     **{nm: max_rel_diff(c[nm][n], auto[nm][n]) for nm in NORMS}}
     for form, c in forms.items() for n in c["l1"]])
 
 # %% tags=["hide-input"]
 order = list(dict(m64.named_parameters()))
-shown = below.sort_values("tensor", key=lambda t: t.map(order.index)).set_index(
-    ["closed form", "tensor"]).rename(columns={"l1": "‖∇‖₁", "l2sq": "‖∇‖₂²"})
+shown = (below.sort_values("tensor", key=lambda t: t.map(order.index))
+         .set_index(["closed form", "tensor"])
+         .rename(columns={"l1": "‖∇‖₁", "l2sq": "‖∇‖₂²"}))
 tables.book_table(
     shown.style.format("{:.1e}"),
-    "Largest relative difference over the images between the closed form and the "
-    "batch-1 autograd loop, for every parameter tensor that has a closed form")
+    "Largest relative difference over the images between the closed form "
+    "and the batch-1 autograd loop, for every parameter tensor that has "
+    "a closed form")
 
 # %% tags=["remove-cell"]
 linear = below[below["closed form"].str.endswith("(linear)")]
@@ -340,13 +348,16 @@ glue("nb01_gap_long", gap_long, display=False)
 # layer formula.
 
 # %%
-residual = rank_one_residual(m64, x64)  # {weight: r(∇_W ℓ) per image}, GradNorm's loss
+# {weight: r(∇_W ℓ) per image}, for GradNorm's loss
+residual = rank_one_residual(m64, x64)
 
 # %% tags=["hide-input"]
-form_of = {n: form.rsplit("(", 1)[1].rstrip(")") for form, c in forms.items()
-           for n in c["l1"] if n in residual}
-labels_of = {"linear": "δ aᵀ: one product", "conv": "Σ_c over channels: a sum of products"}
-fig = rank_one_figure(residual, {n: labels_of[k] for n, k in form_of.items()})
+form_of = {n: form.rsplit("(", 1)[1].rstrip(")")
+           for form, c in forms.items() for n in c["l1"] if n in residual}
+labels_of = {"linear": "δ aᵀ: one product",
+             "conv": "Σ_c over channels: a sum of products"}
+fig = rank_one_figure(
+    residual, {n: labels_of[k] for n, k in form_of.items()})
 glue("nb01_fig_rank", fig, display=False)
 plt.close(fig)
 
@@ -398,16 +409,23 @@ glue("nb01_rank_gap_sentence",
 # \log S_T \rVert_1$ — an input-gradient norm, which no closed form gives. On the page's images:
 
 # %%
-std = channel_std(bench.preprocessing.std, x64.shape[1], x64)  # x = (pixel − mean) / std
-log_s, g = log_msp_and_input_gradient(m64, x64, ODIN_TEMPERATURE)  # log S_T, ∇ₓ log S_T
-predicted = ODIN_EPSILON * (g / std).flatten(1).abs().sum(1)  # ε ‖∇_pixel log S_T‖₁
-with torch.no_grad():
-    x_odin = odin_perturb(x64, g, ODIN_EPSILON, std)  # x − ε sign(−∇ₓ log S_T) / std
-    log_s_odin = torch.log_softmax(m64(x_odin) / ODIN_TEMPERATURE, 1).amax(1)
-rise_ratio = (log_s_odin - log_s) / predicted  # actual rise / first-order rise
-x_in = x64.clone().requires_grad_(True)  # GradNorm's loss KL(u‖p) + const at T = 1
-(g_kl,) = torch.autograd.grad(-torch.log_softmax(m64(x_in), 1).mean(1).sum(), x_in)
-cosine = torch.cosine_similarity((g / std).flatten(1), (g_kl / std).flatten(1))
+T, eps = ODIN_TEMPERATURE, ODIN_EPSILON
+# x = (pixel − mean) / std
+std = channel_std(bench.preprocessing.std, x64.shape[1], x64)
+# log S_T and ∇ₓ log S_T
+log_s, g = log_msp_and_input_gradient(m64, x64, T)
+# first order: ε ‖∇_pixel log S_T‖₁
+predicted = eps * (g / std).flatten(1).abs().sum(1)
+with torch.no_grad():  # the step: x − ε sign(−∇ₓ log S_T) / std
+    x_odin = odin_perturb(x64, g, eps, std)
+    log_s_odin = torch.log_softmax(m64(x_odin) / T, 1).amax(1)
+rise_ratio = (log_s_odin - log_s) / predicted  # actual / first-order
+# GradNorm's loss KL(u‖p) + const at T = 1, for comparison
+x_in = x64.clone().requires_grad_(True)
+kl = -torch.log_softmax(m64(x_in), 1).mean(1).sum()
+(g_kl,) = torch.autograd.grad(kl, x_in)
+cosine = torch.cosine_similarity(
+    (g / std).flatten(1), (g_kl / std).flatten(1))
 
 # %% tags=["remove-cell"]
 glue("nb01_odin_t", ODIN_TEMPERATURE, display=False)
@@ -493,28 +511,32 @@ plt.close(fig)
 head = m64.head
 basis = R.gradorth_subspace(h)
 factors = R.kfac_factors(h, f)
-a_map, f_map = gap_map(m64, x64)  # the last map before the pooling, one forward pass
+# the last map before the pooling, one forward pass
+a_map, f_map = gap_map(m64, x64)
 hooked = gaia_last_module(m64, x64)
 pairs = {
     "GradOrth": (R.gradorth_autograd(head, h, basis),
                  R.gradorth_closed_form(h, f, basis)),
     "K-FAC natural gradient": (R.kfac_autograd(head, h, factors),
                                R.kfac_closed_form(h, f, factors)),
-    **{f"gradient uncertainty, {agg}": (R.grad_uncertainty_autograd(head, h, agg),
-                                        R.grad_uncertainty_closed_form(h, f, agg))
+    **{f"gradient uncertainty, {agg}": (
+        R.grad_uncertainty_autograd(head, h, agg),
+        R.grad_uncertainty_closed_form(h, f, agg))
        for agg in ("l2", "max")},
     **{f"GAIA-{v.upper()}, last layer": (
         gaia_autograd(m64, x64, v, modules=[hooked]),
-        gaia_last_closed_form(a_map, f_map, head.weight.detach(), v)) for v in ("a", "z")},
+        gaia_last_closed_form(a_map, f_map, head.weight.detach(), v))
+       for v in ("a", "z")},
 }
 worst = {k: max_rel_diff(a, c) for k, (a, c) in pairs.items()}
 
 # %% tags=["hide-input"]
 newer = pd.Series(worst, name="max relative difference").rename(
     index={"gradient uncertainty, l2": "gradient uncertainty, ℓ₂"})
-tables.book_table(newer.to_frame().style.format("{:.1e}"),
-                  "Largest relative difference over the images between autograd and the "
-                  "closed form")
+tables.book_table(
+    newer.to_frame().style.format("{:.1e}"),
+    "Largest relative difference over the images between autograd and "
+    "the closed form")
 
 # %% tags=["remove-cell"]
 gu = "gradient uncertainty, l2"

@@ -177,8 +177,8 @@ for k in ("id_test", shown):
 fig = plots.joint_uv_figure(
     s["id_test"]["l1*one"], -np.log10(rest["id_test"]),
     s[shown]["l1*one"], -np.log10(rest[shown]),
-    set_label(shown, BENCHMARK), "U = ‖h‖₁", "−log₁₀(1 − max p)",
-    v_log=False)
+    set_label(shown, BENCHMARK), "U = ‖h‖₁",
+    "−log₁₀(1 − max p)", v_log=False)
 glue("nb02_fig_joint", fig, display=False)
 plt.close(fig)
 

@@ -288,7 +288,8 @@ cols = {"auroc_chosen": "chosen elsewhere", "auroc_gradnorm": "GradNorm",
         "auroc_preregistered": "‖h‖₁·MSP"}
 means = sel.groupby("pair", sort=False)[list(cols)].mean()
 captioned(means.rename(columns=cols),
-          "Mean AUROC (%) on held-out OOD sets: member chosen elsewhere", "{:.1f}")
+          "Mean AUROC (%) on held-out OOD sets: member chosen elsewhere",
+          "{:.1f}")
 
 # %% [markdown]
 # On average over the {glue:text}`nb03_sel_n` held-out OOD sets (covariate-shift sets are not
@@ -327,7 +328,8 @@ glue("nb03_n_fail", len(fails), display=False)
 glue("nb03_n_fail_weaker", int((fails.auroc_u < fails.auroc_v).sum()),
      display=False)
 captioned(report.factor_rows(studies),
-          "AUROC (%) of U = ‖h‖₁, of V = MSP and of U·V, per OOD set")
+          "AUROC (%) of U = ‖h‖₁, V = MSP and U·V per OOD set; "
+          "‖h‖₁ ratio: median over OOD ÷ median over ID")
 
 # %% [markdown]
 # The explanation is tested, not asserted. Its simplest form predicts that the product beats $V$
@@ -445,7 +447,8 @@ glue("nb03_seed_diffs", report.n_seed_differences(studies), display=False)
 # rest on seed 0 alone; read them as depending on the training run:
 
 # %%
-captioned(flips, "Claim differences whose sign changes between training seeds")
+captioned(flips,
+          "Claim differences whose sign changes between training seeds")
 
 # %% [markdown]
 # ## Beside the published numbers
@@ -464,7 +467,10 @@ for b in ("cifar10", "cifar10_densenet"):
                 if m in set(studies[b]["metrics"].method) else float("nan")
                 for m in oo.index]
 oo.index = [method_label(m) for m in oo.index]
-captioned(oo, "OpenOOD v1.5 CIFAR-10 AUROC (%) beside this study's", "{:.1f}")
+oo.columns = pd.MultiIndex.from_tuples(
+    [tuple(c.rsplit(" ", 1)) for c in oo.columns])
+captioned(oo, "OpenOOD v1.5 CIFAR-10 AUROC (%) beside this study's",
+          "{:.1f}")
 
 # %% [markdown]
 # The GradNorm paper's ImageNet table (BiT-S-R101x1, FPR95 / AUROC) is the reference for the full

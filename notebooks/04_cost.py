@@ -88,7 +88,8 @@ else:
     for name, (shape, batch) in nets.items():
         model = build_model(name).to(dev).eval()
         x = torch.randn(batch, *shape, device=dev)
-        layer = LAYER_PATHS + LAYER_LOOP_PATHS if name in PER_LAYER_MODELS else ()
+        layer = (LAYER_PATHS + LAYER_LOOP_PATHS
+                 if name in PER_LAYER_MODELS else ())
         parts.append(score_cost(
             model, x, label=name, repeats=REPEATS, paths=PATHS + layer,
             loop_images=LOOP_IMAGES, exgrad_images=EXGRAD_IMAGES))
@@ -151,7 +152,8 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
 # The aim was at most {glue:text}`nb04_layer_aim_x:.1f`× one batched forward + backward on a CPU.
 
 # %%
-lr = layer_ratios(cost).iloc[0]  # medians ÷ forward + backward, and the batch-1 loop's slowdown
+# medians ÷ forward + backward, and the batch-1 loop's slowdown
+lr = layer_ratios(cost).iloc[0]
 
 # %% tags=["remove-cell"]
 layer_rows = cost[cost.model == lr.model].set_index("path")
@@ -177,16 +179,17 @@ glue("nb04_layer_aim", {
 }[lr.aim], display=False)
 
 # %% tags=["hide-input"]
-layer_paths = ["forward", "closed_form", "forward_backward", *LAYER_PATHS[1:],
-               *LAYER_LOOP_PATHS]
+layer_paths = ["forward", "closed_form", "forward_backward",
+               *LAYER_PATHS[1:], *LAYER_LOOP_PATHS]
 fb = layer_rows.loc["forward_backward", "ms_per_image"]
 layer_table = pd.DataFrame({
     "÷ forward pass": layer_rows.ratio_to_forward,
     "÷ forward + backward": layer_rows.ms_per_image / fb,
 }).reindex(layer_paths).rename(index=tables.cost_path_label)
-tables.book_table(layer_table.style.format(tables.ratio_text),
-                  f"{tables.model_label(lr.model)}, every layer's per-sample gradient "
-                  f"norms: time per image on {here}")
+tables.book_table(
+    layer_table.style.format(tables.ratio_text),
+    f"{tables.model_label(lr.model)}, every layer's per-sample gradient "
+    f"norms: time per image on {here}")
 
 # %% [markdown]
 # On {glue:text}`nb04_layer_model` (batch {glue:text}`nb04_layer_batch`) one batched forward +

@@ -219,9 +219,9 @@ def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFra
         f = f[f.v_term == v_term]
         out.append(pd.DataFrame({
             "pair": short_pair(b), "OOD set": [set_label(k, b) for k in f.ood], "group": list(f.group),
-            "U alone": f.auroc_u.round(1).to_numpy(), "V alone": f.auroc_v.round(1).to_numpy(),
+            "U": f.auroc_u.round(1).to_numpy(), "V": f.auroc_v.round(1).to_numpy(),
             "U·V": f.auroc_uv.round(1).to_numpy(), "U·V − V": f.uv_minus_v.round(1).to_numpy(),
-            "‖h‖₁ OOD / ID": f.median_u_ratio.round(2).to_numpy()}))
+            "‖h‖₁ ratio": f.median_u_ratio.round(2).to_numpy()}))
     return pd.concat(out, ignore_index=True).set_index(["pair", "OOD set"])
 
 
