@@ -34,7 +34,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ood_lib import explain, gallery, plots, report, roc
+from ood_lib import explain, gallery, newer, plots, report, roc
 from ood_lib.book import glue
 from ood_lib.depth import depth_figure
 from ood_lib.labels import method_label, set_label
@@ -416,6 +416,66 @@ for b in ("cifar10", "cifar10_densenet"):
 #
 # The same for DenseNet-BC-100 (per dense block and transition).
 # ```
+
+# %% [markdown]
+# (sec-newer)=
+# ## Newer detectors: which of them need a gradient?
+#
+# Detectors published after GradNorm, each with the backward pass it needs — read from the
+# library's registry: a score computed from its closed form needs none ({ref}`ch-closed-forms`
+# derives each) — and how it relates to the $U\cdot V$ family:
+
+# %%
+captioned(newer.newer_table(studies, "far")[["backward pass", "relation to U·V"]],
+          "Newer detectors: backward pass and relation to U·V")
+
+# %% [markdown]
+# Mean AUROC over the far OOD sets of each, per benchmark × model, is in the tables
+# {ref}`above <ch-evaluation>`. The best of the gradient scores (all computed without a backward
+# pass) against the best of the forward-only ones:
+
+# %% tags=["hide-input"]
+kinds = pd.concat({g: newer.best_by_kind(studies, g) for g in ("near", "far")},
+                  names=["group"]).swaplevel().sort_index(level=0, sort_remaining=False)
+aurocs = ["gradient AUROC", "forward-only AUROC"]
+captioned(kinds.style.format("{:.1f}", subset=aurocs),
+          "Best newer gradient score and best newer forward-only "
+          "detector, mean AUROC (%)")
+
+# %% tags=["remove-cell"]
+wins = int((kinds["gradient AUROC"] > kinds["forward-only AUROC"]).sum())
+glue("nb03_newer_grad_wins", wins, display=False)
+glue("nb03_newer_n", len(kinds), display=False)
+gaia_t = newer.load_gaia(RECORDED, studies)
+gaia = newer.gaia_rows(gaia_t)
+glue("nb03_gaia_pairs", ", ".join(dict.fromkeys(
+    gaia.index.get_level_values(0))) if len(gaia) else "none", display=False)
+full = pd.concat([t[(t.part == "all_layers") & (t.variant == "A")
+                    & t.ood.isin(["near", "far"])] for t in gaia_t.values()]
+                 ) if gaia_t else pd.DataFrame(columns=["verdict_vs_last", "verdict"])
+glue("nb03_gaia_n", len(full), display=False)
+glue("nb03_gaia_beats_last", int((full.verdict_vs_last == "supported").sum()),
+     display=False)
+glue("nb03_gaia_beats_best", int((full.verdict == "supported").sum()),
+     display=False)
+
+# %% [markdown]
+# The best newer gradient score is above the best newer forward-only detector in
+# {glue:text}`nb03_newer_grad_wins` of {glue:text}`nb03_newer_n` benchmark × model × group
+# cells. Only GAIA {cite}`chen2023gaia` genuinely differentiates below the head: it aggregates the
+# gradients of inner feature maps, and only its last-layer part has a closed form. What the inner
+# layers add, on {glue:text}`nb03_gaia_pairs` (recorded on the same seeded subsets as the depth
+# runs, `tools/record_depth.py`): GAIA-A with every layer against its last-layer part alone, and
+# against the best forward-only score, paired 95 % intervals.
+
+# %% tags=["hide-input"]
+captioned(gaia, "GAIA-A: all layers against its last layer and against the "
+          "best forward-only score (AUROC, %)")
+
+# %% [markdown]
+# With its inner layers GAIA-A beats its own last-layer part in
+# {glue:text}`nb03_gaia_beats_last` of {glue:text}`nb03_gaia_n` benchmark × model × group cells
+# (interval clear of 0), and the best forward-only score in {glue:text}`nb03_gaia_beats_best`.
 
 # %% [markdown]
 # (sec-seeds)=

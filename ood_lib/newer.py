@@ -1,0 +1,141 @@
+"""Detectors published after the GradNorm paper, read through the U·V lens (chapter *The evaluation*).
+
+For each: whether it needs a backward pass (from the detector's family in the registry: an
+``autograd`` detector does, a ``gradient`` detector is scored from its closed form, a baseline never
+differentiates), how it relates to U·V (its formula, derived in chapter *Gradient scores and their
+closed forms* and in :mod:`ood_lib.reductions` / :mod:`ood_lib.gaia`), and its AUROC in every study.
+GAIA, which differentiates every layer, is recorded apart (``gaia.csv`` beside ``depth.csv``,
+:func:`ood_lib.depth.gaia_table`) and summarised by :func:`gaia_rows`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ._checks import OODInputError
+from .detectors.base import DETECTORS
+from .labels import method_label
+from .study import Study
+
+__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "load_gaia", "newer_table"]
+
+# the detectors, in the order the chapter lists them: gradient-based first, then the baselines
+# (GAIA differentiates every layer and is recorded apart: :func:`gaia_rows`)
+NEWER = ("gradorth", "kfac_natgrad", "gradunc_l2", "gradunc_max",
+         "vim", "ash", "scale", "dice", "gen", "fdbd", "nnguide")
+
+# one line each: what the score is, in the terms of the U·V family
+RELATION = {
+    "gradorth": "U·V: U = ‖S_kᵀh‖₂ (h inside the ID principal subspace), V = ‖p − u‖₂",
+    "kfac_natgrad": "U·V: U = hᵀA⁻¹h (Mahalanobis-type), V = (p − u)ᵀG⁻¹(p − u)",
+    "gradunc_l2": "U·V: ‖h‖₂ · ‖p − e_ŷ‖₂",
+    "gradunc_max": "the largest of four products of extreme entries of h and of p − e_ŷ",
+    "gaia_last": "a sum over channels of products: last feature map × head weights × p",
+    "gaia": "gradients of inner feature maps: no closed form",
+    "vim": "energy minus α × the norm of h outside the ID principal subspace",
+    "ash": "energy of a pruned h rescaled by exp(sum of h ÷ sum kept)",
+    "scale": "energy of the logits scaled by exp(sum of h ÷ sum of the top of h)",
+    "dice": "energy of a sparsified head; no feature-norm factor",
+    "gen": "an output term alone: generalised entropy of the top of p",
+    "fdbd": "distance to the decision boundaries ÷ the distance of h to the ID mean",
+    "nnguide": "energy × nearest-neighbour similarity of h to ID features: V × a feature term",
+}
+
+
+def backward_pass(name: str) -> str:
+    """``"needed"`` for a detector that differentiates through the network, ``"closed form"`` for
+    a gradient score computed without one, ``"none"`` for a forward-only detector."""
+    entry = DETECTORS.get(name)
+    if entry is None:
+        raise OODInputError(f"unknown detector {name!r}")
+    return {"autograd": "needed", "gradient": "closed form"}.get(entry.cls.family, "none")
+
+
+def newer_table(studies: Mapping[str, Study], group: str = "far",
+                names: tuple[str, ...] = NEWER) -> pd.DataFrame:
+    """Detectors (rows, display names) × [backward pass, relation to U·V, mean AUROC over ``group``
+    per benchmark × model]. A detector a study did not run is left empty (GAIA: see
+    :func:`gaia_rows`)."""
+    from .report import short_pair
+
+    rows = pd.DataFrame({"backward pass": [backward_pass(n) for n in names],
+                         "relation to U·V": [RELATION.get(n, "") for n in names]}, index=list(names))
+    for b, s in studies.items():
+        if group not in s.groups:
+            continue
+        m = s["metrics"]
+        m = m[m.ood == group].set_index("method").auroc
+        rows[short_pair(b)] = [float(m[n]) if n in m.index else np.nan for n in names]
+    rows.index = [method_label(n) for n in names]
+    return rows
+
+
+def best_by_kind(studies: Mapping[str, Study], group: str = "far",
+                 names: tuple[str, ...] = NEWER) -> pd.DataFrame:
+    """Per benchmark × model: the best newer detector scored from a gradient closed form and the
+    best newer forward-only detector, each with its mean AUROC over ``group``."""
+    from .report import short_pair
+
+    rows = []
+    for b, s in studies.items():
+        if group not in s.groups:
+            continue
+        m = s["metrics"]
+        m = m[m.ood == group].set_index("method").auroc
+        row = {"pair": short_pair(b)}
+        for kind, label in (("closed form", "gradient"), ("none", "forward-only")):
+            got = m.reindex([n for n in names if backward_pass(n) == kind]).dropna()
+            if len(got):
+                row[label], row[f"{label} AUROC"] = method_label(got.idxmax()), float(got.max())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("pair")
+
+
+def load_gaia(recorded: str | Path, benchmarks) -> dict[str, pd.DataFrame]:
+    """``{benchmark: gaia.csv}`` for each benchmark with a recorded GAIA table."""
+    out = {}
+    for b in benchmarks:
+        f = Path(recorded) / b / "gaia.csv"
+        if f.is_file():
+            out[b] = pd.read_csv(f)
+    return out
+
+
+def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.DataFrame:
+    """Per benchmark × model and group (near, far): GAIA's AUROC with all its layers, its last-layer
+    part alone, and the two paired differences (all layers − last layer; all layers − the best
+    forward-only score) with their 95 % intervals, as "+1.1 [0.8, 1.4]"."""
+    from .report import short_pair
+
+    def cell(d, lo, hi):
+        return "" if not np.isfinite(d) else f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+    out = []
+    for b, t in tables.items():
+        need = {"method", "variant", "part", "ood", "group", "auroc", "diff_vs_last", "lo_vs_last",
+                "hi_vs_last", "diff_vs_best", "lo_vs_best", "hi_vs_best"}
+        missing = need - set(t.columns)
+        if missing:
+            raise OODInputError(f"{b}: GAIA table lacks columns {sorted(missing)}")
+        t = t[(t.ood == t.group) & t.group.isin(["near", "far"])]
+        ref = t[t.part == "reference"].set_index("group")
+        t = t[t.variant == variant]
+        for g in dict.fromkeys(t.group):
+            full = t[(t.group == g) & (t.part == "all_layers")].iloc[0]
+            last = t[(t.group == g) & (t.part == "last_layer")].iloc[0]
+            out.append({
+                "pair": short_pair(b), "group": g,
+                f"GAIA-{variant}": round(float(full.auroc), 1),
+                "last layer": round(float(last.auroc), 1),
+                "all − last": cell(full.diff_vs_last, full.lo_vs_last, full.hi_vs_last),
+                "best forward-only": (f"{method_label(ref.loc[g, 'method'])} "
+                                      f"{ref.loc[g, 'auroc']:.1f}" if g in ref.index else ""),
+                "all − best": cell(full.diff_vs_best, full.lo_vs_best, full.hi_vs_best),
+            })
+    if not out:
+        return pd.DataFrame()
+    return pd.DataFrame(out).set_index(["pair", "group"])

@@ -1,0 +1,54 @@
+"""ood_lib.newer: which newer detector needs a backward pass, and the GAIA summary rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from ood_lib import OODInputError
+from ood_lib.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, newer_table
+from ood_lib.study import Study
+
+RECORDED = REPO / "results" / "recorded"
+
+
+def test_backward_pass_follows_the_registry():
+    assert backward_pass("gaia") == "needed"
+    assert backward_pass("gaia_last") == backward_pass("gradorth") == "closed form"
+    assert backward_pass("vim") == backward_pass("gen") == "none"
+    with pytest.raises(OODInputError, match="unknown detector"):
+        backward_pass("no_such_detector")
+    assert set(NEWER) <= set(RELATION)
+
+
+def test_tables_from_a_recorded_study():
+    studies = {"cifar10": Study.load(RECORDED / "cifar10")}
+    t = newer_table(studies, "far")
+    m = studies["cifar10"]["metrics"].set_index(["method", "ood"]).auroc
+    assert t.loc["GradOrth", "CIFAR-10 · ResNet-20"] == m[("gradorth", "far")]
+    assert (t["backward pass"] != "needed").all()
+    best = best_by_kind(studies, "far").iloc[0]
+    grads = [m[(n, "far")] for n in NEWER if backward_pass(n) == "closed form"]
+    assert best["gradient AUROC"] == max(grads)
+
+
+def _gaia(variant="A"):
+    rows = []
+    for part, method, auc in (("all_layers", "gaia", 80.0), ("last_layer", "gaia_last", 70.0),
+                              ("reference", "knn", 90.0)):
+        rows.append({"method": method, "variant": variant if part != "reference" else np.nan, "part": part,
+                     "ood": "far", "group": "far", "auroc": auc,
+                     "diff_vs_last": 10.0 if part == "all_layers" else np.nan, "lo_vs_last": 8.0, "hi_vs_last": 12.0,
+                     "diff_vs_best": -10.0 if part != "reference" else np.nan, "lo_vs_best": -12.0,
+                     "hi_vs_best": -8.0})
+    return pd.DataFrame(rows)
+
+
+def test_gaia_rows():
+    r = gaia_rows({"cifar10": _gaia()}).iloc[0]
+    assert r["GAIA-A"] == 80.0 and r["last layer"] == 70.0
+    assert r["all − last"] == "+10.0 [+8.0, +12.0]" and r["all − best"] == "-10.0 [-12.0, -8.0]"
+    assert r["best forward-only"] == "KNN 90.0"
+    with pytest.raises(OODInputError, match="lacks columns"):
+        gaia_rows({"cifar10": _gaia().drop(columns="diff_vs_best")})
+    assert gaia_rows({}).empty
