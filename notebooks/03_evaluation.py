@@ -426,7 +426,8 @@ for b in ("cifar10", "cifar10_densenet"):
 # derives each) — and how it relates to the $U\cdot V$ family:
 
 # %%
-captioned(newer.newer_table(studies, "far")[["backward pass", "relation to U·V"]],
+kinds_of = newer.newer_table(studies, "far")
+captioned(kinds_of[["backward pass", "relation to U·V"]],
           "Newer detectors: backward pass and relation to U·V")
 
 # %% [markdown]
@@ -435,8 +436,9 @@ captioned(newer.newer_table(studies, "far")[["backward pass", "relation to U·V"
 # pass) against the best of the forward-only ones:
 
 # %% tags=["hide-input"]
-kinds = pd.concat({g: newer.best_by_kind(studies, g) for g in ("near", "far")},
-                  names=["group"]).swaplevel().sort_index(level=0, sort_remaining=False)
+kinds = pd.concat({g: newer.best_by_kind(studies, g)
+                   for g in ("near", "far")}, names=["group"])
+kinds = kinds.swaplevel().sort_index(level=0, sort_remaining=False)
 aurocs = ["gradient AUROC", "forward-only AUROC"]
 captioned(kinds.style.format("{:.1f}", subset=aurocs),
           "Best newer gradient score and best newer forward-only "
@@ -469,8 +471,8 @@ glue("nb03_gaia_beats_best", int((full.verdict == "supported").sum()),
 # against the best forward-only score, paired 95 % intervals.
 
 # %% tags=["hide-input"]
-captioned(gaia, "GAIA-A: all layers against its last layer and against the "
-          "best forward-only score (AUROC, %)")
+captioned(gaia, "GAIA-A: all layers against its last layer and against "
+          "the best forward-only score (AUROC, %)")
 
 # %% [markdown]
 # With its inner layers GAIA-A beats its own last-layer part in

@@ -90,5 +90,20 @@ def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = No
     if not isinstance(table, pd.DataFrame):
         raise OODInputError(f"captioned() takes a DataFrame or a Styler, not {type(table).__name__}")
     numbers = all(pd.api.types.is_numeric_dtype(t) for t in table.dtypes)
-    styler = table.style.format(fmt, na_rep="—") if fmt else table.style.format(na_rep="—")
+    if fmt:
+        return book_table(table.style.format(fmt, na_rep="—"), caption, numbers=numbers)
+    styler = table.style.format(na_rep="—")
+    for col in table.columns:  # floats as rounded where they come from: no trailing zeros added
+        if pd.api.types.is_float_dtype(table[col]):
+            styler = styler.format(f"{{:.{_decimals(table[col])}f}}", subset=[col], na_rep="—")
     return book_table(styler, caption, numbers=numbers)
+
+
+def _decimals(values, most: int = 3) -> int:
+    """The fewest decimals (≤ ``most``) that write every finite value of ``values`` exactly."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    for d in range(most + 1):
+        if np.allclose(np.round(v, d), v, rtol=0, atol=1e-9):
+            return d
+    return most

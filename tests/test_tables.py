@@ -25,3 +25,10 @@ def test_text_tables_stay_left_aligned_and_styles_survive():
 def test_anything_else_is_refused():
     with pytest.raises(OODInputError, match="DataFrame or a Styler"):
         captioned([1, 2], "no")
+
+
+def test_floats_keep_the_decimals_they_were_rounded_to():
+    t = pd.DataFrame({"auroc": [94.0, 85.8], "ratio": [0.64, 1.2], "n": [3, 4], "x": [1 / 3, 0.5]})
+    html = captioned(t, "mixed").to_html()
+    assert ">94.0<" in html and ">85.8<" in html and "94.000000" not in html
+    assert ">0.64<" in html and ">1.20<" in html and ">3<" in html and ">0.333<" in html
