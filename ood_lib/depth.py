@@ -11,8 +11,10 @@
   raises log S_T by ε‖∇_pixel log S_T‖₁; the table compares the actual rise with that
   prediction and the AUROC of S_T at ε = 0, after the step, of the first-order score
   log S_T + ε‖∇_pixel log S_T‖₁, and of the gradient norm alone.
+* :func:`gaia_table` — GAIA (Chen et al., NeurIPS 2023) over its hooked layers against its own
+  last layer in closed form (:mod:`ood_lib.gaia`) and against the same gradient-free reference.
 
-Both take a prepared benchmark (:func:`ood_lib.evaluate.prepare`) and read its images again.
+All take a prepared benchmark (:func:`ood_lib.evaluate.prepare`) and read its images again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from ._checks import OODInputError
-from .benchmarks import OOD_GROUPS, get_benchmark
+from .benchmarks import get_benchmark
 from .claims import LEVEL, N_BOOT
 from .detectors import DETECTORS, AutogradGradient, GradientClosedForm, canonical, create
 from .detectors.model_access import log_msp_and_input_gradient, odin_perturb
@@ -34,16 +36,27 @@ from .evaluate import Prepared, detector_scores
 from .features import batch_loader
 from .layer_gradients import INPUT, fastest_method, layer_grad_norms
 from .layer_signals import channel_std
-from .metrics import auroc, fpr95
-from .paired import PairedBootstrap, verdict
+from .metrics import auroc
+from .paired import PairedBootstrap
+from .paired_tables import checked_reference, paired_rows, targets
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["best_forward_only", "depth_figure", "depth_scores", "depth_table", "forward_only_methods",
-           "layer_blocks", "odin_first_order", "odin_terms"]
+__all__ = ["DEPTH_COLUMNS", "GAIA_COLUMNS", "GAIA_LAST", "GAIA_MAIN", "best_forward_only", "depth_figure",
+           "depth_scores", "depth_table", "forward_only_methods", "gaia_table", "layer_blocks", "odin_first_order",
+           "odin_terms"]
 
 NETWORK, GRADNORM = "network", "gradnorm"
+GAIA_LAST = {"gaia": "gaia_last", "gaia_z": "gaia_z_last"}  # GAIA over the hooked layers -> its last layer
+GAIA_VARIANT = {"gaia": "A", "gaia_last": "A", "gaia_z": "Z", "gaia_z_last": "Z"}
+GAIA_MAIN = ("gaia", "gaia_z")
+_STATS = ["ood", "group", "auroc", "auroc_lo", "auroc_hi", "fpr95"]
+_FAMILY = ["lo_family", "hi_family", "verdict_family"]
+DEPTH_COLUMNS = ["layer", "kind", "depth", *_STATS, "diff_vs_gradnorm", "lo_vs_gradnorm", "hi_vs_gradnorm",
+                 "diff_vs_best", "lo_vs_best", "hi_vs_best", "verdict", "verdict_vs_gradnorm", *_FAMILY]
+GAIA_COLUMNS = ["method", "variant", "part", *_STATS, "diff_vs_last", "lo_vs_last", "hi_vs_last",
+                "diff_vs_best", "lo_vs_best", "hi_vs_best", "verdict_vs_last", "verdict", *_FAMILY]
 
 
 # --- blocks and per-image scores ------------------------------------------------------------
@@ -92,13 +105,6 @@ def layer_blocks(model: nn.Module, x: torch.Tensor | None = None) -> dict[str, l
 
 def _sets(prep: Prepared, sets: Sequence[str] | None) -> list[str]:
     return ["id_test", *prep.ood_keys] if sets is None else list(sets)
-
-
-def _targets(prep: Prepared) -> list[tuple[str, str, list[str]]]:
-    """``(row name, group, OOD sets)``: each OOD set alone, then each group present (its sets together)."""
-    group_of = {k: prep.splits[k].group for k in prep.ood_keys}
-    out = [(k, g, [k]) for k, g in group_of.items()]
-    return out + [(g, g, [k for k in group_of if group_of[k] == g]) for g in OOD_GROUPS if g in group_of.values()]
 
 
 def _std(prep: Prepared, input_std: Any) -> Any:
@@ -167,7 +173,7 @@ def best_forward_only(prep: Prepared, names: Sequence[str] | None = None) -> tup
     return best, best_s
 
 
-# --- the depth table ------------------------------------------------------------------------------
+# --- the paired tables: GradNorm by depth, GAIA's aggregation ------------------------------------
 def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: str = "best forward-only", *,
                 scores: Mapping[str, Mapping[str, Any]] | None = None, n_boot: int = N_BOOT, seed: int | None = None,
                 level: float = LEVEL, **depth_kw: Any) -> pd.DataFrame:
@@ -185,46 +191,56 @@ def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: st
     """
     if scores is None:
         scores = depth_scores(prep, **depth_kw)
-    sets = _sets(prep, None)
-    ref = {k: np.asarray(reference[k], dtype=np.float64) for k in sets if k in reference}
-    missing = [k for k in sets if k not in ref]
-    if missing:
-        raise OODInputError(f"reference has no scores for set(s) {missing}")
-    gn = detector_scores(prep, create(GRADNORM))
-    layers = list(scores)
-    best = f"ref:{reference_name}"
-    table = {**{n: scores[n] for n in layers}, GRADNORM: gn, best: ref}
-    for n, s in table.items():
-        for k in sets:
-            if len(s[k]) != len(ref[k]):
-                raise OODInputError(f"{n} scores {len(s[k])} images of {k}, the reference {len(ref[k])}")
-    oods = prep.ood_keys
-    pb = PairedBootstrap({n: s["id_test"] for n, s in table.items()},
-                         {k: {n: s[k] for n, s in table.items()} for k in oods},
-                         n_boot=n_boot, seed=prep.config.seed if seed is None else seed)
+    ref = checked_reference(prep, reference, scores)
+    layers, best = list(scores), f"ref:{reference_name}"
+    table = {**scores, GRADNORM: detector_scores(prep, create(GRADNORM)), best: ref}
+    rows = paired_rows(prep, table, layers, best, {"gradnorm": dict.fromkeys(table, GRADNORM),
+                                                   "best": dict.fromkeys(table, best)}, n_boot, seed, level)
     depth = {INPUT: 0, **{n: i for i, n in enumerate([x for x in layers if x not in (INPUT, NETWORK)], 1)}}
-    rows = []
-    for ood, group, ks in _targets(prep):
-        fam = pb.family(layers, best, sets=ks, level=level, direction=+1).set_index("member")
-        for n in [*layers, GRADNORM, best]:
-            kind = "reference" if n in (GRADNORM, best) else n if n in (INPUT, NETWORK) else "block"
-            lo_a, hi_a = pb.interval(n, sets=ks, level=level)
-            row = {"layer": n.removeprefix("ref:"), "kind": kind, "depth": depth.get(n, np.nan), "ood": ood,
-                   "group": group,
-                   "auroc": float(pb.auroc(ks)[n]), "auroc_lo": lo_a, "auroc_hi": hi_a,
-                   "fpr95": float(np.mean([fpr95(table[n]["id_test"], table[n][k]) for k in ks]))}
-            for tag, other in (("gradnorm", GRADNORM), ("best", best)):
-                d = pb.difference(n, other, sets=ks, level=level) if n != other else None
-                row.update({f"diff_vs_{tag}": d.estimate if d else np.nan, f"lo_vs_{tag}": d.lo if d else np.nan,
-                            f"hi_vs_{tag}": d.hi if d else np.nan})
-            row["verdict"] = verdict(row["lo_vs_best"], row["hi_vs_best"], +1) if kind != "reference" else ""
-            row["verdict_vs_gradnorm"] = (verdict(row["lo_vs_gradnorm"], row["hi_vs_gradnorm"], +1)
-                                          if kind != "reference" else "")
-            f = fam.loc[n] if n in fam.index else None
-            row.update(lo_family=f.lo if f is not None else np.nan, hi_family=f.hi if f is not None else np.nan,
-                       verdict_family=f.verdict if f is not None else "")
-            rows.append(row)
-    df = pd.DataFrame(rows)
+    for row in rows:
+        n = row.pop("name")
+        kind = "reference" if n in (GRADNORM, best) else n if n in (INPUT, NETWORK) else "block"
+        row.update(layer=n.removeprefix("ref:"), kind=kind, depth=depth.get(n, np.nan))
+    df = pd.DataFrame(rows, columns=DEPTH_COLUMNS)
+    df.attrs.update(reference=reference_name, n_boot=n_boot, level=level, benchmark=prep.benchmark)
+    return df
+
+
+def gaia_table(prep: Prepared, reference: Mapping[str, Any], reference_name: str = "best forward-only", *,
+               variants: Sequence[str] = GAIA_MAIN, scores: Mapping[str, Mapping[str, Any]] | None = None,
+               n_boot: int = N_BOOT, seed: int | None = None, level: float = LEVEL) -> pd.DataFrame:
+    """What GAIA's aggregation over the hooked layers adds to its last layer, and to a forward pass.
+
+    ``variants``: registered GAIA detectors (by default GAIA-A and GAIA-Z, the two the paper
+    proposes and reports), each scored beside its last-layer closed form (:data:`GAIA_LAST`,
+    :mod:`ood_lib.gaia`) with the run's hyper-parameters (``prep.config.params_for``); ``scores``:
+    ``{method: {set: scores}}`` given instead of computed. Rows per (method, OOD set) and
+    (method, group), the same paired bootstrap as :func:`depth_table`: ``part`` is all_layers /
+    last_layer / reference; ``diff_vs_last`` = AUROC(GAIA) − AUROC(its last-layer part) and
+    ``diff_vs_best`` = AUROC(method) − AUROC(reference), in points, with intervals ``lo_*``/``hi_*``;
+    ``verdict_vs_last``: whether the aggregation beats the last layer, ``verdict``: whether the
+    method beats the reference; ``verdict_family``: the latter with simultaneous intervals.
+    """
+    unknown = [v for v in variants if v not in GAIA_LAST]
+    if unknown or not variants:
+        raise OODInputError(f"GAIA variants must be among {sorted(GAIA_LAST)}, got {list(variants)!r}")
+    names = [m for v in variants for m in (v, GAIA_LAST[v])]
+    if scores is None:
+        scores = {n: detector_scores(prep, create(n, model=prep.model, **prep.config.params_for(n))) for n in names}
+    missing = [n for n in names if n not in scores]
+    if missing:
+        raise OODInputError(f"scores has no entry for {missing}")
+    scores = {n: scores[n] for n in names}
+    ref = checked_reference(prep, reference, scores)
+    best = f"ref:{reference_name}"
+    table = {**scores, best: ref}
+    rows = paired_rows(prep, table, names, best, {"last": {v: GAIA_LAST[v] for v in variants},
+                                                  "best": dict.fromkeys(table, best)}, n_boot, seed, level)
+    for row in rows:
+        n = row.pop("name")
+        row.update(method=n.removeprefix("ref:"), variant=GAIA_VARIANT.get(n, ""),
+                   part="reference" if n == best else "all_layers" if n in GAIA_LAST else "last_layer")
+    df = pd.DataFrame(rows, columns=GAIA_COLUMNS)
     df.attrs.update(reference=reference_name, n_boot=n_boot, level=level, benchmark=prep.benchmark)
     return df
 
@@ -311,7 +327,7 @@ def odin_first_order(prep: Prepared, *, terms: Mapping[str, Mapping[str, np.ndar
     rise = {k: t["log_s"] - t["log_s0"] for k, t in terms.items()}
     pred = {k: epsilon * t["grad_l1"] for k, t in terms.items()}
     rows = []
-    for ood, group, ks in _targets(prep):
+    for ood, group, ks in targets(prep):
         a = pb.auroc(ks)
         row = {"ood": ood, "group": group, "temperature": temperature, "epsilon": epsilon,
                **{f"auroc_{m}": float(a[m]) for m in ("msp_t", "odin", "grad", "first_order")}}

@@ -1,5 +1,8 @@
-"""ODIN's pixel-space step, ODIN as an input-gradient score, and GradNorm's gradient by depth."""
+"""ODIN's pixel-space step, ODIN as an input-gradient score, GradNorm's gradient by depth and GAIA's
+table; the recorded MNIST depth and GAIA tables recomputed from the real data."""
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -9,8 +12,9 @@ from torch import nn
 
 from ood_lib import OODInputError
 from ood_lib.benchmarks import MNIST_STD
-from ood_lib.depth import (best_forward_only, depth_figure, depth_scores, depth_table, layer_blocks, odin_first_order,
-                           odin_terms)
+from ood_lib.config import RunConfig
+from ood_lib.depth import (DEPTH_COLUMNS, GAIA_COLUMNS, GAIA_LAST, best_forward_only, depth_figure, depth_scores,
+                           depth_table, gaia_table, layer_blocks, odin_first_order, odin_terms)
 from ood_lib.detectors import ODIN, create
 from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
 from ood_lib.evaluate import Prepared, prepare
@@ -19,6 +23,7 @@ from ood_lib.gradients import gradient_score
 from ood_lib.metrics import auroc
 from ood_lib.models import CifarResNet, DenseNetBC, MnistCNN
 from ood_lib.paired import VERDICTS
+from conftest import REPO, SHARED_DATA, needs_shared_data
 
 
 # --- ODIN's step, by hand on a linear model -----------------------------------------------------
@@ -178,3 +183,94 @@ def test_first_order_explains_odin_on_a_smooth_model(prep):
     assert np.allclose(t.rise_id, t.pred_id, rtol=1e-2) and (t.pred_id > 0).all()
     zero = odin_first_order(p, epsilon=0.0, n_boot=20)
     assert (zero.gain == 0).all() and (zero.rise_id == 0).all() and (zero.auroc_odin == zero.auroc_msp_t).all()
+
+
+def test_gaia_table_holds_gaia_against_its_last_layer_and_the_reference(prep):
+    ref = {k: create("energy").score(*prep.float64(k)).numpy() for k in ["id_test", *prep.ood_keys]}
+    t = gaia_table(prep, ref, "energy", n_boot=100)
+    assert list(t.columns) == GAIA_COLUMNS and t.attrs["reference"] == "energy"
+    assert set(t.method) == {"gaia", "gaia_last", "gaia_z", "gaia_z_last", "energy"}
+    assert t.groupby("ood").size().eq(5).all() and set(t.ood) == set(prep.ood_keys) | {"near", "far", "covariate"}
+    one = t[t.ood == "noise"].set_index("method")
+    for v, last in GAIA_LAST.items():
+        assert one.loc[v, "diff_vs_last"] == pytest.approx(one.loc[v, "auroc"] - one.loc[last, "auroc"], abs=1e-9)
+        assert one.loc[v, "lo_vs_last"] <= one.loc[v, "diff_vs_last"] <= one.loc[v, "hi_vs_last"]
+        assert one.loc[v, "verdict_vs_last"] in VERDICTS and one.loc[last, "verdict_vs_last"] == ""
+        assert np.isnan(one.loc[last, "diff_vs_last"]) and (one.loc[v, "part"], one.loc[last, "part"]) == (
+            "all_layers", "last_layer")
+    assert one.loc["gaia_z", "diff_vs_best"] == pytest.approx(
+        one.loc["gaia_z", "auroc"] - one.loc["energy", "auroc"], abs=1e-9)
+    assert one.loc["energy", "part"] == "reference" and one.loc["energy", "verdict"] == ""
+    scores = {n: {k: -np.arange(len(s), dtype=float) for k, s in ref.items()} for n in ("gaia_z", "gaia_z_last")}
+    z = gaia_table(prep, ref, "energy", variants=["gaia_z"], scores=scores, n_boot=20)
+    assert (z[z.part != "reference"].diff_vs_last.fillna(0) == 0).all()  # the same scores: no difference
+    with pytest.raises(OODInputError, match="GAIA variants"):
+        gaia_table(prep, ref, variants=["gaia_last"], scores=scores)
+    with pytest.raises(OODInputError, match="no entry for"):
+        gaia_table(prep, ref, variants=["gaia"], scores=scores)
+
+
+# --- the recorded MNIST tables, recomputed from the real data ------------------------------------
+RECORDED = REPO / "results" / "recorded" / "mnist"
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def mnist_recorded():
+    """The recorded MNIST run's benchmark, restricted to the ID test set and its first OOD set, and
+    the recorded reference's scores on it.
+
+    Bootstrap replicates resample the ID set and the k-th OOD set from streams seeded by (seed,
+    replicate, k) only, so the rows of the first OOD set do not depend on the sets after it:
+    recomputing that set (3000 of the 6000 images) checks its rows exactly, within the time a test
+    may take (the full run back-propagates every image of every set). Not recomputed: the other
+    sets and the group rows, the choice of the gradient-free reference among all forward-only
+    methods (the recorded one is scored) and the ODIN table. The cache is the recorded run's
+    (``cache_dir`` as recorded: the default one, which holds the trained CNN).
+    """
+    meta = json.loads((RECORDED / "depth.json").read_text())
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    kept = {k: v for k, v in meta["config"].items() if k in fields and k not in ("data_root", "progress")}
+    full = prepare("mnist", RunConfig(**kept, data_root=SHARED_DATA, progress=False), with_train=True)
+    keep = ("id_train", "id_test", full.ood_keys[0])
+    prep = dataclasses.replace(full, splits={k: v for k, v in full.splits.items() if k in keep},
+                               feats={k: v for k, v in full.feats.items() if k in keep}, _as64={})
+    best, ref = best_forward_only(prep, [meta["reference"]])
+    return meta, prep, best, ref
+
+
+def _same_rows(live, recorded_csv, columns, key, tmp_path):
+    """The rows of the one OOD set of ``live`` (written and read back as recorded) are the recorded
+    ones: names exactly, numbers to :data:`TOL`."""
+    import pandas as pd
+
+    path = tmp_path / recorded_csv
+    live.to_csv(path, index=False, float_format="%.10g")  # the recorded round trip
+    got = pd.read_csv(path)
+    want = pd.read_csv(RECORDED / recorded_csv)
+    assert list(got.columns) == list(want.columns) == columns
+    checked = got.ood.iloc[0]
+    got, want = (d[d.ood == checked].reset_index(drop=True) for d in (got, want))
+    assert len(want) > 0 and list(got[key]) == list(want[key])
+    for c in columns:
+        if want[c].dtype.kind in "fi" and got[c].dtype.kind in "fi":
+            np.testing.assert_allclose(got[c].to_numpy(float), want[c].to_numpy(float), rtol=0, atol=TOL,
+                                       equal_nan=True, err_msg=c)
+        else:
+            assert got[c].fillna("").astype(str).tolist() == want[c].fillna("").astype(str).tolist(), c
+
+
+@needs_shared_data()
+def test_recorded_mnist_depth_table_reproduces(mnist_recorded, tmp_path):
+    meta, prep, best, ref = mnist_recorded
+    scores = depth_scores(prep, method=meta["method"], chunk_size=meta.get("chunk_size", 64))
+    live = depth_table(prep, ref, best, scores=scores, n_boot=meta["n_boot"])
+    _same_rows(live, "depth.csv", DEPTH_COLUMNS, "layer", tmp_path)
+
+
+@needs_shared_data()
+def test_recorded_mnist_gaia_table_reproduces(mnist_recorded, tmp_path):
+    meta, prep, best, ref = mnist_recorded
+    assert meta["gaia"]["reference"] == best and meta["gaia"]["n_boot"] >= 1000
+    live = gaia_table(prep, ref, best, variants=list(meta["gaia"]["variants"]), n_boot=meta["gaia"]["n_boot"])
+    _same_rows(live, "gaia.csv", GAIA_COLUMNS, "method", tmp_path)

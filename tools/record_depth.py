@@ -1,11 +1,15 @@
-"""Record GradNorm's gradient by depth and ODIN's first-order term on the real benchmarks.
+"""Record GradNorm's gradient by depth, ODIN's first-order term and GAIA's aggregation on the real benchmarks.
 
     python tools/record_depth.py --data-root ../shared/data                    # mnist, cifar10 (both models)
     python tools/record_depth.py --data-root DIR --only mnist imagenet_lite    # these
+    python tools/record_depth.py --data-root DIR --tables gaia                 # only GAIA's table
 
 Writes ``results/recorded/<benchmark>/depth.csv`` (:func:`ood_lib.depth.depth_table`),
-``depth_odin.csv`` (:func:`ood_lib.depth.odin_first_order`) and ``depth.json`` (commit, versions,
-configuration, the chosen gradient-free reference, blocks, timings). Every image is
+``depth_odin.csv`` (:func:`ood_lib.depth.odin_first_order`) — together, ``--tables depth`` —,
+``gaia.csv`` (:func:`ood_lib.depth.gaia_table`, ``--tables gaia``) and ``depth.json`` (commit,
+versions, configuration, the chosen gradient-free reference, blocks, timings; GAIA's under the key
+``gaia``). Recording only GAIA's table keeps the rest of ``depth.json`` as it is and requires the
+recorded configuration and reference to be the ones computed now. Every image is
 back-propagated through the whole network, so the ID test and OOD sets are subsampled (seeded,
 ``SUBSETS``) to keep each benchmark to a few minutes on a 2-core CPU; the fitting split is not.
 """
@@ -25,10 +29,13 @@ sys.path.insert(0, str(REPO))
 from ood_lib import depth as D  # noqa: E402
 from ood_lib.config import RunConfig  # noqa: E402
 from ood_lib.envinfo import environment  # noqa: E402
-from ood_lib.evaluate import prepare  # noqa: E402
+from ood_lib.detectors import create  # noqa: E402
+from ood_lib.evaluate import detector_scores, prepare  # noqa: E402
 from ood_lib.features import batch_loader  # noqa: E402
+from ood_lib.gaia import hooked_modules  # noqa: E402
 from ood_lib.layer_gradients import fastest_method  # noqa: E402
 from ood_lib.study import git_state  # noqa: E402
+from ood_lib.verify import default_deeper  # noqa: E402
 
 OUT = REPO / "results" / "recorded"
 # benchmark -> RunConfig overrides: the seeded subsets each recorded run uses
@@ -47,16 +54,81 @@ DEFAULT = ("mnist", "cifar10", "cifar10_densenet")
 # 4.65 M parameters at a time bound the memory
 CHUNK = {"imagenet_lite": 16}
 ODIN = {"temperature": 1000.0, "epsilon": 0.0014}  # ODIN's published setting; ε in [0, 1]-pixel units
+TABLES = ("depth", "gaia")  # depth: depth.csv and depth_odin.csv; gaia: gaia.csv
+UNRECORDED = ("data_root", "cache_dir", "progress")  # configuration fields that do not change the numbers
 
 
-def record(benchmark: str, root: str, over: dict, n_boot: int) -> dict:
-    """Compute and write the two tables of one benchmark; returns its provenance."""
+def _provenance(prep, cfg: RunConfig, n_boot: int) -> dict:
+    import torch
+
+    return {**git_state(), "config": cfg.as_dict(), "n_boot": n_boot,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "environment": environment(str(prep.device)), "threads": torch.get_num_threads()}
+
+
+def _check_recorded(old: dict | None, cfg: RunConfig, best: str, benchmark: str) -> None:
+    """GAIA's table alone joins a recorded depth run only on the same configuration and reference."""
+    if old is None:
+        raise SystemExit(f"{benchmark}: no depth.json to add GAIA's table to: record --tables depth gaia")
+    now = {k: v for k, v in cfg.as_dict().items() if k not in UNRECORDED}
+    was = {k: v for k, v in old["config"].items() if k not in UNRECORDED}
+    if now != was or old.get("reference") != best:
+        raise SystemExit(f"{benchmark}: the recorded depth run (config {was}, reference {old.get('reference')}) "
+                         f"differs from this one (config {now}, reference {best}): record --tables depth gaia")
+
+
+def _gaia(prep, best: str, ref: dict, n_boot: int) -> tuple:
+    """GAIA's table and its provenance (hooked modules, seconds per method)."""
+    scores, seconds, hooks = {}, {}, {}
+    for v in D.GAIA_MAIN:
+        for n in (v, D.GAIA_LAST[v]):
+            params = prep.config.params_for(n)
+            t0 = time.perf_counter()
+            scores[n] = detector_scores(prep, create(n, model=prep.model, **params))
+            seconds[n] = round(time.perf_counter() - t0, 1)
+        hooks[v] = hooked_modules(prep.model, prep.config.params_for(v).get("stages"))
+    table = D.gaia_table(prep, ref, best, variants=D.GAIA_MAIN, scores=scores, n_boot=n_boot)
+    meta = {"variants": {v: D.GAIA_LAST[v] for v in D.GAIA_MAIN}, "reference": best,
+            "hooked": hooks, "last_map": default_deeper(prep.model), "seconds": seconds,
+            "images": {k: len(next(iter(scores.values()))[k]) for k in ["id_test", *prep.ood_keys]}}
+    return table, meta
+
+
+def record(benchmark: str, root: str, over: dict, n_boot: int, tables: tuple[str, ...] = TABLES) -> dict:
+    """Compute and write the asked tables of one benchmark; returns its provenance (``depth.json``)."""
     t = {"start": time.perf_counter()}
     cfg = RunConfig(data_root=root, progress=False, **over)
     prep = prepare(benchmark, cfg, with_train=True)
     t["prepare"] = time.perf_counter()
     best, ref = D.best_forward_only(prep)
     t["reference"] = time.perf_counter()
+    d = OUT / benchmark
+    d.mkdir(parents=True, exist_ok=True)
+    old = json.loads((d / "depth.json").read_text()) if (d / "depth.json").is_file() else None
+    kept = old.get("gaia") if old is not None and "gaia" not in tables else None
+    if kept is not None and kept.get("reference") != best:
+        raise SystemExit(f"{benchmark}: gaia.csv was recorded against {kept.get('reference')}, the reference is "
+                         f"now {best}: record --tables depth gaia")
+    if "depth" in tables:
+        meta = _depth(prep, cfg, benchmark, best, ref, n_boot, t, d)
+        if kept is not None:  # the GAIA table recorded before stays, with its provenance
+            meta["gaia"], meta["tables"] = kept, [*meta["tables"], "gaia"]
+    else:
+        _check_recorded(old, cfg, best, benchmark)
+        meta = old
+    if "gaia" in tables:
+        t0 = time.perf_counter()
+        table, gaia = _gaia(prep, best, ref, n_boot)
+        table.to_csv(d / "gaia.csv", index=False, float_format="%.10g")
+        gaia["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+        meta["gaia"] = {**_provenance(prep, cfg, n_boot), **gaia}
+        meta["tables"] = [*[x for x in meta.get("tables", []) if x != "gaia"], "gaia"]
+    (d / "depth.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+    return meta
+
+
+def _depth(prep, cfg: RunConfig, benchmark: str, best: str, ref: dict, n_boot: int, t: dict, d: Path) -> dict:
+    """GradNorm by depth and ODIN's first-order term: the two tables and the run's provenance."""
     method = fastest_method(prep.model)
     scores = D.depth_scores(prep, method=method, chunk_size=CHUNK.get(benchmark, 64))
     t["gradients"] = time.perf_counter()
@@ -64,20 +136,14 @@ def record(benchmark: str, root: str, over: dict, n_boot: int) -> dict:
     t["bootstrap"] = time.perf_counter()
     odin = D.odin_first_order(prep, n_boot=n_boot, **ODIN)
     t["odin"] = time.perf_counter()
-    d = OUT / benchmark
-    d.mkdir(parents=True, exist_ok=True)
     table.to_csv(d / "depth.csv", index=False, float_format="%.10g")
     odin.to_csv(d / "depth_odin.csv", index=False, float_format="%.10g")
-    import torch
-
     x = next(iter(batch_loader(prep.splits["id_test"].dataset, 1)))[0]
     blocks = D.layer_blocks(prep.model, x)
     params = dict(prep.model.named_parameters())
     stages = list(t)
-    meta = {
-        "benchmark": benchmark, **git_state(), "config": cfg.as_dict(), "n_boot": n_boot,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(str(prep.device)), "threads": torch.get_num_threads(),
+    return {
+        "benchmark": benchmark, **_provenance(prep, cfg, n_boot),
         "sizes": {k: len(prep.splits[k].dataset) for k in prep.splits}, "reference": best,
         "reference_rule": "best mean AUROC over the near and far sets among gradient-free detectors, "
                           "chosen on these data",
@@ -88,8 +154,6 @@ def record(benchmark: str, root: str, over: dict, n_boot: int) -> dict:
         "odin": ODIN, "seconds": {s: round(t[s] - t[p], 1) for p, s in zip(stages, stages[1:])},
         "tables": ["depth", "depth_odin"],
     }
-    (d / "depth.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-    return meta
 
 
 def main() -> int:
@@ -97,10 +161,13 @@ def main() -> int:
     p.add_argument("--data-root", required=True)
     p.add_argument("--only", nargs="*", choices=list(SUBSETS), help=f"these benchmarks (default: {', '.join(DEFAULT)})")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES),
+                   help="depth: depth.csv and depth_odin.csv; gaia: gaia.csv (default: both)")
     args = p.parse_args()
     for b in args.only or DEFAULT:
-        meta = record(b, args.data_root, SUBSETS[b], args.n_boot)
-        print(f"{b}: {meta['sizes']}, reference {meta['reference']}, seconds {meta['seconds']}", flush=True)
+        meta = record(b, args.data_root, SUBSETS[b], args.n_boot, tuple(args.tables))
+        print(f"{b}: {meta['sizes']}, reference {meta['reference']}, seconds {meta['seconds']}"
+              + (f", GAIA seconds {meta['gaia']['seconds']}" if "gaia" in args.tables else ""), flush=True)
     return 0
 
 
