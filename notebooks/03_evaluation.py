@@ -478,6 +478,10 @@ captioned(gaia, "GAIA-A: all layers against its last layer and against "
 # With its inner layers GAIA-A beats its own last-layer part in
 # {glue:text}`nb03_gaia_beats_last` of {glue:text}`nb03_gaia_n` benchmark × model × group cells
 # (interval clear of 0), and the best forward-only score in {glue:text}`nb03_gaia_beats_best`.
+# GAIA is read as its authors orient it (larger abnormality = OOD); an AUROC below 50 means the
+# OOD images look *less* abnormal than the ID ones. The library hooks every BatchNorm layer (the
+# convolutions on the MNIST CNN, which has none), where the authors hooked only the last stages
+# of their ResNets for GAIA-A; the per-set rows and GAIA-Z are in `results/recorded/*/gaia.csv`.
 
 # %% [markdown]
 # (sec-seeds)=
