@@ -71,16 +71,28 @@ studies = report.load_studies(
     REAL.split(","), root=DATA_ROOT, recorded=RECORDED, device=DEVICE,
     seed=SEED, n_boot=N_BOOT, n_id=N_ID, n_ood=N_OOD, n_fit=N_FIT,
     progress=False)
-versions = pd.Series(studies["embedded"].meta["versions"], name="version")
-glue("nb03_versions", versions.to_frame(), display=False)
 captioned(report.provenance(studies),
           "Benchmarks, models and the source of each column's numbers")
+
+# %% tags=["remove-cell"]
+versions = pd.Series(studies["embedded"].meta["versions"], name="version")
+glue("nb03_versions", versions.to_frame(), display=False)
+# accuracy and split sizes of each pair, pasted in the prose (as text: "—"
+# where a pair is not part of this run)
+for b in ("cifar10", "cifar10_densenet", "imagenet_lite"):
+    m = studies[b].meta if b in studies else None
+    glue(f"nb03_acc_{b}", f"{m['id_accuracy']:.1f} %" if m else "—",
+         display=False)
+    for key, split in (("n_test", "id_test"), ("n_fit", "id_train")):
+        glue(f"nb03_{key}_{b}", f"{m['sets'][split]['n']:,}" if m else "—",
+             display=False)
 
 # %% [markdown]
 # `source` says, for each row, whether this build computed it (`live`) or read it back
 # (`recorded`); `subset` and `left out` say where a recorded run used a seeded subset of the images
 # or left a method out because it is too slow on a CPU (ODIN needs a backward pass through the
-# whole network per image). With a data root every benchmark runs in full. The pretrained models
+# whole network per image); `not applicable`, which detector cannot be fitted on that training
+# split, and why. With a data root every benchmark runs in full. The pretrained models
 # (ResNet-20, DenseNet-BC-100, EfficientNet-Lite0) have one set of weights each, so their intervals are bootstrap intervals over images only; the small CNNs
 # are trained here, and their spread over training seeds is shown {ref}`below <sec-seeds>`.
 
@@ -132,13 +144,17 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 
 # %% tags=["remove-cell"]
 pd.set_option("display.max_colwidth", None)
-glue("nb03_verdicts", report.verdict_table(studies, "far"), display=False)
-glue("nb03_verdicts_near", report.verdict_table(studies, "near"),
+glue("nb03_verdicts", captioned(report.verdict_table(studies, "far"),
+                               "Verdicts, far OOD sets"), display=False)
+glue("nb03_verdicts_near", captioned(report.verdict_table(studies, "near"),
+                                    "Verdicts, near OOD sets"),
      display=False)
 glue("nb03_answer_table", captioned(
     report.answer_table(studies),
-    "The answer per pair and group: what ‖h‖₁ does to MSP (Δ AUROC), "
-    "GradNorm's rank, the best method"), display=False)
+    "The answer per pair and group: what ‖h‖₁ does to MSP (Δ AUROC; † its "
+    "sign changes between training seeds), GradNorm's rank among all "
+    "distinct methods (1 = best), the best method"),
+    display=False)
 for key in ("gradnorm_identity", "exgrad_identity", "norm_helps_msp",
             "preregistered_beats_gradnorm", "some_member_beats_gradnorm",
             "product_beats_v", "product_beats_u", "gradnorm_beats_msp",
@@ -271,7 +287,8 @@ captioned(report.auroc_table(studies, methods, "far", metric="fpr95"),
 
 # %%
 captioned(report.rank_table(studies),
-          "Ranks of GradNorm and of ‖h‖₁·MSP, by pair and group")
+          "Ranks (1 = best): GradNorm among all distinct methods, ‖h‖₁·MSP "
+          "among the U·V members, by pair and group")
 
 # %% [markdown]
 # A "best member" picked on the sets it is then reported on is optimistic. Here it is picked
@@ -368,12 +385,14 @@ for b in ("mnist", "cifar10"):
 # (sec-depth)=
 # ## Below the head: does a deeper gradient add anything?
 #
-# The closed forms cover the last layer only. Below it, the gradient norm has to be computed —
-# so the question is whether it carries OOD information that no forward-only score has. For each
+# Closed forms reach the linear layers and the last convolution before pooling
+# ({ref}`ch-closed-forms`); the other layers' gradient norms have to be computed — so the
+# question is whether they carry OOD information that no forward-only score has. For each
 # block of the network, GradNorm's loss differentiated with respect to that block's parameters
-# (per-sample $\ell_1$ norm), the whole network, and the input; the AUROC of each, against the
-# best forward-only score of the benchmark, with simultaneous paired-bootstrap intervals over the
-# layers (recorded on seeded subsets; `tools/record_depth.py`).
+# (per-sample $\ell_1$ norm), the whole network, and the input; the AUROC of each, against one
+# forward-only reference per benchmark (the gradient-free detector with the best mean AUROC over
+# its near and far sets together), with simultaneous paired-bootstrap intervals over the layers
+# (recorded on seeded subsets; `tools/record_depth.py`).
 
 # %% tags=["remove-cell"]
 depth = {b: pd.read_csv(Path(RECORDED) / b / "depth.csv") for b in studies
@@ -389,7 +408,7 @@ glue("nb03_depth_beat_gradnorm",
      display=False)
 glue("nb03_depth_pairs", ", ".join(report.short_pair(b) for b in depth),
      display=False)
-for b in ("cifar10", "cifar10_densenet"):
+for b in ("mnist", "cifar10", "cifar10_densenet"):
     fig = (depth_figure(depth[b]) if b in depth else
            plots.placeholder(f"no depth results recorded for {b}"))
     glue(f"nb03_fig_depth_{b}", fig, display=False)
@@ -416,6 +435,12 @@ for b in ("cifar10", "cifar10_densenet"):
 #
 # The same for DenseNet-BC-100 (per dense block and transition).
 # ```
+#
+# ```{glue:figure} nb03_fig_depth_mnist
+# :name: fig-depth-mnist
+#
+# The same for the small CNN on MNIST.
+# ```
 
 # %% [markdown]
 # (sec-newer)=
@@ -431,9 +456,17 @@ captioned(kinds_of[["backward pass", "relation to U·V"]],
           "Newer detectors: backward pass and relation to U·V")
 
 # %% [markdown]
-# Mean AUROC over the far OOD sets of each, per benchmark × model, is in the tables
-# {ref}`above <ch-evaluation>`. The best of the gradient scores (all computed without a backward
-# pass) against the best of the forward-only ones:
+# Their mean AUROC over the far OOD sets, per benchmark × model:
+
+# %% tags=["hide-input"]
+pairs = [c for c in kinds_of.columns
+         if c not in ("backward pass", "relation to U·V")]
+captioned(kinds_of[pairs], "Newer detectors: mean AUROC (%), far OOD sets",
+          "{:.1f}")
+
+# %% [markdown]
+# The best of the gradient scores (all computed without a backward pass) against the best of the
+# forward-only ones, per group:
 
 # %% tags=["hide-input"]
 kinds = pd.concat({g: newer.best_by_kind(studies, g)
@@ -519,9 +552,21 @@ captioned(flips,
 # %% [markdown]
 # ## Beside the published numbers
 #
-# OpenOOD v1.5 reports CIFAR-10 near / far AUROC with a ResNet-18 at 95 % accuracy; our CIFAR-10
-# copy is JPEG-compressed, the models reach about 81 %, and our near group is Tiny-ImageNet only.
-# Compare the *order* of methods, not the values.
+# OpenOOD v1.5 {cite}`zhang2023openood15` reports CIFAR-10 near / far AUROC with a ResNet-18 at
+# 95 % accuracy; our CIFAR-10 copy is JPEG-compressed, on which the pretrained ResNet-20 and
+# DenseNet-BC-100 reach {glue:text}`nb03_acc_cifar10` and {glue:text}`nb03_acc_cifar10_densenet`,
+# and our near group is Tiny-ImageNet only. The order of methods differs too: in OpenOOD's table
+# below GradNorm has the lowest AUROC of the methods listed, while here it ranks
+# {glue:text}`nb03_gn_rank_far_cifar10` (ResNet-20) and {glue:text}`nb03_gn_rank_far_cifar10_densenet`
+# (DenseNet-BC-100) of all methods on the far sets.
+
+# %% tags=["remove-cell"]
+for b in ("cifar10", "cifar10_densenet"):
+    r = (studies[b]["ranks"].set_index(["group", "method"]).loc[("far", "gradnorm")]
+         if b in studies else None)
+    glue(f"nb03_gn_rank_far_{b}",
+         f"{int(r['rank'])} of {int(r['n_methods'])}" if r is not None else "—",
+         display=False)
 
 # %% tags=["hide-input"]
 oo = openood_cifar10_table()
@@ -540,8 +585,10 @@ captioned(oo, "OpenOOD v1.5 CIFAR-10 AUROC (%) beside this study's",
 
 # %% [markdown]
 # The GradNorm paper's ImageNet table (BiT-S-R101x1, FPR95 / AUROC) is the reference for the full
-# ImageNet benchmark, which this build does not have; EfficientNet-Lite0 on 1,300 validation images
-# against far sets is not comparable to it.
+# ImageNet benchmark, which this build does not have; EfficientNet-Lite0 tested on
+# {glue:text}`nb03_n_test_imagenet_lite` ImageNet validation images (another
+# {glue:text}`nb03_n_fit_imagenet_lite` fit the detectors) against far sets is not comparable
+# to it.
 
 # %% tags=["hide-input"]
 ref = gradnorm_imagenet_table()

@@ -35,6 +35,7 @@ from .detectors.model_access import log_msp_and_input_gradient, odin_perturb
 from .evaluate import Prepared, detector_scores
 from .features import batch_loader
 from .layer_gradients import INPUT, fastest_method, layer_grad_norms
+from .labels import method_label
 from .layer_signals import channel_std
 from .metrics import auroc
 from .paired import PairedBootstrap
@@ -262,7 +263,7 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
                     label="GradNorm w.r.t. the layer")
         for (_, r), style, color in zip(t[t.depth.isna()].iterrows(), ("-.", "--", ":"), ("C2", "C3", "C1")):
             name = {"network": "whole network", "gradnorm": "GradNorm (head, closed form)"}.get(
-                r.layer, f"best gradient-free: {r.layer}")
+                r.layer, f"forward-only reference: {method_label(r.layer)}\n(best over near + far)")
             ax.axhline(r.auroc, ls=style, color=color, lw=1.2, label=name)
             ax.axhspan(r.auroc_lo, r.auroc_hi, color=color, alpha=0.08)
         ax.set_xticks(d.depth, [str(x) for x in d.layer], rotation=60, ha="right", fontsize=8)
@@ -270,7 +271,7 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
         ax.set_xlabel("layer (input side → head)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("AUROC (%), 95 % interval")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -108,11 +108,12 @@ def load_gaia(recorded: str | Path, benchmarks) -> dict[str, pd.DataFrame]:
 def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.DataFrame:
     """Per benchmark × model and group (near, far): GAIA's AUROC with all its layers, its last-layer
     part alone, and the two paired differences (all layers − last layer; all layers − the best
-    forward-only score) with their 95 % intervals, as "+1.1 [0.8, 1.4]"."""
+    forward-only score) with their 95 % intervals, as "+1.10 [+0.80, +1.40]" (two decimals: whether an interval
+    clears 0 must be readable)."""
     from .report import short_pair
 
     def cell(d, lo, hi):
-        return "" if not np.isfinite(d) else f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+        return "" if not np.isfinite(d) else f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
     out = []
     for b, t in tables.items():

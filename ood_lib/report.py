@@ -20,6 +20,7 @@ from .study import Study, load_recorded, run_study
 MODEL_NAMES = {"mnist_cnn": "small CNN", "resnet20": "ResNet-20", "densenet_bc100": "DenseNet-BC-100",
                "efficientnet_lite0": "EfficientNet-Lite0", "resnet50": "ResNet-50", "bit_r101x1": "BiT-S-R101x1"}
 # how a verdict on "the feature norm helps MSP" reads in a sentence
+SUBSET_NAMES = {"n_id": "ID test", "n_ood": "per OOD set", "n_fit": "ID fit"}
 NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference"}
 
 
@@ -60,8 +61,9 @@ def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **r
 
 
 def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
-    """One column per study: source (live / recorded), subset, methods left out, ID accuracy, sizes,
-    device, commit, date (the library versions are in each study's ``meta``)."""
+    """One column per study: source (live / recorded), subset, methods left out, methods that could
+    not be fitted (and why), ID accuracy, sizes, device, commit (and whether the tree had
+    uncommitted changes), date (the library versions are in each study's ``meta``)."""
     from .evaluate import default_methods
     from .labels import method_label
 
@@ -71,13 +73,18 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
         cfg = m.get("config", {})
         sub = {k: cfg.get(k) for k in ("n_id", "n_ood", "n_fit") if cfg.get(k) is not None}
         left = sorted(set(default_methods(b)) - set(cfg.get("methods") or default_methods(b)))
+        met = s["metrics"]
+        na = met[met.note.fillna("").str.startswith("n/a")].drop_duplicates("method") if "note" in met else met[:0]
+        commit = str(m.get("commit", "unknown"))[:7] + (" + uncommitted changes" if m.get("dirty") else "")
         rows.append({"benchmark": short_pair(b), "source": s.source,
-                     "subset": ", ".join(f"{k} = {v:,}" for k, v in sub.items()) or "all images",
+                     "subset": " · ".join(f"{v:,} {SUBSET_NAMES[k]}" for k, v in sub.items()) or "all images",
                      "left out": ", ".join(method_label(x) for x in left) or "—",
+                     "not applicable": "; ".join(f"{method_label(x)} ({n.removeprefix('n/a: ')})"
+                                                 for x, n in zip(na.method, na.note)) or "—",
                      "ID accuracy (%)": m["id_accuracy"] if m.get("id_accuracy") is not None else np.nan,
                      "ID test images": m["sets"]["id_test"]["n"],
                      "OOD images": sum(v["n"] for k, v in m["sets"].items() if not k.startswith("id_")),
-                     "device": m["device"], "commit": str(m.get("commit", "unknown"))[:7],
+                     "device": m["device"], "commit": commit,
                      "created": str(m.get("created", ""))[:10]})
     t = pd.DataFrame(rows).set_index("benchmark")
     t["ID accuracy (%)"] = t["ID accuracy (%)"].map("{:.1f}".format)
@@ -124,7 +131,8 @@ def group_value(study: Study, method: str, group: str, metric: str = "auroc") ->
 def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
     """The answer in one row per benchmark × model and OOD group (near, far): what the feature norm
     does to MSP (the verdict's reading and the AUROC difference), GradNorm's rank, and the best
-    method with its AUROC. Every cell is computed from the study's tables."""
+    method with its AUROC. Every cell is computed from the study's tables; † marks a difference whose
+    sign changes between the training seeds of a model trained here."""
     from .labels import method_label
 
     rows = []
@@ -136,10 +144,14 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
                 continue
             verdict = v.loc[("norm_helps_msp", g), "verdict"]
             gn = r.loc[(g, "gradnorm")]
+            mark = ""
+            if "seeds" in s.tables:  # † where the difference changes sign between training seeds
+                d = s["seeds"].loc[lambda t: (t.group == g) & (t.quantity == "diff:norm_helps_msp"), "value"]
+                mark = " †" if len(d) and d.min() < 0 < d.max() else ""
             rows.append({
                 "pair": short_pair(s.benchmark), "group": g,
                 "‖h‖₁ × MSP": f"{NORM_EFFECT.get(verdict, 'not measured')} "
-                              f"({v.loc[('norm_helps_msp', g), 'estimate']:+.1f})",
+                              f"({v.loc[('norm_helps_msp', g), 'estimate']:+.1f}){mark}",
                 "GradNorm rank": f"{int(gn['rank'])} / {int(gn['n_methods'])}",
                 "best method (AUROC)": f"{method_label(gn['best'])} ({gn['auroc_best']:.1f})"})
     return pd.DataFrame(rows).set_index(["pair", "group"])
@@ -238,14 +250,16 @@ def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.
             continue
         t = seed_summary(s["seeds"])
         t["column"] = t.group if benchmark is not None else short_pair(b) + " · " + t.group
-        t["cell"] = [f"{m:.2f} ±{sd:.2f}" for m, sd in zip(t["mean"], t["sd"])]
+        t["cell"] = [f"{m:.1f} ±{sd:.1f}" for m, sd in zip(t["mean"], t["sd"])]
         t["row"] = [("AUROC " + method_label(q[6:])) if q.startswith("auroc:") else
-                    ("Δ " + short[q[5:]]) if q.startswith("diff:") else "ID accuracy (%)" for q in t.quantity]
+                    ("difference: " + short[q[5:]]) if q.startswith("diff:") else "ID accuracy (%)"
+                    for q in t.quantity]
         parts.append(t)
     if not parts:
         return pd.DataFrame()
     t = pd.concat(parts, ignore_index=True)
-    return t.pivot_table(index="row", columns="column", values="cell", aggfunc="first", sort=False).fillna("")
+    out = t.pivot_table(index="row", columns="column", values="cell", aggfunc="first", sort=False).fillna("")
+    return out.rename_axis(index=None, columns=None)
 
 
 def forest_figure(studies: Mapping[str, Study], groups: tuple[str, ...] = ("near", "far")):
@@ -297,7 +311,8 @@ def seed_sign_changes(studies: Mapping[str, Study]) -> pd.DataFrame:
             if v.min() < 0 < v.max():
                 rows.append({"pair": short_pair(b), "group": g, "claim": short[q[5:]],
                              "min over seeds": round(float(v.min()), 2), "max over seeds": round(float(v.max()), 2)})
-    return pd.DataFrame(rows, columns=["pair", "group", "claim", "min over seeds", "max over seeds"])
+    cols = ["pair", "group", "claim", "min over seeds", "max over seeds"]
+    return pd.DataFrame(rows, columns=cols).set_index(["pair", "group"])
 
 
 def n_seed_differences(studies: Mapping[str, Study]) -> int:
