@@ -130,8 +130,8 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 # ```{glue:figure} nb03_fig_gallery_embedded
 # :name: fig-gallery-embedded
 #
-# The embedded benchmark, which needs no data: MNIST digits against letters, noise and the
-# covariate-shifted scikit-learn digits.
+# The embedded benchmark, which needs no data: MNIST digits against printed letters, textures,
+# photo crops, noise and the covariate-shifted scikit-learn digits.
 # ```
 
 # %% [markdown]
@@ -217,7 +217,9 @@ plt.close(fig)
 # :name: fig-forest
 #
 # AUROC difference of each pre-registered comparison (claimed direction: to the right of 0), with
-# 95 % paired-bootstrap intervals; near OOD sets on the left, far on the right.
+# 95 % paired-bootstrap intervals; near OOD sets on the left, far on the right (the ImageNet
+# stand-in has no near group). For *some U·V member*, the member with the largest difference,
+# with its simultaneous interval over the family.
 # ```
 
 # %% [markdown]
@@ -299,6 +301,10 @@ captioned(report.rank_table(studies),
 sel = pd.concat([s["selection"].assign(pair=report.short_pair(b))
                  for b, s in studies.items()], ignore_index=True)
 gain = float((sel.auroc_chosen - sel.auroc_gradnorm).mean())
+by_pair = (sel.auroc_chosen - sel.auroc_gradnorm).groupby(
+    sel.pair, sort=False).mean()
+glue("nb03_sel_by_pair",
+     "; ".join(f"{p} {d:+.1f}" for p, d in by_pair.items()), display=False)
 glue("nb03_sel_chosen_minus_gradnorm", gain, display=False)
 glue("nb03_sel_n", len(sel), display=False)
 cols = {"auroc_chosen": "chosen elsewhere", "auroc_gradnorm": "GradNorm",
@@ -323,7 +329,8 @@ plt.close(fig)
 # :name: fig-grid
 #
 # Mean AUROC (%) over the far OOD sets of CIFAR-10 with ResNet-20, for every $U\cdot V$ member of
-# the honest family. The outlined cells are GradNorm's form and the pre-registered member.
+# the honest family, with the output-only row $U = 1$ on top for reference ($1\cdot 1$ is no
+# score and stays blank). The outlined cells are GradNorm's form and the pre-registered member.
 # ```
 
 # %% [markdown]
@@ -471,7 +478,9 @@ captioned(kinds_of[pairs], "Newer detectors: mean AUROC (%), far OOD sets",
 # %% tags=["hide-input"]
 kinds = pd.concat({g: newer.best_by_kind(studies, g)
                    for g in ("near", "far")}, names=["group"])
-kinds = kinds.swaplevel().sort_index(level=0, sort_remaining=False)
+order = [report.short_pair(b) for b in studies]
+kinds = kinds.swaplevel().sort_index(
+    level=0, key=lambda p: p.map(order.index), sort_remaining=False)
 aurocs = ["gradient AUROC", "forward-only AUROC"]
 captioned(kinds.style.format("{:.1f}", subset=aurocs),
           "Best newer gradient score and best newer forward-only "
@@ -481,18 +490,6 @@ captioned(kinds.style.format("{:.1f}", subset=aurocs),
 wins = int((kinds["gradient AUROC"] > kinds["forward-only AUROC"]).sum())
 glue("nb03_newer_grad_wins", wins, display=False)
 glue("nb03_newer_n", len(kinds), display=False)
-gaia_t = newer.load_gaia(RECORDED, studies)
-gaia = newer.gaia_rows(gaia_t)
-glue("nb03_gaia_pairs", ", ".join(dict.fromkeys(
-    gaia.index.get_level_values(0))) if len(gaia) else "none", display=False)
-full = pd.concat([t[(t.part == "all_layers") & (t.variant == "A")
-                    & t.ood.isin(["near", "far"])] for t in gaia_t.values()]
-                 ) if gaia_t else pd.DataFrame(columns=["verdict_vs_last", "verdict"])
-glue("nb03_gaia_n", len(full), display=False)
-glue("nb03_gaia_beats_last", int((full.verdict_vs_last == "supported").sum()),
-     display=False)
-glue("nb03_gaia_beats_best", int((full.verdict == "supported").sum()),
-     display=False)
 
 # %% [markdown]
 # The best newer gradient score is above the best newer forward-only detector in
@@ -504,8 +501,22 @@ glue("nb03_gaia_beats_best", int((full.verdict == "supported").sum()),
 # against the best forward-only score, paired 95 % intervals.
 
 # %% tags=["hide-input"]
+gaia_t = newer.load_gaia(RECORDED, studies)  # results/recorded/<b>/gaia.csv
+gaia = newer.gaia_rows(gaia_t)
 captioned(gaia, "GAIA-A: all layers against its last layer and against "
           "the best forward-only score (AUROC, %)")
+
+# %% tags=["remove-cell"]
+glue("nb03_gaia_pairs", ", ".join(dict.fromkeys(
+    gaia.index.get_level_values(0))) if len(gaia) else "none", display=False)
+full = pd.concat([t[(t.part == "all_layers") & (t.variant == "A")
+                    & t.ood.isin(["near", "far"])] for t in gaia_t.values()]
+                 ) if gaia_t else pd.DataFrame(columns=["verdict_vs_last", "verdict"])
+glue("nb03_gaia_n", len(full), display=False)
+glue("nb03_gaia_beats_last", int((full.verdict_vs_last == "supported").sum()),
+     display=False)
+glue("nb03_gaia_beats_best", int((full.verdict == "supported").sum()),
+     display=False)
 
 # %% [markdown]
 # With its inner layers GAIA-A beats its own last-layer part in
@@ -520,7 +531,7 @@ captioned(gaia, "GAIA-A: all layers against its last layer and against "
 # (sec-seeds)=
 # ## Variance over training seeds
 #
-# The small CNNs are trained here; each was trained with five seeds. Mean ± s.d. over seeds of
+# The small CNNs are trained here; each was trained with {glue:text}`nb03_n_seeds` seeds. Mean ± s.d. over seeds of
 # the headline AUROCs and of each claim's difference (recorded; the single-seed intervals above
 # are for seed 0).
 
@@ -537,6 +548,8 @@ captioned(report.seed_rows(studies, "mnist"),
 
 # %% tags=["remove-cell"]
 flips = report.seed_sign_changes(studies)
+glue("nb03_n_seeds", max((s["seeds"].seed.nunique() for s in studies.values()
+                          if "seeds" in s.tables), default=0), display=False)
 glue("nb03_seed_flips", len(flips), display=False)
 glue("nb03_seed_diffs", report.n_seed_differences(studies), display=False)
 

@@ -199,9 +199,11 @@ def auroc_table(studies: Mapping[str, Study], methods: list[str], group: str, me
     labels = [method_label(x) for x in methods]
     v = pd.DataFrame(vals, index=labels)
     c = pd.DataFrame(cells, index=labels)
-    best = v.min() if metric == "fpr95" else v.max()
-    return c.style.apply(lambda col: ["font-weight: bold" if vals == best[col.name] else ""
-                                      for vals in v[col.name]], axis=0)
+    shown = v.round(1)  # a tie as the reader sees it is bolded alike
+    best = shown.min() if metric == "fpr95" else shown.max()
+    return c.style.apply(lambda col: ["font-weight: bold" if x == best[col.name] else ""
+                                      for x in shown[col.name]], axis=0).set_table_styles(
+        [{"selector": "td", "props": "white-space: nowrap;"}], overwrite=False)
 
 
 def rank_table(studies: Mapping[str, Study]) -> pd.DataFrame:
