@@ -54,10 +54,11 @@ PATHS = ("forward", "closed_form", "closed_form_scoring_only", "vmap_head", "vma
 LAYER_PATHS = ("forward_backward", "per_layer_all", "per_layer_hooks")
 LAYER_LOOP_PATHS = ("per_layer_loop",)
 KNOWN_PATHS = PATHS + LAYER_PATHS + LAYER_LOOP_PATHS
-# the aims for all-layer per-sample gradient norms: on a CPU at most this many batched forward +
-# backward; on a GPU at least this many times faster than the batch-1 loop
+# a reference level for all-layer per-sample gradient norms: this many batched forward + backward
+# (``layer_ratios`` says where the spread over the repeats falls against it)
 LAYER_COST_AIM = 1.5
-LAYER_GPU_SPEEDUP_AIM = 10.0
+# images per batched forward + backward of the per-layer paths (``per_layer_all``/``per_layer_hooks``)
+LAYER_CHUNK = 64
 ALL_CLOSED_FORM = [n for n, s in SCORES.items()]
 
 
@@ -138,8 +139,8 @@ def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> di
         "exgrad_loop": lambda: gradient_score("exgrad", model, x[:exgrad_images], method="loop"),
         "exgrad_closed_form": exgrad_cf,
         "forward_backward": lambda: _forward_backward(model, x),
-        "per_layer_all": lambda: layer_grad_norms(model, x, chunk_size=64),
-        "per_layer_hooks": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=64),
+        "per_layer_all": lambda: layer_grad_norms(model, x, chunk_size=LAYER_CHUNK),
+        "per_layer_hooks": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=LAYER_CHUNK),
         "per_layer_loop": lambda: layer_grad_norms(model, x[:n_small], method="loop"),
     }
 

@@ -268,7 +268,13 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
     scale when the ratios span more than a factor 20. ``panel``: a column whose values get a
     panel each (e.g. CPU vs GPU); the panels share both axes (chapter *Cost*)."""
     import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    def times_text(v: float, _pos=None) -> str:  # "0.1×", "1×", "100×"; else powers of ten as "10⁴×"
+        e = np.log10(v) if v > 0 else np.nan
+        if np.isfinite(e) and np.isclose(e, round(e)) and not -1 <= round(e) <= 2:
+            return "10" + str(int(round(e))).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")) + "×"
+        return f"{v:g}×"
 
     _require(df, ("model", "path", "ratio_to_forward", "ms_per_image") + ((panel,) if panel else ()), "cost")
     groups = list(df.groupby(panel, sort=False)) if panel else [("", df)]
@@ -307,10 +313,15 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
         if log:
             ax.set_xscale("log")
             lo, hi = np.floor(np.log10(extent.min())), np.ceil(np.log10(extent.max()))
-            step = max(1.0, np.ceil((hi - lo) / 4.5))  # at most five labels, one of them 1×
-            ax.set_xticks(10.0 ** (step * np.arange(np.ceil(lo / step), np.floor(hi / step) + 1)))
-            ax.set_xlim(10.0 ** lo, 10.0 ** hi)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+            # at most `most` labels per panel, one of them 1×, so that narrow panels never crowd
+            most = 4 if len(groups) < 3 else 3
+            step = max(1.0, np.ceil((hi - lo) / (most - 0.5)))
+            ticks = step * np.arange(np.ceil(lo / step), np.floor(hi / step) + 1)
+            ax.set_xticks(10.0 ** ticks)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            # half a decade beyond the outer labels: they never meet the next panel's
+            ax.set_xlim(10.0 ** min(lo, ticks[0] - 0.5), 10.0 ** max(hi, ticks[-1] + 0.5))
+        ax.xaxis.set_major_formatter(FuncFormatter(times_text))
         ax.set_title(str(name), fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
         ax.tick_params(axis="x", labelsize=8.5)

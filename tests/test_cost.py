@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ood_lib import OODInputError
-from ood_lib.cost import (LAYER_LOOP_PATHS, LAYER_PATHS, layer_ratios, path_functions,
-                          score_cost)
+from ood_lib.cost import (LAYER_CHUNK, LAYER_LOOP_PATHS, LAYER_PATHS, layer_ratios,
+                          path_functions, score_cost)
 from ood_lib.layer_gradients import layer_grad_norms
 from ood_lib.models import FeatureModel
 
@@ -116,3 +116,17 @@ def test_layer_ratios_skips_models_without_per_layer_rows():
 def test_layer_ratios_bad_input(table, kw, match):
     with pytest.raises(OODInputError, match=match):
         layer_ratios(table, **kw)
+
+
+def test_per_layer_paths_batch_in_chunks_of_layer_chunk(monkeypatch):
+    seen = []
+    import ood_lib.cost as cost
+
+    def spy(model, x, method="vmap", chunk_size=None):
+        seen.append((method, chunk_size))
+        return {}
+    monkeypatch.setattr(cost, "layer_grad_norms", spy)
+    model, x = _tiny()
+    fns = path_functions(model, x)
+    fns["per_layer_all"](), fns["per_layer_hooks"]()
+    assert [c for _, c in seen] == [LAYER_CHUNK, LAYER_CHUNK] and seen[1][0] == "hooks"

@@ -149,3 +149,24 @@ def test_labels_for_paths_models_and_metrics_fall_back_to_the_id():
     assert tables.cost_path_label("my_path") == "my_path"
     assert tables.model_label("resnet50") == "ResNet-50" and tables.model_label("vit") == "vit"
     assert tables.metric_label("auroc") == "AUROC (%)" and tables.metric_label("x") == "x"
+
+
+def test_cost_figure_x_labels_never_collide_across_three_panels():
+    # seven decades over three narrow panels: the case whose labels used to run together
+    df = pd.concat([cost_table([1.0, 0.002, 30.0], [1.0, 4.0, 5000.0]),
+                    cost_table([1.0, 0.5, 30.0], [1.0, 4.0, 800.0])
+                    .query("setting == 'CPU'").assign(setting="GPU, batch 256")])
+    fig = plots.cost_figure(df, panel="setting")
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 3
+    boxes = []
+    for ax in panels:
+        shown = [t for t in ax.get_xticklabels() if t.get_text()
+                 and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert 2 <= len(shown) <= 4 and "1×" in [t.get_text() for t in shown]
+        assert all(len(t.get_text()) <= 6 for t in shown)  # e.g. "10⁻³×", not "0.001×"
+        boxes += [t.get_window_extent() for t in shown]
+    boxes.sort(key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # no two labels touch
+    plt.close(fig)
