@@ -43,10 +43,11 @@ from ood_lib import plots, tables
 from ood_lib.book import glue
 from ood_lib.cost import (ALL_CLOSED_FORM, LAYER_CHUNK, LAYER_LOOP_PATHS,
                           LAYER_PATHS, PATHS,
-                          grid_cost, layer_ratios, score_cost)
+                          grid_cost, layer_ratios, ms_per_call, path_value,
+                          score_cost)
 from ood_lib.features import resolve_device
 from ood_lib.models import build_model
-from ood_lib.report import short_pair
+from ood_lib.report import short_pair, step_label
 
 plt.rcParams.update(plots.BOOK_STYLE)
 
@@ -250,25 +251,19 @@ gpu_cost = [pd.read_csv(f)
             for f in sorted(gpu_dir.glob("score_cost_b*.csv"))]
 
 
-def step_name(step: str) -> str:
-    """A recorded step, its benchmark id shown by its display name."""
-    head, sep, rest = step.partition(" end to end")
-    return f"{short_pair(head)} end to end" if sep and not rest else step
-
-
 todo = steps[steps.status != "ok"] if steps is not None else None
 notes = []
 if todo is not None and not todo.empty:
     check = todo.step.str.startswith("verify")
     if (~check).any():
         notes.append("Not recorded on a GPU: " + "; ".join(
-            f"{step_name(r.step)} ({r.status})"
+            f"{step_label(r.step)} ({r.status})"
             for r in todo[~check].itertuples()) + ".")
     if check.any():
         notes.append(
             "The identity check in float64 on the GPU (`verify`) failed in "
-            "the recorded run and was not re-run after a fix (a device "
-            "placement error), so no GPU identity check is reported here; "
+            "the recorded run and has not been re-run since (its code has "
+            "changed), so no GPU identity check is reported here; "
             f"see {str(gpu_dir).removeprefix('../')}/steps.csv.")
 glue("nb04_gpu_missing", " ".join(notes), display=False)
 if runs is None or gpu_env is None:
@@ -285,12 +280,6 @@ else:
          f"{cold.min():.0f}–{cold.max():.0f} s each with feature "
          f"extraction, {warm.min():.0f}–{warm.max():.0f} s from the caches.",
          display=False)
-
-
-def per_call(t: pd.DataFrame, model: str, path: str) -> float:
-    """Milliseconds per call of a batched path: per image × batch."""
-    r = t[(t.model == model) & (t.path == path)].iloc[0]
-    return float(r.ms_per_image * r.batch)
 
 
 gpu_layer = [t for t in gpu_cost if set(LAYER_PATHS) <= set(t.path)]
@@ -313,10 +302,10 @@ if gpu_layer:  # the largest batch: at batch 1 there is nothing to batch
            "batch-1 loop is at least this)."))
     one = [u for u in gpu_layer if u.batch.iloc[0] == 1]
     chunks = -(-b // LAYER_CHUNK)
-    hooks_chunk = per_call(t, g.model, "per_layer_hooks") / chunks
-    fb_call = per_call(t, g.model, "forward_backward")
+    hooks_chunk = ms_per_call(t, g.model, "per_layer_hooks") / chunks
+    fb_call = ms_per_call(t, g.model, "forward_backward")
     if one and chunks > 1:
-        hooks_one = per_call(one[0], g.model, "per_layer_hooks")
+        hooks_one = ms_per_call(one[0], g.model, "per_layer_hooks")
         text += (
             f" The batched forward + backward of all {b} images takes "
             f"{fb_call:.1f} ms; the hooks take {hooks_chunk:.1f} ms per "
@@ -342,23 +331,21 @@ if len(gpu_cost) >= 2:
     hi_t = max(gpu_cost, key=lambda u: u.batch.iloc[0])
     m = str(lo_t.model.iloc[0])
     b_lo, b_hi = int(lo_t.batch.iloc[0]), int(hi_t.batch.iloc[0])
-
-    def rat(u: pd.DataFrame, path: str) -> float:
-        return float(u[(u.model == m) & (u.path == path)].ratio_to_forward.iloc[0])
-
     cf = "closed_form_scoring_only"
     vm = "vmap_head_scoring_only"
-    slower = rat(lo_t, cf) > rat(lo_t, vm) and rat(hi_t, cf) > rat(hi_t, vm)
+    cf_lo, cf_hi, vm_lo, vm_hi = (
+        path_value(u, m, p, "ratio_to_forward")
+        for p in (cf, vm) for u in (lo_t, hi_t))
+    slower = cf_lo > vm_lo and cf_hi > vm_hi
     on_cpu = ratio.loc[cf, m] > ratio.loc[vm, m] if m in ratio else None
     text = (
         f"From cached features on the GPU, every closed form costs "
-        f"{rat(lo_t, cf):.2f}× a {tables.model_label(m)} forward pass at "
-        f"batch {b_lo} and {rat(hi_t, cf):.2f}× at batch {b_hi}, the "
-        f"per-sample head gradient by vmap {rat(lo_t, vm):.2f}× and "
-        f"{rat(hi_t, vm):.2f}×"
+        f"{cf_lo:.2f}× a {tables.model_label(m)} forward pass at "
+        f"batch {b_lo} and {cf_hi:.2f}× at batch {b_hi}, the "
+        f"per-sample head gradient by vmap {vm_lo:.2f}× and {vm_hi:.2f}×"
         + (" (on the CPU above the closed forms are the cheaper)"
            if slower and on_cpu is False else "") + ". ")
-    call_lo, call_hi = per_call(lo_t, m, cf), per_call(hi_t, m, cf)
+    call_lo, call_hi = ms_per_call(lo_t, m, cf), ms_per_call(hi_t, m, cf)
     text += (f"One call of the closed forms takes {call_lo:.1f} ms for "
              f"{b_lo} image{'s' * (b_lo > 1)} and {call_hi:.1f} ms "
              f"for {b_hi}")

@@ -20,10 +20,11 @@ __all__ = ["NO_CLOSED_FORM", "rank_one_figure"]
 NO_CLOSED_FORM = "no closed form"
 
 
-def rank_one_figure(residuals: Mapping[str, Any], forms: Mapping[str, str]) -> "Figure":
+def rank_one_figure(residuals: Mapping[str, Any], forms: Mapping[str, str], *, head: str | None = None) -> "Figure":
     """One column per layer (in the order given, input side first): each image's rank-one
     residual r as a dot, the median as a bar; colour = which closed form the layer's gradient norm
-    has (``forms[layer]``; absent = :data:`NO_CLOSED_FORM`). r = 0: one outer product."""
+    has (``forms[layer]``; absent = :data:`NO_CLOSED_FORM`). r = 0: one outer product. ``head``:
+    the classifier head's weight tensor, if drawn, marked "(head)" on its tick."""
     import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
 
     if not residuals:
@@ -43,8 +44,11 @@ def rank_one_figure(residuals: Mapping[str, Any], forms: Mapping[str, str]) -> "
         c = colour[kind]
         ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=6, color=c, alpha=0.45, linewidths=0)
         handles[kind] = ax.hlines(np.median(v), i - 0.3, i + 0.3, color=c, lw=2, label=kind)
-    ax.set_xticks(range(n), [k.removesuffix(".weight") for k in values], rotation=60, ha="right", fontsize=7)
-    ax.set(ylim=(-0.02, 1.0), xlim=(-0.6, n - 0.4), xlabel="weight tensor (input side → head)",
+    if head is not None and head not in values:
+        raise OODInputError(f"head {head!r} is not one of the layers drawn")
+    ticks = [k.removesuffix(".weight") + (" (head)" if k == head else "") for k in values]
+    ax.set_xticks(range(n), ticks, rotation=60, ha="right", fontsize=7)
+    ax.set(ylim=(-0.02, 1.0), xlim=(-0.6, n - 0.4), xlabel="weight tensor, input side first",
            ylabel="rank-one residual r\n(0 = one outer product)")
     ax.grid(axis="y", alpha=0.3)
     shown = [k for k in kinds if k in handles]

@@ -24,6 +24,12 @@ SUBSET_NAMES = {"n_id": "ID test", "n_ood": "per OOD set", "n_fit": "ID fit"}
 NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference"}
 
 
+def step_label(step: str) -> str:
+    """A recorded device-check step (``"<benchmark> end to end"``) with the benchmark's display name."""
+    head, sep, rest = step.partition(" end to end")
+    return f"{short_pair(head)} end to end" if sep and not rest else step
+
+
 def model_name(benchmark: str) -> str:
     """The display name of a benchmark's model."""
     arch = get_benchmark(benchmark).model.arch
