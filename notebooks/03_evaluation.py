@@ -501,7 +501,7 @@ glue("nb03_newer_n", len(kinds), display=False)
 # against the best forward-only score, paired 95 % intervals.
 
 # %% tags=["hide-input"]
-gaia_t = newer.load_gaia(RECORDED, studies)  # results/recorded/<b>/gaia.csv
+gaia_t = newer.load_gaia(RECORDED, studies)  # <b>/gaia.csv
 gaia = newer.gaia_rows(gaia_t)
 captioned(gaia, "GAIA-A: all layers against its last layer and against "
           "the best forward-only score (AUROC, %)")
