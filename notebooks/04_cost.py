@@ -261,7 +261,7 @@ if todo is not None and not todo.empty:
             for r in todo[~check].itertuples()) + ".")
     if check.any():
         notes.append(
-            "The identity check in float64 on the GPU (`verify`) failed in "
+            "The identity check in float64 on the GPU (verify) failed in "
             "the recorded run and has not been re-run since (its code has "
             "changed), so no GPU identity check is reported here; "
             f"see {str(gpu_dir).removeprefix('../')}/steps.csv.")
