@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ood_lib.cost import LAYER_CHUNK
 from ood_lib.features import resolve_device
 from ood_lib.layer_gradients import layer_grad_norms
 from ood_lib.models import build_model
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--loop-images", type=int, default=16)
-    p.add_argument("--chunk", type=int, default=64, help="images per forward + backward of the batched paths")
+    p.add_argument("--chunk", type=int, default=LAYER_CHUNK, help="images per forward + backward of the batched paths")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--out", help="write the table here as CSV")

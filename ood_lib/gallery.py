@@ -26,7 +26,6 @@ from .labels import group_label, set_label
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-ID = "id_test"
 GROUP_NAMES = {"id": "in-distribution"}  # the ID split's group; the OOD groups read as group_label says
 
 
@@ -83,9 +82,9 @@ def save_gallery(samples: Mapping[str, Thumbnails], path: str | Path) -> Path:
     """Write ``samples`` (as :func:`sample_images` returns them) to a compressed ``.npz`` file."""
     if not samples:
         raise OODInputError("save_gallery: no sets to save")
-    arrays = {"keys": np.array(list(samples)), "groups": np.array([t[1] for t in samples.values()])}
+    arrays = {"keys": np.array(list(samples)), "groups": np.array([t.group for t in samples.values()])}
     for i, t in enumerate(samples.values()):
-        a = np.asarray(t[0])
+        a = np.asarray(t.images)
         if a.dtype != np.uint8 or a.ndim not in (3, 4):
             raise OODInputError(f"save_gallery: set {list(samples)[i]!r} needs uint8 (n, H, W[, 3]) images, "
                                 f"got {a.dtype} {a.shape}")
@@ -136,7 +135,7 @@ def gallery_figure(samples: Mapping[str, Thumbnails], benchmark: str | None = No
 
     if not samples:
         raise OODInputError("gallery_figure: no sets to draw")
-    ncols = max(len(t[0]) for t in samples.values())
+    ncols = max(len(t.images) for t in samples.values())
     h, w = np.asarray(next(iter(samples.values()))[0]).shape[1:3]
     side = 0.62
     fig, axes = plt.subplots(len(samples), ncols, squeeze=False, dpi=DPI, layout="constrained",

@@ -24,11 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["checked_reference", "paired_rows", "targets"]
 
 
-def targets(prep: "Prepared") -> list[tuple[str, str, list[str]]]:
+def targets_of(group_of: Mapping[str, str]) -> list[tuple[str, str, list[str]]]:
     """``(row name, group, OOD sets)``: each OOD set alone, then each group present (its sets together)."""
-    group_of = {k: prep.splits[k].group for k in prep.ood_keys}
     out = [(k, g, [k]) for k, g in group_of.items()]
     return out + [(g, g, [k for k in group_of if group_of[k] == g]) for g in OOD_GROUPS if g in group_of.values()]
+
+
+def targets(prep: "Prepared") -> list[tuple[str, str, list[str]]]:
+    """:func:`targets_of` the OOD sets of ``prep``."""
+    return targets_of({k: prep.splits[k].group for k in prep.ood_keys})
 
 
 def checked_reference(prep: "Prepared", reference: Mapping[str, Any], scores: Mapping[str, Mapping[str, Any]]
@@ -67,9 +71,10 @@ def paired_rows(prep: "Prepared", table: Mapping[str, Mapping[str, Any]], member
     rows = []
     for ood, group, ks in targets(prep):
         fam = pb.family(list(members), best, sets=ks, level=level, direction=+1).set_index("member")
+        aurocs = pb.auroc(ks)
         for n, s in table.items():
             lo_a, hi_a = pb.interval(n, sets=ks, level=level)
-            row = {"name": n, "ood": ood, "group": group, "auroc": float(pb.auroc(ks)[n]), "auroc_lo": lo_a,
+            row = {"name": n, "ood": ood, "group": group, "auroc": float(aurocs[n]), "auroc_lo": lo_a,
                    "auroc_hi": hi_a, "fpr95": float(np.mean([fpr95(s["id_test"], s[k]) for k in ks]))}
             for tag, other in against.items():
                 o = other.get(n, n)

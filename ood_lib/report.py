@@ -151,7 +151,7 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
             verdict = v.loc[("norm_helps_msp", g), "verdict"]
             gn = r.loc[(g, "gradnorm")]
             mark = ""
-            if "seeds" in s.tables:  # † where the difference changes sign between training seeds
+            if "seeds" in s:  # † where the difference changes sign between training seeds
                 d = s["seeds"].loc[lambda t: (t.group == g) & (t.quantity == "diff:norm_helps_msp"), "value"]
                 mark = " †" if len(d) and d.min() < 0 < d.max() else ""
             rows.append({
@@ -326,4 +326,4 @@ def seed_sign_changes(studies: Mapping[str, Study]) -> pd.DataFrame:
 def n_seed_differences(studies: Mapping[str, Study]) -> int:
     """How many (pair, group, claim) differences the seed runs record."""
     return sum(int(s["seeds"].loc[lambda t: t.quantity.str.startswith("diff:")].groupby(["group", "quantity"]).ngroups)
-               for s in studies.values() if "seeds" in s.tables)
+               for s in studies.values() if "seeds" in s)

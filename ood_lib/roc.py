@@ -23,14 +23,15 @@ import numpy as np
 import pandas as pd
 
 from ._checks import OODInputError, check_scores
+from .benchmarks import OOD_GROUPS
 from .labels import group_label, method_label
+from .paired_tables import targets_of
 from .scores import PREREGISTERED
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 ID = "id_test"
-GROUPS = ("near", "far", "covariate")  # the OOD groups of ood_lib.benchmarks
 FPR_GRID = np.linspace(0.0, 1.0, 201)  # steps of 0.5 %
 KEYS = ("ood", "group", "fpr")  # the columns of a roc table besides one TPR column per method
 
@@ -79,15 +80,14 @@ def roc_table(scores: Mapping[str, Mapping[str, np.ndarray]], group_of: Mapping[
     if absent or not methods:
         raise OODInputError(f"scores: no values for method(s) {', '.join(map(repr, absent)) or '(none asked)'}")
     for key, g in group_of.items():
-        if g not in GROUPS:
-            raise OODInputError(f"group_of: set {key!r} needs one of {GROUPS}, got {g!r}")
+        if g not in OOD_GROUPS:
+            raise OODInputError(f"group_of: set {key!r} needs one of {OOD_GROUPS}, got {g!r}")
     for m in methods:
         lacking = [k for k in (ID, *group_of) if k not in scores[m]]
         if lacking:
             raise OODInputError(f"scores[{m!r}]: no values for set(s) {', '.join(map(repr, lacking))}")
     grid = np.asarray(fpr_grid, dtype=np.float64)
-    blocks = [(k, g, [k]) for k, g in group_of.items()]
-    blocks += [(g, g, [k for k in group_of if group_of[k] == g]) for g in GROUPS if g in group_of.values()]
+    blocks = targets_of(group_of)
     out = []
     for ood, group, sets in blocks:
         t = pd.DataFrame({"ood": ood, "group": group, "fpr": np.round(grid, 10)})

@@ -129,8 +129,7 @@ def verify(
 def max_rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
     """max_i |a_i − ref_i| / |ref_i| over a batch (the smallest positive float stands in for a zero
     reference); 0 for an empty batch."""
-    d = (a - ref).abs()
-    return float((d / ref.abs().clamp_min(torch.finfo(ref.dtype).tiny)).max()) if len(ref) else 0.0
+    return _max_rel(a, ref, ref) if len(ref) else 0.0
 
 
 def verify_layers(

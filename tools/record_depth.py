@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from ood_lib import depth as D  # noqa: E402
 from ood_lib.config import RunConfig  # noqa: E402
+from ood_lib.cost import LAYER_CHUNK  # noqa: E402
 from ood_lib.envinfo import environment  # noqa: E402
 from ood_lib.detectors import create  # noqa: E402
 from ood_lib.evaluate import detector_scores, prepare  # noqa: E402
@@ -130,7 +131,8 @@ def record(benchmark: str, root: str, over: dict, n_boot: int, tables: tuple[str
 def _depth(prep, cfg: RunConfig, benchmark: str, best: str, ref: dict, n_boot: int, t: dict, d: Path) -> dict:
     """GradNorm by depth and ODIN's first-order term: the two tables and the run's provenance."""
     method = fastest_method(prep.model)
-    scores = D.depth_scores(prep, method=method, chunk_size=CHUNK.get(benchmark, 64))
+    chunk = CHUNK.get(benchmark, LAYER_CHUNK)
+    scores = D.depth_scores(prep, method=method, chunk_size=chunk)
     t["gradients"] = time.perf_counter()
     table = D.depth_table(prep, ref, best, scores=scores, n_boot=n_boot)
     t["bootstrap"] = time.perf_counter()
@@ -147,7 +149,7 @@ def _depth(prep, cfg: RunConfig, benchmark: str, best: str, ref: dict, n_boot: i
         "sizes": {k: len(prep.splits[k].dataset) for k in prep.splits}, "reference": best,
         "reference_rule": "best mean AUROC over the near and far sets among gradient-free detectors, "
                           "chosen on these data",
-        "method": method, "chunk_size": CHUNK.get(benchmark, 64),
+        "method": method, "chunk_size": chunk,
         "loss": "KL(u || p) at T = 1, L1 norm, read as published (larger = ID)",
         "input_units": "pixels in [0, 1]: gradient divided by the normalisation std",
         "blocks": {b: int(sum(params[p].numel() for p in ps)) for b, ps in blocks.items()},
