@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared script (about 5 minutes on one H100/H200): every benchmark end to end
-# on the GPU, the identities on the GPU in float64 (autocast off), feature extraction through
+# on the GPU, the identities on the GPU in float64 (autocast off), every layer's per-sample gradient
+# norms against the batch-1 loop, feature extraction through
 # torchrun (NCCL), and the cost benchmark (ResNet-20 32×32 and ResNet-50 224×224, random weights,
 # batch 1 and 256). Writes results/device/*.csv, each with the device name and versions.
 #
@@ -82,6 +83,14 @@ fi
 step "verify, embedded CNN, float64, 16 images" "$OUT/verify_embedded.log" \
   "$PY" -m ood_lib verify --benchmark embedded --device "$DEV" --n 16 --quiet \
     $([ "$DRY" = 1 ] && echo --checkpoint random) --csv "$OUT/verify_embedded.csv"
+
+# every parameter tensor's per-sample gradient norms, batched and by layer hooks against the batch-1 loop
+if [ -n "$ROOT" ]; then LB="cifar10 cifar10_densenet"; else LB=embedded; fi
+for B in $LB; do
+  step "verify every layer, $B, float64, 8 images" "$OUT/verify_layers_$B.log" \
+    "$PY" -m ood_lib verify --benchmark "$B" "${ROOTARG[@]}" --device "$DEV" --layers all --n 8 --quiet \
+      $([ "$DRY" = 1 ] && echo --checkpoint random) --csv "$OUT/verify_layers_$B.csv"
+done
 
 # sharded extraction through torchrun: one process per GPU (NCCL), gloo on the CPU
 if [ -n "$ROOT" ]; then SB=cifar10; else SB=embedded; fi

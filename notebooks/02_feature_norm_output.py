@@ -37,9 +37,9 @@ import torch
 from ood_lib import analysis, plots, tables
 from ood_lib.book import glue
 from ood_lib.evaluate import prepare
-from ood_lib.labels import method_label, set_label, term_label
+from ood_lib.labels import (BENCHMARK_NAMES, method_label, model_name, set_label,
+                            term_label)
 from ood_lib.outputs import v_term
-from ood_lib.report import BENCHMARK_NAMES, model_name
 from ood_lib.scores import GRID_U, GRID_V, U_TERMS, V_TERMS, grid_names
 
 plt.rcParams.update(plots.BOOK_STYLE)
@@ -235,8 +235,9 @@ glue("nb02_share_cov", 100 * shares["cov"], display=False)
 
 # %% tags=["hide-input"]
 parts = {"u": "log U", "v": "log V", "cov": "2 cov(log U, log V)"}
-share = pd.Series({parts[k]: x for k, x in shares.items()}, name="share")
-tables.book_table(share.to_frame().style.format("{:.1%}"),
+share = pd.Series({parts[k]: 100 * x for k, x in shares.items()},
+                  name="share (%)")
+tables.book_table(share.to_frame().style.format("{:.0f}"),
                   "Shares of var(log GradNorm)")
 
 # %% [markdown]
@@ -309,7 +310,7 @@ for key, col in (("exgrad", "exgrad"),
                  ("gini_as_exgrad", "gini_as_exgrad")):
     glue(f"nb02_auc_{key}", float(mean[col]), display=False)
 # a whole clause, full stop included: it ends its sentence
-verdict = ("neither reading reaches the oriented Gini term alone: "
+verdict = ("neither reading reaches the oriented Gini term alone, so "
            "the feature norm costs ExGrad accuracy."
            if best < float(mean["one*p_l2sq"])
            else "the better reading beats the oriented Gini term alone, "
@@ -337,7 +338,7 @@ tables.book_table(
 # %% [markdown]
 # ## Summary
 #
-# * The honest $U \cdot V$ grid has {glue:text}`nb02_n_grid` members, every factor non-negative,
+# * The $U \cdot V$ grid has {glue:text}`nb02_n_grid` members, every factor non-negative,
 #   larger = in-distribution and unchanged by a shift of the logits.
 # * GradNorm is $U \cdot V$; on {glue:text}`nb02_product_wins` of the {glue:text}`nb02_n_sets` near
 #   and far OOD sets the product beats each factor.

@@ -37,7 +37,7 @@ import pandas as pd
 from ood_lib import explain, gallery, newer, plots, report, roc
 from ood_lib.book import glue
 from ood_lib.depth import depth_figure
-from ood_lib.labels import method_label, set_label
+from ood_lib.labels import method_label, model_name, set_label, short_pair
 from ood_lib.reference import gradnorm_imagenet_table, openood_cifar10_table
 from ood_lib.study import HEADLINE
 from ood_lib.tables import captioned
@@ -107,7 +107,13 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 
 # %% [markdown]
 # What the images look like: seeded samples of the ID test split and of every OOD set, per
-# benchmark (CIFAR-10's sets serve both of its models).
+# benchmark (CIFAR-10's sets serve both of its models). The data: MNIST {cite}`lecun1998mnist`,
+# CIFAR-10 {cite}`krizhevsky2009cifar` and a subset of the ImageNet validation images
+# {cite}`russakovsky2015imagenet` in distribution; Fashion-MNIST {cite}`xiao2017fashion`, notMNIST
+# {cite}`bulatov2011notmnist`, KMNIST {cite}`clanuwat2018kmnist`, Tiny-ImageNet {cite}`le2015tiny`
+# without the classes that overlap CIFAR-10, and Textures {cite}`cimpoi2014dtd` among the OOD sets.
+# The pretrained models: ResNet-20 {cite}`he2016resnet`, DenseNet-BC-100 {cite}`huang2017densenet`
+# and EfficientNet-Lite0, a variant of EfficientNet {cite}`tan2019efficientnet` for mobile devices.
 #
 # ```{glue:figure} nb03_fig_gallery_cifar10
 # :name: fig-gallery-cifar10
@@ -162,7 +168,7 @@ for key in ("gradnorm_identity", "exgrad_identity", "norm_helps_msp",
     glue(f"nb03_count_{key}", report.count_text(studies, key),
          display=False)
 glue("nb03_n_pairs", len(studies), display=False)
-glue("nb03_pairs", ", ".join(report.short_pair(b) for b in studies), display=False)
+glue("nb03_pairs", ", ".join(short_pair(b) for b in studies), display=False)
 split = report.split_claims(studies)
 glue("nb03_n_split", len(split), display=False)
 glue("nb03_n_compared", report.n_comparison_claims(), display=False)
@@ -229,7 +235,8 @@ plt.close(fig)
 # paired-bootstrap interval; the best value of each column in bold. GradNorm is the closed form
 # $\lVert h\rVert_1\lVert p-u\rVert_1$, $\lVert h\rVert_1\cdot\max p$ the member chosen
 # before any result, $\lVert h\rVert_1$ and $\lVert p-u\rVert_1$ GradNorm's two factors alone.
-# Empty cells: the method was left out of that recorded run (see the provenance table).
+# A dash: the method was left out of that run, or could not be fitted there (the provenance
+# table says which, and why).
 
 # %%
 methods = list(HEADLINE)
@@ -283,7 +290,7 @@ captioned(report.auroc_table(studies, methods, "far", metric="fpr95"),
 # %% [markdown]
 # ## The $U\cdot V$ family against GradNorm
 #
-# The honest family (both factors non-negative, oriented larger = in-distribution, invariant to a
+# The $U\cdot V$ family (both factors non-negative, oriented larger = in-distribution, invariant to a
 # shift of the logits; see {ref}`ch-factors`) without the output-only row $U = 1$ and without
 # GradNorm's own form. Where GradNorm and the pre-registered member rank, by group:
 
@@ -298,7 +305,7 @@ captioned(report.rank_table(studies),
 # the benchmark, then scored on the held-out set.
 
 # %% tags=["hide-input"]
-sel = pd.concat([s["selection"].assign(pair=report.short_pair(b))
+sel = pd.concat([s["selection"].assign(pair=short_pair(b))
                  for b, s in studies.items()], ignore_index=True)
 gain = float((sel.auroc_chosen - sel.auroc_gradnorm).mean())
 by_pair = (sel.auroc_chosen - sel.auroc_gradnorm).groupby(
@@ -312,7 +319,7 @@ cols = {"auroc_chosen": "chosen elsewhere", "auroc_gradnorm": "GradNorm",
 means = sel.groupby("pair", sort=False)[list(cols)].mean()
 captioned(means.rename(columns=cols),
           "Mean AUROC (%) on held-out OOD sets: member chosen elsewhere",
-          "{:.1f}")
+          "{:.1f}", best="max", axis=1)
 
 # %% [markdown]
 # On average over the {glue:text}`nb03_sel_n` held-out OOD sets (covariate-shift sets are not
@@ -329,7 +336,7 @@ plt.close(fig)
 # :name: fig-grid
 #
 # Mean AUROC (%) over the far OOD sets of CIFAR-10 with ResNet-20, for every $U\cdot V$ member of
-# the honest family, with the output-only row $U = 1$ on top for reference ($1\cdot 1$ is no
+# the family, with the output-only row $U = 1$ on top for reference ($1\cdot 1$ is no
 # score and stays blank). The outlined cells are GradNorm's form and the pre-registered member.
 # ```
 
@@ -413,7 +420,7 @@ glue("nb03_depth_beat_best",
 glue("nb03_depth_beat_gradnorm",
      int((rows.verdict_vs_gradnorm == "supported").sum()) if len(rows) else 0,
      display=False)
-glue("nb03_depth_pairs", ", ".join(report.short_pair(b) for b in depth),
+glue("nb03_depth_pairs", ", ".join(short_pair(b) for b in depth),
      display=False)
 for b in ("mnist", "cifar10", "cifar10_densenet"):
     fig = (depth_figure(depth[b]) if b in depth else
@@ -453,9 +460,13 @@ for b in ("mnist", "cifar10", "cifar10_densenet"):
 # (sec-newer)=
 # ## Newer detectors: which of them need a gradient?
 #
-# Detectors published after GradNorm, each with the backward pass it needs — read from the
-# library's registry: a score computed from its closed form needs none ({ref}`ch-closed-forms`
-# derives each) — and how it relates to the $U\cdot V$ family:
+# Detectors published after GradNorm — the gradient scores GradOrth {cite}`behpour2023gradorth`,
+# a K-FAC natural gradient and the gradient uncertainty of {cite:t}`oberdiek2018gradient`, and the
+# forward-only ViM {cite}`wang2022vim`, ASH {cite}`djurisic2023ash`, SCALE {cite}`xu2024scale`,
+# DICE {cite}`sun2022dice`, GEN {cite}`liu2023gen`, fDBD {cite}`liu2024fdbd` and NNGuide
+# {cite}`park2023nnguide` — each with the backward pass it needs, read from the library's
+# registry (a score computed from its closed form needs none; {ref}`ch-closed-forms` derives
+# each), and how it relates to the $U\cdot V$ family:
 
 # %%
 kinds_of = newer.newer_table(studies, "far")
@@ -469,7 +480,7 @@ captioned(kinds_of[["backward pass", "relation to U·V"]],
 pairs = [c for c in kinds_of.columns
          if c not in ("backward pass", "relation to U·V")]
 captioned(kinds_of[pairs], "Newer detectors: mean AUROC (%), far OOD sets",
-          "{:.1f}")
+          "{:.1f}", best="max")
 
 # %% [markdown]
 # The best of the gradient scores (all computed without a backward pass) against the best of the
@@ -478,7 +489,7 @@ captioned(kinds_of[pairs], "Newer detectors: mean AUROC (%), far OOD sets",
 # %% tags=["hide-input"]
 kinds = pd.concat({g: newer.best_by_kind(studies, g)
                    for g in ("near", "far")}, names=["group"])
-order = [report.short_pair(b) for b in studies]
+order = [short_pair(b) for b in studies]
 kinds = kinds.swaplevel().sort_index(
     level=0, key=lambda p: p.map(order.index), sort_remaining=False)
 aurocs = ["gradient AUROC", "forward-only AUROC"]
@@ -586,7 +597,7 @@ oo = openood_cifar10_table()
 for b in ("cifar10", "cifar10_densenet"):
     if b in studies:
         for g in ("near", "far"):
-            oo[f"{report.model_name(b)} {g}"] = [
+            oo[f"{model_name(b)} {g}"] = [
                 report.group_value(studies[b], m, g)
                 if m in set(studies[b]["metrics"].method) else float("nan")
                 for m in oo.index]
@@ -594,7 +605,7 @@ oo.index = [method_label(m) for m in oo.index]
 oo.columns = pd.MultiIndex.from_tuples(
     [tuple(c.rsplit(" ", 1)) for c in oo.columns])
 captioned(oo, "OpenOOD v1.5 CIFAR-10 AUROC (%) beside this study's",
-          "{:.1f}")
+          "{:.1f}", best="max")
 
 # %% [markdown]
 # The GradNorm paper's ImageNet table (BiT-S-R101x1, FPR95 / AUROC) is the reference for the full
@@ -611,7 +622,7 @@ sets = {"inaturalist": "iNaturalist", "sun": "SUN", "places": "Places",
 ref["ood"] = ref.ood.map(sets)
 auroc = ref.pivot(index="method", columns="ood", values="auroc")
 captioned(auroc[list(sets.values())].rename_axis(index=None, columns=None),
-          "GradNorm paper, ImageNet, AUROC (%)", "{:.1f}")
+          "GradNorm paper, ImageNet, AUROC (%)", "{:.1f}", best="max")
 
 # %% [markdown]
 # The same table's FPR95 (lower is better):
@@ -619,4 +630,4 @@ captioned(auroc[list(sets.values())].rename_axis(index=None, columns=None),
 # %% tags=["hide-input"]
 fpr = ref.pivot(index="method", columns="ood", values="fpr95")
 captioned(fpr[list(sets.values())].rename_axis(index=None, columns=None),
-          "GradNorm paper, ImageNet, FPR95 (%)", "{:.1f}")
+          "GradNorm paper, ImageNet, FPR95 (%)", "{:.1f}", best="min")

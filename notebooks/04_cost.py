@@ -22,7 +22,7 @@
 # for ResNet-50 ({glue:text}`nb04_r50_timing`) the published GradNorm loop costs
 # {glue:text}`nb04_r50_published:.1f`× the batched forward pass and exact ExGrad by autograd
 # {glue:text}`nb04_r50_exgrad:.0f`×. Scoring every closed form from cached features costs
-# {glue:text}`nb04_r50_cf_overhead:.2f` % of the forward pass; forward pass and every closed form
+# {glue:text}`nb04_r50_cf_overhead`× the forward pass; forward pass and every closed form
 # together take {glue:text}`nb04_r50_cf_total:.2f`× the forward pass alone
 # ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`× over the repeats).
 # Exact per-sample gradient norms of *every* parameter tensor of {glue:text}`nb04_layer_model`
@@ -46,8 +46,10 @@ from ood_lib.cost import (ALL_CLOSED_FORM, LAYER_CHUNK, LAYER_LOOP_PATHS,
                           grid_cost, layer_ratios, ms_per_call, path_value,
                           score_cost)
 from ood_lib.features import resolve_device
+from ood_lib.labels import model_name, short_pair
 from ood_lib.models import build_model
-from ood_lib.report import short_pair, step_label
+from ood_lib.report import step_label
+from ood_lib.verify import recorded_checks
 
 plt.rcParams.update(plots.BOOK_STYLE)
 
@@ -125,9 +127,11 @@ for m in ("resnet20", "resnet50"):
                       ("exgrad", "exgrad_loop"), ("vmap", "vmap_head")):
         glue(f"nb04_{short}_{key}", float(ratio.loc[path, m]),
              display=False)
-    # scoring alone, from features already computed: % of the forward pass
-    overhead = 100 * ratio.loc["closed_form_scoring_only", m]
-    glue(f"nb04_{short}_cf_overhead", float(overhead), display=False)
+    # scoring alone, from features already computed: a ratio to the
+    # forward pass, as the tables print it
+    glue(f"nb04_{short}_cf_overhead",
+         tables.ratio_text(ratio.loc["closed_form_scoring_only", m]),
+         display=False)
     # forward + every closed form, end to end, with its range over repeats
     cf = cost[(cost.model == m) & (cost.path == "closed_form")].iloc[0]
     glue(f"nb04_{short}_cf_total", float(cf.ratio_to_forward), display=False)
@@ -137,8 +141,11 @@ for m in ("resnet20", "resnet50"):
     within[m] = cf.ms_min <= ms.loc["forward", m] <= cf.ms_max
     row = cost[(cost.model == m) & (cost.path == "gradnorm_published")]
     r0 = row.iloc[0]
+    n_ex = int(cost[(cost.model == m) & (cost.path == "exgrad_loop")]
+               .images_timed.iloc[0])
     glue(f"nb04_{short}_timing",
-         f"batch {r0.batch}, the loops timed on {r0.images_timed} images, "
+         f"batch {r0.batch}, the GradNorm loop timed on {r0.images_timed} "
+         f"images and the ExGrad loop on {n_ex} image{'s' * (n_ex != 1)}, "
          f"medians of {r0.repeats} repeats", display=False)
     glue(f"nb04_{short}_forward_ms", float(ms.loc["forward", m]),
          display=False)
@@ -165,8 +172,8 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
 # {glue:text}`nb04_r20_exgrad:.1f`×, and the batched per-sample head gradient
 # {glue:text}`nb04_r20_vmap:.2f`× ({glue:text}`nb04_r20_timing`; ResNet-50:
 # {glue:text}`nb04_r50_timing`). The rows "from cached h" time the scoring alone: every closed
-# form costs {glue:text}`nb04_r20_cf_overhead:.2f` % (ResNet-20) and
-# {glue:text}`nb04_r50_cf_overhead:.2f` % (ResNet-50) of the forward pass. Measured end to end,
+# form costs {glue:text}`nb04_r20_cf_overhead`× (ResNet-20) and
+# {glue:text}`nb04_r50_cf_overhead`× (ResNet-50) the forward pass. Measured end to end,
 # forward pass and every closed form take {glue:text}`nb04_r20_cf_total:.2f`×
 # ({glue:text}`nb04_r20_cf_total_lo:.2f`–{glue:text}`nb04_r20_cf_total_hi:.2f`× over the
 # repeats) and {glue:text}`nb04_r50_cf_total:.2f`×
@@ -266,6 +273,25 @@ if todo is not None and not todo.empty:
             "changed), so no GPU identity check is reported here; "
             f"see {str(gpu_dir).removeprefix('../')}/steps.csv.")
 glue("nb04_gpu_missing", " ".join(notes), display=False)
+# the float64 checks the GPU run recorded (verify_*.csv), in one sentence
+checks = recorded_checks(gpu_dir)
+last_checks = checks[checks.check == "last layer"]
+layer_checks = checks[checks.check == "every layer"]
+said = []
+if len(last_checks):
+    said.append(
+        f"the last-layer closed forms match autograd to "
+        f"{last_checks.worst.max():.0e} in units of V ({len(last_checks)} models)")
+if len(layer_checks):
+    said.append(
+        "the per-sample gradient norms of every parameter tensor ("
+        + ", ".join(f"{r.rows} of {model_name(r.name)}"
+                    for r in layer_checks.itertuples())
+        + f") match the batch-1 loop to {layer_checks.worst.max():.0e}, relative")
+glue("nb04_gpu_verify",
+     f"In float64 on the {gpu_env.device_name}, " + "; ".join(said) + "."
+     if said and gpu_env is not None else
+     "No float64 identity check on a GPU is recorded.", display=False)
 if runs is None or gpu_env is None:
     glue("nb04_gpu_runs",
          "No GPU run is recorded in this copy of the study.",
@@ -369,6 +395,7 @@ glue("nb04_gpu_cost",
 
 # %% [markdown]
 # {glue:text}`nb04_gpu_runs` {glue:text}`nb04_gpu_cost` {glue:text}`nb04_gpu_missing`
+# {glue:text}`nb04_gpu_verify`
 #
 # {glue:text}`nb04_gpu_cf`
 #
@@ -438,8 +465,8 @@ glue("nb04_grid_dim", f"{g['dim']:,}", display=False)
 # ## Summary
 #
 # * On {glue:text}`nb04_device`, scoring every closed form from cached features costs
-#   {glue:text}`nb04_r20_cf_overhead:.2f` % (ResNet-20) and
-#   {glue:text}`nb04_r50_cf_overhead:.2f` % (ResNet-50) of the forward pass; end to end, forward
+#   {glue:text}`nb04_r20_cf_overhead`× (ResNet-20) and
+#   {glue:text}`nb04_r50_cf_overhead`× (ResNet-50) the forward pass; end to end, forward
 #   pass and closed forms take {glue:text}`nb04_r50_cf_total:.2f`×
 #   ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`×) the forward
 #   pass alone on ResNet-50. The recorded GPU timings are in {ref}`sec-cost-gpu`.

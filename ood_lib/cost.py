@@ -22,9 +22,11 @@ Per-layer paths (:data:`LAYER_PATHS`, timed only when asked: they differentiate 
 * ``forward_backward`` — one batched forward and one backward of the summed GradNorm loss (every
   parameter's ``.grad``): the yardstick for per-sample gradients of all layers;
 * ``per_layer_all`` — per-sample ‖∇_θ‖₁ and ‖∇_θ‖₂² of every parameter tensor θ, batched with
-  ``torch.func`` (:func:`ood_lib.layer_gradients.layer_grad_norms`, chunks of 64 images);
-* ``per_layer_hooks`` — the same norms from one batched forward + backward per chunk of 64,
-  rebuilt from each layer's input and back-propagated signal (``method="hooks"``).
+  ``torch.func`` (:func:`ood_lib.layer_gradients.layer_grad_norms`, chunks of :data:`LAYER_CHUNK` images);
+* ``per_layer_hooks`` — the same norms from one batched forward + backward per chunk,
+  rebuilt from each layer's input and back-propagated signal (``method="hooks"``);
+* ``per_layer_hooks_l1`` — the same with ‖∇_θ‖₁ alone (:data:`LAYER_EXTRA_PATHS`: what the second
+  norm costs; ``benchmarks/layer_cost.py`` times it).
 
 Their batch-1 reference (:data:`LAYER_LOOP_PATHS`, also timed only when asked):
 
@@ -53,7 +55,8 @@ PATHS = ("forward", "closed_form", "closed_form_scoring_only", "vmap_head", "vma
          "gradnorm_published", "loop_head_only", "exgrad_loop", "exgrad_closed_form")
 LAYER_PATHS = ("forward_backward", "per_layer_all", "per_layer_hooks")
 LAYER_LOOP_PATHS = ("per_layer_loop",)
-KNOWN_PATHS = PATHS + LAYER_PATHS + LAYER_LOOP_PATHS
+LAYER_EXTRA_PATHS = ("per_layer_hooks_l1",)
+KNOWN_PATHS = PATHS + LAYER_PATHS + LAYER_LOOP_PATHS + LAYER_EXTRA_PATHS
 # a reference level for all-layer per-sample gradient norms: this many batched forward + backward
 # (``layer_ratios`` says where the spread over the repeats falls against it)
 LAYER_COST_AIM = 1.5
@@ -110,8 +113,10 @@ def _forward_backward(model, x, T: float = 1.0):
     return next(model.parameters()).grad
 
 
-def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> dict[str, Callable[[], object]]:
-    """The timed callables, each over all of ``x`` (the loops over its first few images)."""
+def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2,
+                   chunk: int = LAYER_CHUNK) -> dict[str, Callable[[], object]]:
+    """The timed callables, each over all of ``x`` (the loops over its first few images; the
+    per-layer paths in forward + backward passes of ``chunk`` images)."""
     n_small = min(len(x), loop_images)
     h0, f0 = _forward(model, x)
     h0, f0 = h0.clone(), f0.clone()
@@ -139,15 +144,16 @@ def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2) -> di
         "exgrad_loop": lambda: gradient_score("exgrad", model, x[:exgrad_images], method="loop"),
         "exgrad_closed_form": exgrad_cf,
         "forward_backward": lambda: _forward_backward(model, x),
-        "per_layer_all": lambda: layer_grad_norms(model, x, chunk_size=LAYER_CHUNK),
-        "per_layer_hooks": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=LAYER_CHUNK),
+        "per_layer_all": lambda: layer_grad_norms(model, x, chunk_size=chunk),
+        "per_layer_hooks": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=chunk),
+        "per_layer_hooks_l1": lambda: layer_grad_norms(model, x, method="hooks", chunk_size=chunk, norms=("l1",)),
         "per_layer_loop": lambda: layer_grad_norms(model, x[:n_small], method="loop"),
     }
 
 
 def score_cost(
     model: torch.nn.Module, x: torch.Tensor, *, label: str, repeats: int = 5,
-    paths: tuple[str, ...] = PATHS, loop_images: int = 8, exgrad_images: int = 2,
+    paths: tuple[str, ...] = PATHS, loop_images: int = 8, exgrad_images: int = 2, chunk: int = LAYER_CHUNK,
 ) -> pd.DataFrame:
     """Median milliseconds per image of each path, and its ratio to the batched forward pass.
 
@@ -159,7 +165,7 @@ def score_cost(
     unknown = [n for n in paths if n not in KNOWN_PATHS]
     if unknown:
         raise OODInputError(f"unknown cost path(s) {', '.join(unknown)}; known: {', '.join(KNOWN_PATHS)}")
-    fns = path_functions(model, x, loop_images, exgrad_images)
+    fns = path_functions(model, x, loop_images, exgrad_images, chunk)
     n_small = min(len(x), loop_images)
     n_images = {"gradnorm_published": n_small, "loop_head_only": n_small, "per_layer_loop": n_small,
                 "exgrad_loop": min(len(x), exgrad_images)}

@@ -19,6 +19,7 @@ All take a prepared benchmark (:func:`ood_lib.evaluate.prepare`) and read its im
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from .detectors import DETECTORS, AutogradGradient, GradientClosedForm, canonica
 from .detectors.model_access import log_msp_and_input_gradient, odin_perturb
 from .evaluate import Prepared, detector_scores
 from .features import batch_loader
-from .layer_gradients import INPUT, fastest_method, layer_grad_norms
+from .layer_gradients import INPUT, call_order, fastest_method, layer_grad_norms
 from .labels import method_label
 from .layer_signals import channel_std
 from .metrics import auroc
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["DEPTH_COLUMNS", "GAIA_COLUMNS", "GAIA_LAST", "GAIA_MAIN", "best_forward_only", "depth_figure",
-           "depth_scores", "depth_table", "forward_only_methods", "gaia_table", "layer_blocks", "odin_first_order",
+           "depth_scores", "depth_table", "forward_only_methods", "gaia_scores", "gaia_table", "layer_blocks", "odin_first_order",
            "odin_terms"]
 
 NETWORK, GRADNORM = "network", "gradnorm"
@@ -87,19 +88,8 @@ def layer_blocks(model: nn.Module, x: torch.Tensor | None = None) -> dict[str, l
     blocks = split("", model, True)
     if x is None:
         return blocks
-    first: dict[str, int] = {}
-
-    def seen(name: str) -> None:  # a pre-hook that returns something would replace the layer's input
-        first.setdefault(name, len(first))
-
-    hooks = [m.register_forward_pre_hook(lambda *_a, n=n: seen(n))
-             for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
+    calls = call_order(model, x, lambda m: any(True for _ in m.parameters(recurse=False)))
+    first = {n: i for i, n in enumerate(dict.fromkeys(calls))}
     used = {p: first.get(p.rsplit(".", 1)[0] if "." in p else "", len(first)) for ps in blocks.values() for p in ps}
     return dict(sorted(blocks.items(), key=lambda kv: min(used[p] for p in kv[1])))
 
@@ -207,6 +197,20 @@ def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: st
     return df
 
 
+def gaia_scores(prep: Prepared, variants: Sequence[str] = GAIA_MAIN) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Each GAIA variant and its last-layer part (:data:`GAIA_LAST`) scored on every set of ``prep``
+    with the run's hyper-parameters: ``{method: {set: scores}}`` and the seconds each method took."""
+    unknown = [v for v in variants if v not in GAIA_LAST]
+    if unknown or not variants:
+        raise OODInputError(f"GAIA variants must be among {sorted(GAIA_LAST)}, got {list(variants)!r}")
+    scores, seconds = {}, {}
+    for n in (m for v in variants for m in (v, GAIA_LAST[v])):
+        t0 = time.perf_counter()
+        scores[n] = detector_scores(prep, create(n, model=prep.model, **prep.config.params_for(n)))
+        seconds[n] = time.perf_counter() - t0
+    return scores, seconds
+
+
 def gaia_table(prep: Prepared, reference: Mapping[str, Any], reference_name: str = "best forward-only", *,
                variants: Sequence[str] = GAIA_MAIN, scores: Mapping[str, Mapping[str, Any]] | None = None,
                n_boot: int = N_BOOT, seed: int | None = None, level: float = LEVEL) -> pd.DataFrame:
@@ -227,7 +231,7 @@ def gaia_table(prep: Prepared, reference: Mapping[str, Any], reference_name: str
         raise OODInputError(f"GAIA variants must be among {sorted(GAIA_LAST)}, got {list(variants)!r}")
     names = [m for v in variants for m in (v, GAIA_LAST[v])]
     if scores is None:
-        scores = {n: detector_scores(prep, create(n, model=prep.model, **prep.config.params_for(n))) for n in names}
+        scores, _ = gaia_scores(prep, variants)
     missing = [n for n in names if n not in scores]
     if missing:
         raise OODInputError(f"scores has no entry for {missing}")
@@ -254,8 +258,10 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
     groups = [g for g in ("near", "far", "covariate") if g in set(table.ood)] if groups is None else list(groups)
     if not groups:
         raise OODInputError("the table has no group rows (near / far / covariate)")
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups) + 1, 3.8), dpi=150, squeeze=False, sharey=True)
-    for ax, g in zip(axes[0], groups):
+    # one panel per group, stacked and sized to be shown near 1:1 in the book's text column
+    fig, axes = plt.subplots(len(groups), 1, figsize=(6.6, 2.2 * len(groups) + 1.6), dpi=150, squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    for ax, g in zip(axes[:, 0], groups):
         t = table[table.ood == g]
         d = t[t.depth.notna()].sort_values("depth")
         err = np.vstack([d.auroc - d.auroc_lo, d.auroc_hi - d.auroc])
@@ -266,13 +272,13 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
                 r.layer, f"forward-only reference: {method_label(r.layer)}\n(best over near + far)")
             ax.axhline(r.auroc, ls=style, color=color, lw=1.2, label=name)
             ax.axhspan(r.auroc_lo, r.auroc_hi, color=color, alpha=0.08)
-        ax.set_xticks(d.depth, [str(x) for x in d.layer], rotation=60, ha="right", fontsize=8)
-        ax.set_title("covariate shift" if g == "covariate" else f"{g} OOD", fontsize=10)
-        ax.set_xlabel("layer (input side → head)")
+        ax.set_xticks(d.depth, [str(x) for x in d.layer], rotation=45, ha="right", fontsize=8)
+        ax.set_title("covariate shift" if g == "covariate" else f"{g} OOD", fontsize=9, loc="left")
+        ax.set_ylabel("AUROC (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("AUROC (%), 95 % interval")
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.tight_layout()
+    axes[-1, 0].set_xlabel("layer (input side → head); bars and bands: 95 % intervals")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return fig
 
 

@@ -26,8 +26,6 @@ from .labels import group_label, set_label
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-GROUP_NAMES = {"id": "in-distribution"}  # the ID split's group; the OOD groups read as group_label says
-
 
 class Thumbnails(NamedTuple):
     """A set's sample images, uint8 (n, H, W) for gray or (n, H, W, 3) for colour, and its group
@@ -123,7 +121,7 @@ def samples_or_recorded(benchmark: str, data_root: str | Path | None, recorded: 
 def row_label(key: str, group: str, benchmark: str | None = None) -> str:
     """A row's label: the set's display name (wrapped) over its group."""
     name = "\n".join(textwrap.wrap(set_label(key, benchmark), 20))
-    return f"{name}\n({GROUP_NAMES.get(group) or group_label(group)})"
+    return f"{name}\n({group_label(group)})"
 
 
 def gallery_figure(samples: Mapping[str, Thumbnails], benchmark: str | None = None) -> Figure:

@@ -19,11 +19,12 @@ from typing import Iterable
 
 import pandas as pd
 
-from .benchmarks import BENCHMARKS
+from .benchmarks import BENCHMARKS, get_benchmark
 from .gradient_registry import GRADIENT_SCORES
 from .outputs import U_TERMS, V_TERMS
 
-__all__ = ["GROUP_LABELS", "METHOD_LABELS", "group_label", "method_label", "relabel", "set_label", "term_label"]
+__all__ = ["BENCHMARK_NAMES", "GROUP_LABELS", "METHOD_LABELS", "MODEL_NAMES", "group_label", "method_label",
+           "model_name", "relabel", "set_label", "short_pair", "term_label"]
 
 METHOD_LABELS: dict[str, str] = {
     # the output and feature baselines
@@ -71,6 +72,7 @@ GROUP_LABELS: dict[str, str] = {
     "far": "far OOD",
     "covariate": "covariate shift",
     "all": "all OOD sets",
+    "id": "in-distribution",  # the ID split, where a figure shows it beside the OOD groups
 }
 
 # summary rows of a results table, and the ID split in the histograms
@@ -162,3 +164,20 @@ def relabel(df: pd.DataFrame, benchmark: str | None = None,
         if col in out.columns and col in fn:
             out[col] = out[col].map(lambda x, f=fn[col]: f(x) if isinstance(x, str) else x)
     return out
+
+
+MODEL_NAMES = {"mnist_cnn": "small CNN", "resnet20": "ResNet-20", "densenet_bc100": "DenseNet-BC-100",
+               "efficientnet_lite0": "EfficientNet-Lite0", "resnet50": "ResNet-50", "bit_r101x1": "BiT-S-R101x1"}
+BENCHMARK_NAMES = {"embedded": "embedded", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10_densenet": "CIFAR-10",
+                   "imagenet_lite": "ImageNet val subset", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
+
+
+def model_name(benchmark: str) -> str:
+    """The display name of a benchmark's model (its architecture id where none is set)."""
+    arch = get_benchmark(benchmark).model.arch
+    return MODEL_NAMES.get(arch, arch)
+
+
+def short_pair(benchmark: str) -> str:
+    """A compact label of a benchmark × model pair, e.g. "CIFAR-10 · ResNet-20"."""
+    return f"{BENCHMARK_NAMES.get(benchmark, benchmark)} · {model_name(benchmark)}"

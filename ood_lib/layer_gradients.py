@@ -34,7 +34,7 @@ Closed forms below the head (chapter *Gradient scores and their closed forms*, s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,8 +45,8 @@ from ._checks import OODInputError
 from .layer_signals import (INPUT, LAYER_LOSSES, NORMS, capture_signals, channel_std, check_layer_inputs,
                             loss_targets, module_grad_norms, not_rebuilt, sample_loss)
 
-__all__ = ["INPUT", "LAYER_LOSSES", "METHODS", "NORMS", "fastest_method", "gap_conv_closed_form", "last_conv_name",
-           "layer_grad_norms", "linear_closed_form"]
+__all__ = ["INPUT", "LAYER_LOSSES", "METHODS", "NORMS", "call_order", "fastest_method", "gap_conv_closed_form",
+           "last_conv_name", "layer_grad_norms", "linear_closed_form"]
 
 METHODS = ("hooks", "vmap", "loop")
 
@@ -230,17 +230,24 @@ def linear_closed_form(
     return out
 
 
-def last_conv_name(model: nn.Module, x: torch.Tensor) -> str:
-    """The name of the last nn.Conv2d called in a forward pass of ``x[:1]``."""
+def call_order(model: nn.Module, x: torch.Tensor, keep: Callable[[nn.Module], bool]) -> list[str]:
+    """The names of the modules for which ``keep`` holds, once per call, in the order a forward pass
+    of ``x[:1]`` calls them."""
     order: list[str] = []
-    hooks = [m.register_forward_hook(lambda *_a, n=n: order.append(n))
-             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_pre_hook(lambda *_a, n=n: order.append(n))  # returns None: the input stays
+             for n, m in model.named_modules() if keep(m)]
     try:
         with torch.no_grad():
             model(x[:1])
     finally:
         for h in hooks:
             h.remove()
+    return order
+
+
+def last_conv_name(model: nn.Module, x: torch.Tensor) -> str:
+    """The name of the last nn.Conv2d called in a forward pass of ``x[:1]``."""
+    order = call_order(model, x, lambda m: isinstance(m, nn.Conv2d))
     if not order:
         raise OODInputError(f"{type(model).__name__} has no nn.Conv2d layer")
     return order[-1]

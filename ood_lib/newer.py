@@ -18,10 +18,10 @@ import pandas as pd
 
 from ._checks import OODInputError
 from .detectors.base import DETECTORS
-from .labels import method_label
+from .labels import method_label, short_pair
 from .study import Study
 
-__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "load_gaia", "newer_table"]
+__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "group_aurocs", "load_gaia", "newer_table"]
 
 # the detectors, in the order the chapter lists them: gradient-based first, then the baselines
 # (GAIA differentiates every layer and is recorded apart: :func:`gaia_rows`)
@@ -55,21 +55,26 @@ def backward_pass(name: str) -> str:
     return {"autograd": "needed", "gradient": "closed form"}.get(entry.cls.family, "none")
 
 
+def group_aurocs(studies: Mapping[str, Study], group: str) -> dict[str, pd.Series]:
+    """``{benchmark: AUROC per method}`` over ``group`` (its summary row), for each study that has
+    that group."""
+    out = {}
+    for b, s in studies.items():
+        if group in s.groups:
+            m = s["metrics"]
+            out[b] = m[m.ood == group].set_index("method").auroc
+    return out
+
+
 def newer_table(studies: Mapping[str, Study], group: str = "far",
                 names: tuple[str, ...] = NEWER) -> pd.DataFrame:
     """Detectors (rows, display names) × [backward pass, relation to U·V, mean AUROC over ``group``
     per benchmark × model]. A detector a study did not run is left empty (GAIA: see
     :func:`gaia_rows`)."""
-    from .report import short_pair
-
     rows = pd.DataFrame({"backward pass": [backward_pass(n) for n in names],
                          "relation to U·V": [RELATION.get(n, "") for n in names]}, index=list(names))
-    for b, s in studies.items():
-        if group not in s.groups:
-            continue
-        m = s["metrics"]
-        m = m[m.ood == group].set_index("method").auroc
-        rows[short_pair(b)] = [float(m[n]) if n in m.index else np.nan for n in names]
+    for b, m in group_aurocs(studies, group).items():
+        rows[short_pair(b)] = m.reindex(list(names)).to_numpy(dtype=float)
     rows.index = [method_label(n) for n in names]
     return rows
 
@@ -78,14 +83,8 @@ def best_by_kind(studies: Mapping[str, Study], group: str = "far",
                  names: tuple[str, ...] = NEWER) -> pd.DataFrame:
     """Per benchmark × model: the best newer detector scored from a gradient closed form and the
     best newer forward-only detector, each with its mean AUROC over ``group``."""
-    from .report import short_pair
-
     rows = []
-    for b, s in studies.items():
-        if group not in s.groups:
-            continue
-        m = s["metrics"]
-        m = m[m.ood == group].set_index("method").auroc
+    for b, m in group_aurocs(studies, group).items():
         row = {"pair": short_pair(b)}
         for kind, label in (("closed form", "gradient"), ("none", "forward-only")):
             got = m.reindex([n for n in names if backward_pass(n) == kind]).dropna()
@@ -108,12 +107,11 @@ def load_gaia(recorded: str | Path, benchmarks) -> dict[str, pd.DataFrame]:
 def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.DataFrame:
     """Per benchmark × model and group (near, far): GAIA's AUROC with all its layers, its last-layer
     part alone, and the two paired differences (all layers − last layer; all layers − the best
-    forward-only score) with their 95 % intervals, as "+1.10 [+0.80, +1.40]" (two decimals: whether an interval
-    clears 0 must be readable)."""
-    from .report import short_pair
-
-    def cell(d, lo, hi):
-        return "" if not np.isfinite(d) else f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    forward-only score) with their 95 % intervals, as "+1.10 [−0.20, +1.40]" (two decimals: whether an interval
+    clears 0 must be readable; a true minus sign and no-break spaces)."""
+    def cell(d, lo, hi):  # a true minus sign, and no-break spaces: the interval stays on one line
+        text = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]".replace("-", "−").replace(" ", "\u00a0")
+        return "" if not np.isfinite(d) else text
 
     out = []
     for b, t in tables.items():

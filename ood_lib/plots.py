@@ -124,9 +124,10 @@ def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> 
     table = pd.DataFrame([[values.get(f"{u}*{v}", np.nan) for v in GRID_V] for u in GRID_U],
                          index=[term_label(U_TERMS[u].label) for u in GRID_U],
                          columns=[_column_label(term_label(V_TERMS[v].label)) for v in GRID_V])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.05 * len(GRID_V), 1.6 + 0.5 * len(GRID_U)), dpi=DPI)
+    # sized to be shown near 1:1 in the book's text column (about 7 in at 150 dpi)
+    fig, ax = plt.subplots(figsize=(1.4 + 0.77 * len(GRID_V), 1.5 + 0.42 * len(GRID_U)), dpi=DPI)
     sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis_r" if metric == "fpr95" else "viridis", ax=ax,
-                cbar_kws={"label": metric_label(metric)})
+                annot_kws={"fontsize": 8}, cbar_kws={"label": metric_label(metric), "pad": 0.02})
     outlines = ((GRADNORM_FORM, "tab:red", "-", f"GradNorm's form: {method_label(GRADNORM_FORM)}"),
                 (PREREGISTERED, "white", "--", f"pre-registered member: {method_label(PREREGISTERED)}"))
     handles, texts = [], []
@@ -143,8 +144,8 @@ def grid_heatmap(df: pd.DataFrame, metric: str = "auroc", ood: str = "mean") -> 
               bbox_to_anchor=(0.5, 1.01), ncol=2, fontsize=8, frameon=False, handlelength=2.5, handleheight=1.4)
     ax.set_xlabel("V (output term; larger = ID)")
     ax.set_ylabel("U (feature term)")
-    ax.tick_params(axis="x", labelrotation=0, labelsize=8)
-    ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+    ax.tick_params(axis="x", labelrotation=0, labelsize=7.5)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=7.5)
     fig.tight_layout()
     return fig
 
@@ -314,7 +315,7 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
             ax.set_xscale("log")
             lo, hi = np.floor(np.log10(extent.min())), np.ceil(np.log10(extent.max()))
             # at most `most` labels per panel, one of them 1×, so that narrow panels never crowd
-            most = 4 if len(groups) < 3 else 3
+            most = {1: 9, 2: 6}.get(len(groups), 3)
             step = max(1.0, np.ceil((hi - lo) / (most - 0.5)))
             ticks = step * np.arange(np.ceil(lo / step), np.floor(hi / step) + 1)
             ax.set_xticks(10.0 ** ticks)
@@ -324,7 +325,7 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
         ax.xaxis.set_major_formatter(FuncFormatter(times_text))
         ax.set_title(str(name), fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
-        ax.tick_params(axis="x", labelsize=8.5)
+        ax.tick_params(axis="x", labelsize=8)
     axes[0, 0].set_yticks(np.arange(len(paths)), [cost_path_label(p) for p in paths], fontsize=9)
     axes[0, 0].invert_yaxis()
     fig.supxlabel("time per image ÷ forward pass at the same batch size" + (" (log scale)" if log else "")

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 
 from ._checks import OODInputError
-from .benchmarks import get_benchmark
 from .claims import CLAIMS
 from .data import data_root
-from .study import Study, load_recorded, run_study
+from .evaluate import default_methods
+from .labels import method_label, set_label, short_pair
+from .study import Study, load_recorded, run_study, seed_summary
 
-MODEL_NAMES = {"mnist_cnn": "small CNN", "resnet20": "ResNet-20", "densenet_bc100": "DenseNet-BC-100",
-               "efficientnet_lite0": "EfficientNet-Lite0", "resnet50": "ResNet-50", "bit_r101x1": "BiT-S-R101x1"}
-# how a verdict on "the feature norm helps MSP" reads in a sentence
+# how the provenance table names each subsampled split
 SUBSET_NAMES = {"n_id": "ID test", "n_ood": "per OOD set", "n_fit": "ID fit"}
+# how a verdict on "the feature norm helps MSP" reads in a sentence
 NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference"}
 
 
@@ -28,21 +28,6 @@ def step_label(step: str) -> str:
     """A recorded device-check step (``"<benchmark> end to end"``) with the benchmark's display name."""
     head, sep, rest = step.partition(" end to end")
     return f"{short_pair(head)} end to end" if sep and not rest else step
-
-
-def model_name(benchmark: str) -> str:
-    """The display name of a benchmark's model."""
-    arch = get_benchmark(benchmark).model.arch
-    return MODEL_NAMES.get(arch, arch)
-
-
-BENCHMARK_NAMES = {"embedded": "embedded", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10_densenet": "CIFAR-10",
-                   "imagenet_lite": "ImageNet val subset", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
-
-
-def short_pair(benchmark: str) -> str:
-    """A compact column label of a benchmark × model pair, e.g. "CIFAR-10 · ResNet-20"."""
-    return f"{BENCHMARK_NAMES.get(benchmark, benchmark)} · {model_name(benchmark)}"
 
 
 def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **run: object) -> dict[str, Study]:
@@ -70,8 +55,6 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
     """One column per study: source (live / recorded), subset, methods left out, methods that could
     not be fitted (and why), ID accuracy, sizes, device, commit (and whether the tree had
     uncommitted changes), date (the library versions are in each study's ``meta``)."""
-    from .evaluate import default_methods
-    from .labels import method_label
 
     rows = []
     for b, s in studies.items():
@@ -94,6 +77,8 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
                      "created": str(m.get("created", ""))[:10]})
     t = pd.DataFrame(rows).set_index("benchmark")
     t["ID accuracy (%)"] = t["ID accuracy (%)"].map("{:.1f}".format)
+    for col in ("ID test images", "OOD images"):  # as the subset column writes counts: 10,000
+        t[col] = t[col].map("{:,}".format)
     return t.T
 
 
@@ -139,10 +124,11 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
     does to MSP (the verdict's reading and the AUROC difference), GradNorm's rank, and the best
     method with its AUROC. Every cell is computed from the study's tables; † marks a difference whose
     sign changes between the training seeds of a model trained here."""
-    from .labels import method_label
 
     rows = []
     for s in studies.values():
+        ranges = seed_ranges(s)
+        changes = set(zip(ranges.group[ranges.sign_changes], ranges.claim[ranges.sign_changes]))
         v = s["verdicts"].set_index(["claim", "group"])
         r = s["ranks"].set_index(["group", "method"])
         for g in s.groups:
@@ -150,10 +136,7 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
                 continue
             verdict = v.loc[("norm_helps_msp", g), "verdict"]
             gn = r.loc[(g, "gradnorm")]
-            mark = ""
-            if "seeds" in s:  # † where the difference changes sign between training seeds
-                d = s["seeds"].loc[lambda t: (t.group == g) & (t.quantity == "diff:norm_helps_msp"), "value"]
-                mark = " †" if len(d) and d.min() < 0 < d.max() else ""
+            mark = " †" if ((g, "norm_helps_msp") in changes) else ""
             rows.append({
                 "pair": short_pair(s.benchmark), "group": g,
                 "‖h‖₁ × MSP": f"{NORM_EFFECT.get(verdict, 'not measured')} "
@@ -180,7 +163,7 @@ def verdict_table(studies: Mapping[str, Study], group: str) -> pd.DataFrame:
 
 def _pm(value: float, lo: float, hi: float) -> str:
     if not np.isfinite(value):
-        return ""
+        return "—"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{value:.1f}"
     return f"{value:.1f} ±{max(value - lo, hi - value):.1f}"
@@ -189,7 +172,6 @@ def _pm(value: float, lo: float, hi: float) -> str:
 def auroc_table(studies: Mapping[str, Study], methods: list[str], group: str, metric: str = "auroc"):
     """Methods (display names) × pairs: mean ``metric`` over ``group`` with the larger half-width of
     its 95 % interval ("98.5 ±0.4"); the best value of each column in bold. A pandas Styler."""
-    from .labels import method_label
 
     vals, cells = {}, {}
     for b, s in studies.items():
@@ -215,7 +197,6 @@ def auroc_table(studies: Mapping[str, Study], methods: list[str], group: str, me
 def rank_table(studies: Mapping[str, Study]) -> pd.DataFrame:
     """Per pair and group: GradNorm's rank among all distinct methods, the pre-registered member's
     rank among the U·V members, and the best method."""
-    from .labels import method_label
 
     rows = []
     for b, s in studies.items():
@@ -231,7 +212,6 @@ def rank_table(studies: Mapping[str, Study]) -> pd.DataFrame:
 
 def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFrame:
     """Per pair and OOD set: AUROC of U = ‖h‖₁ alone, V alone, U·V, and the median-norm ratio OOD / ID."""
-    from .labels import set_label
 
     out = []
     for b, s in studies.items():
@@ -248,8 +228,6 @@ def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFra
 def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.DataFrame:
     """Mean ± s.d. over training seeds of each recorded quantity: quantities (rows) × group, for
     ``benchmark`` (default: every study with seed runs, columns prefixed by the pair)."""
-    from .labels import method_label
-    from .study import seed_summary
 
     short = {c.key: c.short for c in CLAIMS}
     parts = []
@@ -305,25 +283,32 @@ def forest_figure(studies: Mapping[str, Study], groups: tuple[str, ...] = ("near
     return fig
 
 
+def seed_ranges(study: Study) -> pd.DataFrame:
+    """One row per claim difference the study's training-seed runs record: group, claim, its
+    smallest and largest value over seeds, and whether its sign changes between them (empty for a
+    study without seed runs)."""
+    cols = ["group", "claim", "min", "max", "sign_changes"]
+    if "seeds" not in study:
+        return pd.DataFrame(columns=cols)
+    t = study["seeds"]
+    t = t[t.quantity.str.startswith("diff:")]
+    r = t.groupby(["group", "quantity"], sort=False).value.agg(["min", "max"]).reset_index()
+    r["claim"] = r.quantity.str.removeprefix("diff:")
+    r["sign_changes"] = (r["min"] < 0) & (r["max"] > 0)
+    return r[cols]
+
+
 def seed_sign_changes(studies: Mapping[str, Study]) -> pd.DataFrame:
     """The claim differences whose sign changes between training seeds: pair, group, claim, the
     smallest and largest difference over seeds. A verdict there rests on seed 0 alone."""
     short = {c.key: c.short for c in CLAIMS}
-    rows = []
-    for b, s in studies.items():
-        if "seeds" not in s.tables:
-            continue
-        t = s["seeds"]
-        t = t[t.quantity.str.startswith("diff:")]
-        for (g, q), v in t.groupby(["group", "quantity"], sort=False).value:
-            if v.min() < 0 < v.max():
-                rows.append({"pair": short_pair(b), "group": g, "claim": short[q[5:]],
-                             "min over seeds": round(float(v.min()), 2), "max over seeds": round(float(v.max()), 2)})
+    rows = [{"pair": short_pair(b), "group": r.group, "claim": short[r.claim],
+             "min over seeds": round(float(r.min), 2), "max over seeds": round(float(r.max), 2)}
+            for b, s in studies.items() for r in seed_ranges(s).itertuples() if r.sign_changes]
     cols = ["pair", "group", "claim", "min over seeds", "max over seeds"]
     return pd.DataFrame(rows, columns=cols).set_index(["pair", "group"])
 
 
 def n_seed_differences(studies: Mapping[str, Study]) -> int:
     """How many (pair, group, claim) differences the seed runs record."""
-    return sum(int(s["seeds"].loc[lambda t: t.quantity.str.startswith("diff:")].groupby(["group", "quantity"]).ngroups)
-               for s in studies.values() if "seeds" in s)
+    return sum(len(seed_ranges(s)) for s in studies.values())

@@ -149,7 +149,7 @@ def roc_figure(roc: pd.DataFrame, groups: Sequence[str] = ("near", "far"), metho
         for m in methods:
             ax.plot(x, 100 * d[m].to_numpy(float), label=method_label(m) + NOTE.get(m, ""), **style[m])
         ax.set(xlim=(0, 100), ylim=(0, 100.5))
-        ax.set_title(group_label(g) + ("" if n_sets < 2 else f": {n_sets} sets pooled, equal weight"), fontsize=9)
+        ax.set_title(group_label(g) + (": 1 set" if n_sets < 2 else f": {n_sets} sets pooled, equal weight"), fontsize=9)
         ax.set_xlabel("FPR: OOD images kept (%)")
         ax.tick_params(labelsize=8)
     fig.get_layout_engine().set(wspace=0.06)  # keeps "100" and the next panel's "0" apart

@@ -6,18 +6,20 @@ Methods, OOD sets and groups have theirs in :mod:`ood_lib.labels`; an unknown id
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._checks import OODInputError
+from .labels import MODEL_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
     from pandas.io.formats.style import Styler
 
-__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "book_table", "captioned", "cost_path_label", "metric_label",
-           "model_label", "ratio_text"]
+__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "bold_best", "book_table", "captioned",
+           "cost_path_label", "metric_label", "model_label", "ratio_text"]
 
 METRIC_LABELS = {"auroc": "AUROC (%)", "fpr95": "FPR at 95 % TPR (%)",
                  "aupr_in": "AUPR, ID positive (%)", "aupr_out": "AUPR, OOD positive (%)"}
@@ -38,7 +40,7 @@ COST_PATH_LABELS = {
     "per_layer_hooks": "all-layer gradients (hooks)",
     "per_layer_loop": "all-layer gradients, batch-1 loop",
 }
-MODEL_LABELS = {"resnet20": "ResNet-20", "resnet50": "ResNet-50"}
+MODEL_LABELS = MODEL_NAMES  # the one map of architecture display names (ood_lib.labels)
 
 
 def metric_label(metric: str) -> str:
@@ -78,11 +80,19 @@ def book_table(styler: Styler, caption: str, numbers: bool = True) -> Styler:
     return styler.set_caption(caption).set_table_attributes('class="dataframe"').set_table_styles(css, overwrite=False)
 
 
-def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = None) -> Styler:
+def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = None, *,
+              best: str | None = None, axis: int = 0) -> Styler:
     """``table`` (a DataFrame, or a Styler whose styles are kept) as a book table with ``caption``:
-    text tables left-aligned, tables of numbers right-aligned and formatted with ``fmt``."""
+    text tables left-aligned, tables of numbers right-aligned and formatted with ``fmt``. ``best``
+    ("max" or "min", DataFrames only) sets the best number of each column (``axis=0``) or row
+    (``axis=1``) in bold, compared as ``fmt`` shows them, so that a tie on the page is bolded alike."""
     import pandas as pd
     from pandas.io.formats.style import Styler
+
+    if best is not None:
+        if best not in ("max", "min") or axis not in (0, 1) or isinstance(table, Styler):
+            raise OODInputError(f"best must be 'max' or 'min' on a DataFrame, axis 0 or 1; got {best!r}, {axis!r}")
+        return bold_best(captioned(table, caption, fmt), best, axis, _shown_decimals(fmt))
 
     if isinstance(table, Styler):
         numbers = all(pd.api.types.is_numeric_dtype(t) for t in table.data.dtypes)
@@ -97,6 +107,29 @@ def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = No
         if pd.api.types.is_float_dtype(table[col]):
             styler = styler.format(f"{{:.{_decimals(table[col])}f}}", subset=[col], na_rep="—")
     return book_table(styler, caption, numbers=numbers)
+
+
+def bold_best(styler: Styler, best: str = "max", axis: int = 0, decimals: int | None = None) -> Styler:
+    """``styler`` with the largest (``best="max"``) or smallest number of each numeric column
+    (``axis=0``) or row (``axis=1``) in bold, compared after rounding to ``decimals``."""
+    import pandas as pd
+
+    data = styler.data
+    cols = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
+    shown = data[cols].astype(float).round(decimals) if decimals is not None else data[cols].astype(float)
+    ext = getattr(shown, best)(axis=axis)
+
+    def marks(line: pd.Series) -> list[str]:  # one column (axis 0) or one row (axis 1)
+        values = (shown[line.name] if axis == 0 else shown.loc[line.name])[line.index]
+        return ["font-weight: bold" if np.isfinite(x) and x == ext[line.name] else "" for x in values]
+
+    return styler.apply(marks, axis=axis, subset=cols)
+
+
+def _shown_decimals(fmt: str | None) -> int | None:
+    """The decimals a format such as "{:.1f}" shows (None when it does not say)."""
+    m = re.search(r"\.(\d+)f", fmt or "")
+    return int(m.group(1)) if m else None
 
 
 def _decimals(values, most: int = 3) -> int:

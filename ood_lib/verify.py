@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -192,3 +193,35 @@ def verify_layers(
     df.attrs.update(seconds_loop=t1 - t0, seconds_batched=t2 - t1, seconds_hooks=t_h - t2, seconds_closed=t3 - t_h,
                     closed_forms_not_applied=not_applied)
     return df
+
+
+def recorded_checks(folder: str | Path) -> pd.DataFrame:
+    """The float64 checks a device run recorded in ``folder`` (``benchmarks/device_check.sh``), one row
+    per ``verify_*.csv``: ``check`` — "last layer" (``verify --csv``: every gradient score against its
+    closed form) or "every layer" (``verify --layers all --csv``: each parameter tensor's batched
+    per-sample gradient norms against the batch-1 loop); ``name`` — the file's stem after the prefix
+    (a benchmark or an architecture); ``rows`` — scores or parameter tensors checked; ``worst`` — the
+    largest difference (V units for the last layer, relative for every layer). Empty when there is
+    none; a file without the columns its check needs raises an :class:`OODInputError`."""
+    rows = []
+    for f in sorted(Path(folder).glob("verify_*.csv")):
+        t = pd.read_csv(f)
+        layers = f.stem.startswith("verify_layers_")
+        cols = ([c for c in ("rel_diff_l1", "rel_diff_l2sq", "rel_diff_hooks", "rel_diff_closed") if c in t]
+                if layers else [c for c in t if c.startswith("v_diff")])
+        if not cols or (not layers and "wrt" not in t):
+            raise OODInputError(f"{f}: not a table written by verify --csv (no difference columns)")
+        part = t if layers else t[t.wrt.isin(["W", "W,b"])]
+        rows.append({"check": "every layer" if layers else "last layer",
+                     "name": f.stem.removeprefix("verify_layers_" if layers else "verify_"),
+                     "rows": len(part), "worst": float(part[cols].max().max())})
+    return pd.DataFrame(rows, columns=["check", "name", "rows", "worst"])
+
+
+def recorded_layer_rows(folder: str | Path) -> pd.DataFrame:
+    """Every row of the every-layer checks recorded in ``folder`` (``verify_layers_<name>.csv``,
+    written by ``verify --layers all --csv``), with the ``name`` each came from; empty when there
+    is none."""
+    parts = [pd.read_csv(f).assign(name=f.stem.removeprefix("verify_layers_"))
+             for f in sorted(Path(folder).glob("verify_layers_*.csv"))]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["name", "parameter"])

@@ -149,7 +149,8 @@ def test_depth_table_compares_every_depth_with_both_references(prep):
     assert one.auroc == pytest.approx(auroc(sc["conv2"]["id_test"], sc["conv2"]["noise"]))
     assert one.depth == 2 and t[t.layer == "input"].depth.eq(0).all() and t[t.layer == "network"].depth.isna().all()
     fig = depth_figure(t)
-    assert fig.dpi >= 150 and len(fig.axes) == 3
+    assert fig.dpi >= 150 and [ax.get_title(loc="left") for ax in fig.axes] == ["near OOD", "far OOD", "covariate shift"]
+    assert len(fig.legends) == 1 and fig.get_size_inches()[0] <= 7  # one shared legend; fits the text column
     with pytest.raises(OODInputError, match="no scores for set"):
         depth_table(prep, {"id_test": gn["id_test"]}, scores=sc, n_boot=10)
 

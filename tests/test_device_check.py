@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ood_lib.verify import recorded_checks
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -21,7 +23,7 @@ def test_device_check_dry_run_writes_every_result(tmp_path):
     runs = list(csv.DictReader(open(out / "runs.csv")))
     assert [(x["benchmark"], x["device"], x["status"]) for x in runs] == [("embedded", "cpu", "ok")]
     steps = list(csv.DictReader(open(out / "steps.csv")))
-    assert len(steps) == 4 and all(x["status"] == "ok" and float(x["seconds"]) > 0 for x in steps), steps
+    assert len(steps) == 5 and all(x["status"] == "ok" and float(x["seconds"]) > 0 for x in steps), steps
     env = next(csv.DictReader(open(out / "environment.csv")))
     assert env["device"] == "cpu" and env["torch"]
     for name in ("embedded.csv", "embedded_warm.csv"):
@@ -33,6 +35,10 @@ def test_device_check_dry_run_writes_every_result(tmp_path):
     v = pd.read_csv(out / "verify_embedded.csv")
     last = v[v.wrt.isin(["W", "W,b"])]
     assert (last.filter(like="v_diff").to_numpy() <= 1e-10).all()
+    layers = pd.read_csv(out / "verify_layers_embedded.csv")
+    assert len(layers) >= 4 and (layers[["rel_diff_l1", "rel_diff_l2sq"]].to_numpy() <= 1e-10).all()
+    checks = recorded_checks(out)  # what the cost chapter reads back
+    assert sorted(checks.check) == ["every layer", "last layer"] and (checks.worst <= 1e-10).all()
     for b in (8, 1):
         cost = pd.read_csv(out / f"score_cost_b{b}.csv")
         assert set(cost.batch) == {b} and (cost.ms_min <= cost.ms_per_image).all()

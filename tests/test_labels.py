@@ -5,7 +5,7 @@ import pytest
 
 from ood_lib.benchmarks import BENCHMARKS
 from ood_lib.evaluate import available_methods
-from ood_lib.labels import group_label, method_label, relabel, set_label, term_label
+from ood_lib.labels import group_label, method_label, model_name, relabel, set_label, short_pair, term_label
 from ood_lib.outputs import GRID_U, GRID_V, U_TERMS, V_TERMS
 from ood_lib.scores import PREREGISTERED
 
@@ -67,6 +67,12 @@ def test_set_labels_are_the_benchmarks_own_names():
 def test_group_labels():
     assert [group_label(g) for g in ("near", "far", "covariate", "all")] == [
         "near OOD", "far OOD", "covariate shift", "all OOD sets"]
+    assert group_label("id") == "in-distribution"
+
+
+def test_pair_names():
+    assert short_pair("cifar10") == "CIFAR-10 · ResNet-20" and model_name("cifar10_densenet") == "DenseNet-BC-100"
+    assert short_pair("embedded").startswith("embedded · ")
 
 
 def test_relabel_replaces_the_id_columns_of_a_copy():

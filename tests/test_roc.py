@@ -114,7 +114,7 @@ def test_figure_draws_the_groups_and_marks_the_two_compared():
     drawn, (w, h) = fig.get_tightbbox(fig.canvas.get_renderer()), fig.get_size_inches()
     assert drawn.y1 <= h + 0.01 and drawn.x1 <= w + 0.01 and min(drawn.x0, drawn.y0) >= -0.01  # nothing cut
     texts = [x.get_text() for x in fig.findobj(Text)]
-    assert "near OOD" in texts and "far OOD: 2 sets pooled, equal weight" in texts
+    assert "near OOD: 1 set" in texts and "far OOD: 2 sets pooled, equal weight" in texts
     assert {"MSP", "GradNorm", method_label("l1*msp") + " (pre-registered)"} <= set(texts)
     assert not [x for x in texts if "*" in x or "gradnorm" in x]  # display names only
     assert any("%" in x for x in texts if "FPR" in x) and any("%" in x for x in texts if "TPR" in x)

@@ -117,6 +117,22 @@ def test_report_tables(study):
     assert set(np.unique(verdicts.values)) <= {"supported", "refuted", "inconclusive", ""}
 
 
+def test_seed_sign_changes_are_marked_once_per_difference(study):
+    g = [x for x in study.groups if x != "covariate"][0]
+    seeds = pd.DataFrame({"seed": [0, 1, 2, 0, 1, 2], "group": [g] * 6,
+                          "quantity": ["diff:norm_helps_msp"] * 3 + ["diff:product_beats_v"] * 3,
+                          "value": [1.0, -0.5, 2.0, 1.0, 0.5, 2.0]})
+    s = Study(study.benchmark, {**study.tables, "seeds": seeds}, study.meta)
+    r = report.seed_ranges(s).set_index("claim")
+    assert r.loc["norm_helps_msp", ["min", "max"]].tolist() == [-0.5, 2.0]
+    assert r.sign_changes.tolist() == [True, False]
+    assert report.n_seed_differences({"a": s, "b": study}) == 2  # study has no seed runs
+    changed = report.seed_sign_changes({s.benchmark: s})
+    assert len(changed) == 1 and changed["min over seeds"].iloc[0] == -0.5
+    assert report.answer_table({s.benchmark: s}).loc[(report.short_pair(s.benchmark), g)].iloc[0].endswith("†")
+    assert not report.answer_table({s.benchmark: study}).iloc[:, 0].str.endswith("†").any()
+
+
 def test_seed_summary():
     t = pd.DataFrame({"seed": [0, 1, 0, 1], "group": ["far"] * 4, "quantity": ["a", "a", "b", "b"],
                       "value": [1.0, 3.0, 2.0, 2.0]})

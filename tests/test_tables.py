@@ -1,5 +1,6 @@
 """tables.captioned: every table of the book carries a caption and one number style."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -32,3 +33,19 @@ def test_floats_keep_the_decimals_they_were_rounded_to():
     html = captioned(t, "mixed").to_html()
     assert ">94.0<" in html and ">85.8<" in html and "94.000000" not in html
     assert ">0.64<" in html and ">1.20<" in html and ">3<" in html and ">0.333<" in html
+
+
+def _bold_cells(styler):
+    styler._compute()
+    return sorted(k for k, v in styler.ctx.items() if ("font-weight", "bold") in v)
+
+
+def test_best_values_are_bold_as_the_page_shows_them():
+    df = pd.DataFrame({"a": [1.04, 1.01, np.nan], "b": [3.0, 2.0, 2.96]}, index=["r1", "r2", "r3"])
+    # by column, compared at one decimal: 1.04 and 1.01 tie, as do 3.0 and 2.96
+    assert _bold_cells(captioned(df, "c", "{:.1f}", best="max")) == [(0, 0), (0, 1), (1, 0), (2, 1)]
+    assert _bold_cells(captioned(df, "c", "{:.1f}", best="min", axis=1)) == [(0, 0), (1, 0), (2, 1)]
+    df["text"] = ["x", "y", "z"]  # a text column is left alone
+    assert _bold_cells(captioned(df, "c", best="min")) == [(1, 0), (1, 1)]
+    with pytest.raises(OODInputError, match="best must be"):
+        captioned(df, "c", best="largest")

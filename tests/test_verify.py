@@ -3,13 +3,15 @@
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from conftest import RESNET20, SHARED_DATA, needs_shared_data
 from ood_lib import OODInputError
 from ood_lib.models import CifarResNet, MnistCNN, load_checkpoint
-from ood_lib.verify import default_deeper, verify
+from ood_lib.verify import default_deeper, recorded_checks, verify
 
 
 @needs_shared_data("weights", "resnet20-12fca82f.th")
@@ -95,3 +97,17 @@ def test_gaia_last_module():
     x = torch.randn(2, 3, 32, 32)
     assert gaia_last_module(CifarResNet().eval(), x) == "layer3.2.bn2"  # the last BatchNorm called
     assert gaia_last_module(MnistCNN().eval(), torch.randn(2, 1, 28, 28)) == "fc1"  # no BatchNorm: ReLU(fc1) = h
+
+
+def test_recorded_checks_name_a_foreign_table(tmp_path):
+    assert recorded_checks(tmp_path).empty
+    pd.DataFrame({"score": ["gradnorm"], "wrt": ["W"], "v_diff_loop": [2e-16]}).to_csv(
+        tmp_path / "verify_m.csv", index=False)
+    pd.DataFrame({"parameter": ["w", "b"], "rel_diff_l1": [1e-15, 3e-15], "rel_diff_l2sq": [2e-15, np.nan]}).to_csv(
+        tmp_path / "verify_layers_b.csv", index=False)
+    t = recorded_checks(tmp_path).set_index("name")
+    assert t.loc["m", "check"] == "last layer" and t.loc["m", "worst"] == 2e-16
+    assert t.loc["b", "check"] == "every layer" and t.loc["b", "rows"] == 2 and t.loc["b", "worst"] == 3e-15
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "verify_x.csv", index=False)
+    with pytest.raises(OODInputError, match="verify_x.csv"):
+        recorded_checks(tmp_path)

@@ -30,8 +30,7 @@ from ood_lib import depth as D  # noqa: E402
 from ood_lib.config import RunConfig  # noqa: E402
 from ood_lib.cost import LAYER_CHUNK  # noqa: E402
 from ood_lib.envinfo import environment  # noqa: E402
-from ood_lib.detectors import create  # noqa: E402
-from ood_lib.evaluate import detector_scores, prepare  # noqa: E402
+from ood_lib.evaluate import prepare  # noqa: E402
 from ood_lib.features import batch_loader  # noqa: E402
 from ood_lib.gaia import hooked_modules  # noqa: E402
 from ood_lib.layer_gradients import fastest_method  # noqa: E402
@@ -80,14 +79,9 @@ def _check_recorded(old: dict | None, cfg: RunConfig, best: str, benchmark: str)
 
 def _gaia(prep, best: str, ref: dict, n_boot: int) -> tuple:
     """GAIA's table and its provenance (hooked modules, seconds per method)."""
-    scores, seconds, hooks = {}, {}, {}
-    for v in D.GAIA_MAIN:
-        for n in (v, D.GAIA_LAST[v]):
-            params = prep.config.params_for(n)
-            t0 = time.perf_counter()
-            scores[n] = detector_scores(prep, create(n, model=prep.model, **params))
-            seconds[n] = round(time.perf_counter() - t0, 1)
-        hooks[v] = hooked_modules(prep.model, prep.config.params_for(v).get("stages"))
+    scores, seconds = D.gaia_scores(prep, D.GAIA_MAIN)
+    seconds = {n: round(t, 1) for n, t in seconds.items()}
+    hooks = {v: hooked_modules(prep.model, prep.config.params_for(v).get("stages")) for v in D.GAIA_MAIN}
     table = D.gaia_table(prep, ref, best, variants=D.GAIA_MAIN, scores=scores, n_boot=n_boot)
     meta = {"variants": {v: D.GAIA_LAST[v] for v in D.GAIA_MAIN}, "reference": best,
             "hooked": hooks, "last_map": default_deeper(prep.model), "seconds": seconds,

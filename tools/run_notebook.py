@@ -1,6 +1,7 @@
 """Execute a jupytext notebook (``notebooks/NN_name.py``) with papermill and list what it glued.
 
-    python tools/run_notebook.py notebooks/03_evaluation.py -p BENCHMARK cifar10 -p DATA_ROOT /data
+    python tools/run_notebook.py notebooks/02_feature_norm_output.py -p BENCHMARK cifar10 -p DATA_ROOT /data
+    python tools/run_notebook.py notebooks/03_evaluation.py -p REAL cifar10 -p DATA_ROOT /data
     python tools/run_notebook.py notebooks/01_gradient_closed_forms.py -o out.ipynb --check-glue
 
 papermill cannot read the ``py:percent`` form directly, so the notebook goes through
