@@ -9,10 +9,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Numbers in the book and the tests do not depend on the machine's core count.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help install book test lock clean sync-notebooks
+.PHONY: help install book book-data test lock clean sync-notebooks
 
 help:
 	@echo "make book   build the book into _build/html (executes the notebooks)"
+	@echo "make book-data DATA_ROOT=DIR   the same with every real benchmark computed from DIR"
 	@echo "make test   run the test suite"
 	@echo "make lock   recompile the lock requirements.txt from requirements.in (needs the network)"
 
@@ -30,9 +31,19 @@ install: $(STAMP)
 sync-notebooks: install
 	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.py
 
+# --all: every page is read and executed again, also when only ood_lib changed since the last build
 book: install
-	$(VENV)/bin/jupyter-book build -W -n --keep-going --path-output . .
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going --path-output . .
 	@echo "book: open _build/html/index.html"
+
+# The same book with every real benchmark computed live from DATA_ROOT (on a 2-core CPU over an
+# hour, on a GPU minutes), into _build/data/_build/html, then looked at in the browser when there is one.
+book-data: install
+	@test -n "$(DATA_ROOT)" || { echo "usage: make book-data DATA_ROOT=/path/to/data"; exit 2; }
+	OOD_DATA_ROOT=$(abspath $(DATA_ROOT)) $(VENV)/bin/jupyter-book build --all -W -n --keep-going --path-output _build/data .
+	if command -v chromium >/dev/null || command -v google-chrome >/dev/null; then \
+	  $(PY) tools/browser_check.py _build/data/_build/html --screenshots _build/data/screenshots; fi
+	@echo "book-data: open _build/data/_build/html/index.html"
 
 # Two pytest runs, each with its own time: every test but the book build, then the book build
 # (which executes each notebook once, at its default size). Exit status 5 = nothing selected.

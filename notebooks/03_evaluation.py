@@ -86,15 +86,23 @@ for b in ("cifar10", "cifar10_densenet", "imagenet_lite"):
     for key, split in (("n_test", "id_test"), ("n_fit", "id_train")):
         glue(f"nb03_{key}_{b}", f"{m['sets'][split]['n']:,}" if m else "—",
              display=False)
+# which detector could not be fitted where, and why (a sentence, full stop
+# included)
+na = report.not_applicable(studies)
+glue("nb03_na_reasons",
+     "; ".join(f"{r.pair}, {r.method}: {r.reason}" for r in na.itertuples())
+     + "." if len(na) else "every detector was fitted on every pair.",
+     display=False)
 
 # %% [markdown]
 # `source` says, for each row, whether this build computed it (`live`) or read it back
 # (`recorded`); `subset` and `left out` say where a recorded run used a seeded subset of the images
 # or left a method out because it is too slow on a CPU (ODIN needs a backward pass through the
 # whole network per image); `not applicable`, which detector cannot be fitted on that training
-# split, and why. With a data root every benchmark runs in full. The pretrained models
-# (ResNet-20, DenseNet-BC-100, EfficientNet-Lite0) have one set of weights each, so their intervals are bootstrap intervals over images only; the small CNNs
-# are trained here, and their spread over training seeds is shown {ref}`below <sec-seeds>`.
+# split — {glue:text}`nb03_na_reasons` With a data root every benchmark runs in full. The
+# pretrained models (ResNet-20, DenseNet-BC-100, EfficientNet-Lite0) have one set of weights each,
+# so their intervals are bootstrap intervals over images only; the small CNNs are trained here,
+# and their spread over training seeds is shown {ref}`below <sec-seeds>`.
 
 # %% tags=["remove-cell"]
 for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):

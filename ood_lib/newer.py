@@ -108,9 +108,9 @@ def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.Data
     """Per benchmark × model and group (near, far): GAIA's AUROC with all its layers, its last-layer
     part alone, and the two paired differences (all layers − last layer; all layers − the best
     forward-only score) with their 95 % intervals, as "+1.10 [−0.20, +1.40]" (two decimals: whether an interval
-    clears 0 must be readable; a true minus sign and no-break spaces)."""
-    def cell(d, lo, hi):  # a true minus sign, and no-break spaces: the interval stays on one line
-        text = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]".replace("-", "−").replace(" ", "\u00a0")
+    clears 0 must be readable; a true minus sign, and no line break inside the brackets)."""
+    def cell(d, lo, hi):  # a true minus sign; the interval may go under the estimate, never split
+        text = f"{d:+.2f} [{lo:+.2f},\u00a0{hi:+.2f}]".replace("-", "−")
         return "" if not np.isfinite(d) else text
 
     out = []

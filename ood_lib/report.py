@@ -68,8 +68,7 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
         rows.append({"benchmark": short_pair(b), "source": s.source,
                      "subset": " · ".join(f"{v:,} {SUBSET_NAMES[k]}" for k, v in sub.items()) or "all images",
                      "left out": ", ".join(method_label(x) for x in left) or "—",
-                     "not applicable": "; ".join(f"{method_label(x)} ({n.removeprefix('n/a: ')})"
-                                                 for x, n in zip(na.method, na.note)) or "—",
+                     "not applicable": ", ".join(method_label(x) for x in na.method) or "—",
                      "ID accuracy (%)": m["id_accuracy"] if m.get("id_accuracy") is not None else np.nan,
                      "ID test images": m["sets"]["id_test"]["n"],
                      "OOD images": sum(v["n"] for k, v in m["sets"].items() if not k.startswith("id_")),
@@ -80,6 +79,20 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
     for col in ("ID test images", "OOD images"):  # as the subset column writes counts: 10,000
         t[col] = t[col].map("{:,}".format)
     return t.T
+
+
+def not_applicable(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """The detectors a study could not fit, and why: one row per pair and detector (``pair``,
+    ``method`` as displayed, ``reason``), from the ``n/a: …`` notes of its metrics table."""
+    rows = []
+    for b, s in studies.items():
+        met = s["metrics"]
+        if "note" not in met:
+            continue
+        na = met[met.note.fillna("").str.startswith("n/a")].drop_duplicates("method")
+        rows += [{"pair": short_pair(b), "method": method_label(x), "reason": n.removeprefix("n/a: ")}
+                 for x, n in zip(na.method, na.note)]
+    return pd.DataFrame(rows, columns=["pair", "method", "reason"])
 
 
 def verdict_counts(studies: Mapping[str, Study], claim: str) -> dict[str, int]:

@@ -47,8 +47,8 @@ def _gaia(variant="A"):
 def test_gaia_rows():
     r = gaia_rows({"cifar10": _gaia()}).iloc[0]
     assert r["GAIA-A"] == 80.0 and r["last layer"] == 70.0
-    nb = "\u00a0"  # intervals do not break across lines
-    assert r["all − last"] == f"+10.00{nb}[+8.00,{nb}+12.00]" and r["all − best"] == f"−10.00{nb}[−12.00,{nb}−8.00]"
+    nb = "\u00a0"  # an interval does not break across lines
+    assert r["all − last"] == f"+10.00 [+8.00,{nb}+12.00]" and r["all − best"] == f"−10.00 [−12.00,{nb}−8.00]"
     assert r["best forward-only"] == "KNN 90.0"
     with pytest.raises(OODInputError, match="lacks columns"):
         gaia_rows({"cifar10": _gaia().drop(columns="diff_vs_best")})

@@ -133,6 +133,17 @@ def test_seed_sign_changes_are_marked_once_per_difference(study):
     assert not report.answer_table({s.benchmark: study}).iloc[:, 0].str.endswith("†").any()
 
 
+def test_not_applicable_names_each_unfitted_detector_once_with_its_reason(study):
+    m = study["metrics"].copy()
+    name = m.method.iloc[0]
+    m["note"] = np.where(m.method == name, "n/a: too few ID samples", None)
+    s = Study(study.benchmark, {**study.tables, "metrics": m}, study.meta)
+    t = report.not_applicable({s.benchmark: s})
+    assert t.method.tolist() == [report.method_label(name)] and t.reason.tolist() == ["too few ID samples"]
+    assert report.provenance({s.benchmark: s}).loc["not applicable"].iloc[0] == report.method_label(name)
+    assert report.not_applicable({study.benchmark: study}).empty
+
+
 def test_seed_summary():
     t = pd.DataFrame({"seed": [0, 1, 0, 1], "group": ["far"] * 4, "quantity": ["a", "a", "b", "b"],
                       "value": [1.0, 3.0, 2.0, 2.0]})
