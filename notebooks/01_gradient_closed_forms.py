@@ -352,8 +352,8 @@ glue("nb01_gap_recorded",
 # On this page's model the linear layers are {glue:text}`nb01_linear_layers`; their closed forms
 # match autograd to {glue:text}`nb01_linear_worst:.1e`. {glue:text}`nb01_gap_long` On the CIFAR
 # ResNet-20 and DenseNet-BC-100 the last convolution is followed by global average pooling, and the
-# form applies: {glue:text}`nb01_gap_recorded` (With `BENCHMARK = "cifar10"` above, the page checks
-# both forms there itself.)
+# form applies. {glue:text}`nb01_gap_recorded` (With `BENCHMARK = "cifar10"` above, the page
+# checks both forms there itself.)
 
 # %% [markdown]
 # (sec-where-it-stops)=
@@ -479,7 +479,7 @@ glue("nb01_odin_cos_min", float(cosine.min()), display=False)
 # prediction ($p$ near a one-hot vector) $\nabla_x \mathrm{KL}(u \Vert p) \approx
 # \nabla_x(\max_k f_k - \operatorname{mean}_k f_k)$; the two differ where the prediction is
 # uncertain. How much of ODIN's gain over the unperturbed $S_T$ on OOD data this first-order term
-# explains is measured in {ref}`ch-evaluation`.
+# explains is measured in {ref}`sec-odin-first-order`.
 
 # %% [markdown]
 # ## The V terms over the probability simplex
@@ -634,5 +634,5 @@ glue("nb01_min_miss", float((1 - torch.softmax(f, 1).amax(1)).min()),
 #   have to be computed. Whether that buys any OOD information is measured in {ref}`sec-depth`.
 # * ODIN's input direction is $\nabla_x \log S_T$ at $T =$ {glue:text}`nb01_odin_t:.0f`, its step
 #   taken in pixel units; to first order it adds $\varepsilon\lVert\nabla_{\text{pixel}}\log
-#   S_T\rVert_1$ to $\log S_T$, an input-gradient norm with no closed form ({ref}`ch-evaluation`
-#   measures what it explains of ODIN's gain).
+#   S_T\rVert_1$ to $\log S_T$, an input-gradient norm with no closed form
+#   ({ref}`sec-odin-first-order` measures what it explains of ODIN's gain).

@@ -96,7 +96,7 @@ glue("nb03_na_reasons",
 
 # %% [markdown]
 # `source` says, for each row, whether this build computed it (`live`) or read it back
-# (`recorded`); `subset` and `left out` say where a recorded run used a seeded subset of the images
+# (`recorded`); `subset` and `left out` say where a run used a seeded subset of the images
 # or left a method out because it is too slow on a CPU (ODIN needs a backward pass through the
 # whole network per image); `not applicable`, which detector cannot be fitted on that training
 # split — {glue:text}`nb03_na_reasons` With a data root every benchmark runs in full. The
@@ -118,8 +118,9 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 # benchmark (CIFAR-10's sets serve both of its models). The data: MNIST {cite}`lecun1998mnist`,
 # CIFAR-10 {cite}`krizhevsky2009cifar` and a subset of the ImageNet validation images
 # {cite}`russakovsky2015imagenet` in distribution; Fashion-MNIST {cite}`xiao2017fashion`, notMNIST
-# {cite}`bulatov2011notmnist`, KMNIST {cite}`clanuwat2018kmnist`, Tiny-ImageNet {cite}`le2015tiny`
-# without the classes that overlap CIFAR-10, and Textures {cite}`cimpoi2014dtd` among the OOD sets.
+# {cite}`bulatov2011notmnist`, KMNIST {cite}`clanuwat2018kmnist` (where the data root holds it),
+# Tiny-ImageNet {cite}`le2015tiny` without the classes that overlap CIFAR-10, and Textures
+# {cite}`cimpoi2014dtd` among the OOD sets.
 # The pretrained models: ResNet-20 {cite}`he2016resnet`, DenseNet-BC-100 {cite}`huang2017densenet`
 # and EfficientNet-Lite0, a variant of EfficientNet {cite}`tan2019efficientnet` for mobile devices.
 #
@@ -362,6 +363,11 @@ msp_fac = pd.concat([s["factors"].query("v_term == 'msp'")
 effect = explain.norm_effect(msp_fac)
 glue("nb03_norm_agree", effect["n_agree"], display=False)
 glue("nb03_norm_sets", effect["n_sets"], display=False)
+n_cov = int((msp_fac.group == "covariate").sum())
+glue("nb03_norm_sets_what",
+     "sets (every OOD set of every benchmark × model"
+     + ("" if not n_cov else ", and the covariate-shift set" if n_cov == 1
+        else f", and the {n_cov} covariate-shift sets") + ")", display=False)
 fails = msp_fac[(msp_fac.auroc_u > 50) != (msp_fac.uv_minus_v > 0)]
 glue("nb03_n_fail", len(fails), display=False)
 glue("nb03_n_fail_weaker", int((fails.auroc_u < fails.auroc_v).sum()),
@@ -373,7 +379,7 @@ captioned(report.factor_rows(studies),
 # %% [markdown]
 # The explanation is tested, not asserted. Its simplest form predicts that the product beats $V$
 # alone exactly when $U$ alone ranks ID above OOD (AUROC of $U$ above 50). That prediction is right
-# on {glue:text}`nb03_norm_agree` of {glue:text}`nb03_norm_sets` OOD sets (every benchmark × model).
+# on {glue:text}`nb03_norm_agree` of {glue:text}`nb03_norm_sets` {glue:text}`nb03_norm_sets_what`.
 # Of the {glue:text}`nb03_n_fail` sets where it fails, $U$ separates less well than $V$ on
 # {glue:text}`nb03_n_fail_weaker` — the product then lands between its two factors.
 
@@ -463,6 +469,36 @@ for b in ("mnist", "cifar10", "cifar10_densenet"):
 #
 # The same for the small CNN on MNIST.
 # ```
+
+# %% [markdown]
+# (sec-odin-first-order)=
+# ### ODIN's step, to first order
+#
+# ODIN moves the input along $\nabla_x \log S_T$; to first order its step adds
+# $\varepsilon\lVert\nabla_{\text{pixel}}\log S_T\rVert_1$, an input-gradient norm, to
+# $\log S_T$ ({ref}`ch-closed-forms`). ODIN's gain over $S_T$ at the same temperature, and the
+# gain of that first-order score alone, with paired 95 % intervals (the depth runs' subsets):
+
+# %% tags=["hide-input"]
+odin_t = newer.load_tables(RECORDED, studies, "depth_odin.csv")
+odin = newer.odin_rows(odin_t)
+captioned(odin, "ODIN and its first-order term against S_T: AUROC (%) "
+          "and differences in points") if len(odin) else None
+
+# %% tags=["remove-cell"]
+cells = pd.concat([t[(t.ood == t.group) & t.group.isin(["near", "far"])]
+                   for t in odin_t.values()]) if odin_t else pd.DataFrame()
+gains = cells[cells.gain_lo > 0] if len(cells) else cells
+glue("nb03_odin_n", len(cells), display=False)
+glue("nb03_odin_gain_n", len(gains), display=False)
+glue("nb03_odin_explained",
+     f"{gains.explained.min():.2f} to {gains.explained.max():.2f}"
+     if len(gains) else "—", display=False)
+
+# %% [markdown]
+# ODIN's step raises the AUROC with the interval above 0 in {glue:text}`nb03_odin_gain_n` of the
+# {glue:text}`nb03_odin_n` benchmark × model × group cells; there, the first-order term alone
+# accounts for {glue:text}`nb03_odin_explained` times the gain.
 
 # %% [markdown]
 # (sec-newer)=

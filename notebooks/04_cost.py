@@ -180,7 +180,11 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
 # ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`×) the forward
 # pass alone{glue:text}`nb04_cf_total_note` On a CPU a
 # batch-1 backward pass is relatively cheap; on a GPU, where batch size 1 leaves the device
-# idle, the loops fall much further behind.
+# idle, the loops fall much further behind. At this page's default sizes (small batches, few
+# repeats, a machine shared with other work) ratios close to 1× can come out in either order —
+# a path that includes another may time a little faster than it; the ranges over the repeats in
+# the figure below say how far each ratio can be trusted, and the recorded GPU runs
+# ({ref}`sec-cost-gpu`) are the ones to quote.
 
 # %% [markdown]
 # ## Per-sample gradients of every layer

@@ -5,7 +5,8 @@ For each: whether it needs a backward pass (from the detector's family in the re
 differentiates), how it relates to U·V (its formula, derived in chapter *Gradient scores and their
 closed forms* and in :mod:`ood_lib.reductions` / :mod:`ood_lib.gaia`), and its AUROC in every study.
 GAIA, which differentiates every layer, is recorded apart (``gaia.csv`` beside ``depth.csv``,
-:func:`ood_lib.depth.gaia_table`) and summarised by :func:`gaia_rows`.
+:func:`ood_lib.depth.gaia_table`) and summarised by :func:`gaia_rows`; ODIN's input-gradient step
+against its first-order term (``depth_odin.csv``) by :func:`odin_rows`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 import pandas as pd
 
 from ._checks import OODInputError
 from .detectors.base import DETECTORS
 from .labels import method_label, short_pair
 from .study import Study
+from .tables import interval_text
 
-__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "group_aurocs", "load_gaia", "newer_table"]
+__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "group_aurocs", "load_gaia", "load_tables",
+           "newer_table", "odin_rows"]
 
 # the detectors, in the order the chapter lists them: gradient-based first, then the baselines
 # (GAIA differentiates every layer and is recorded apart: :func:`gaia_rows`)
@@ -96,12 +98,43 @@ def best_by_kind(studies: Mapping[str, Study], group: str = "far",
 
 def load_gaia(recorded: str | Path, benchmarks) -> dict[str, pd.DataFrame]:
     """``{benchmark: gaia.csv}`` for each benchmark with a recorded GAIA table."""
+    return load_tables(recorded, benchmarks, "gaia.csv")
+
+
+def load_tables(recorded: str | Path, benchmarks, name: str) -> dict[str, pd.DataFrame]:
+    """``{benchmark: <recorded>/<benchmark>/<name>}`` for each benchmark that has that file."""
     out = {}
     for b in benchmarks:
-        f = Path(recorded) / b / "gaia.csv"
+        f = Path(recorded) / b / name
         if f.is_file():
             out[b] = pd.read_csv(f)
     return out
+
+
+def odin_rows(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per benchmark × model and group (near, far), from ``depth_odin.csv``
+    (:func:`ood_lib.depth.odin_first_order`): the AUROC of S_T (ODIN's temperature, no step) and of
+    ODIN, ODIN's gain over S_T and the gain of its first-order term ε‖∇_pixel log S_T‖₁ alone, each
+    with its 95 % interval, and the share of the gain that term explains — shown only where the
+    gain's interval clears 0 (a share of a gain that may be 0 means nothing)."""
+    need = {"ood", "group", "auroc_msp_t", "auroc_odin", "gain", "gain_lo", "gain_hi", "gain_first_order",
+            "gain_first_order_lo", "gain_first_order_hi", "explained"}
+    out = []
+    for b, t in tables.items():
+        missing = need - set(t.columns)
+        if missing:
+            raise OODInputError(f"{b}: ODIN table lacks columns {sorted(missing)}")
+        for r in t[(t.ood == t.group) & t.group.isin(["near", "far"])].itertuples():
+            clear = r.gain_lo > 0 or r.gain_hi < 0
+            out.append({"pair": short_pair(b), "group": r.group, "S_T": round(float(r.auroc_msp_t), 1),
+                        "ODIN": round(float(r.auroc_odin), 1),
+                        "ODIN − S_T": interval_text(r.gain, r.gain_lo, r.gain_hi),
+                        "first order − S_T": interval_text(r.gain_first_order, r.gain_first_order_lo,
+                                                           r.gain_first_order_hi),
+                        "share explained": f"{r.explained:.2f}" if clear else "—"})
+    if not out:
+        return pd.DataFrame()
+    return pd.DataFrame(out).set_index(["pair", "group"])
 
 
 def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.DataFrame:
@@ -109,10 +142,6 @@ def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.Data
     part alone, and the two paired differences (all layers − last layer; all layers − the best
     forward-only score) with their 95 % intervals, as "+1.10 [−0.20, +1.40]" (two decimals: whether an interval
     clears 0 must be readable; a true minus sign, and no line break inside the brackets)."""
-    def cell(d, lo, hi):  # a true minus sign; the interval may go under the estimate, never split
-        text = f"{d:+.2f} [{lo:+.2f},\u00a0{hi:+.2f}]".replace("-", "−")
-        return "" if not np.isfinite(d) else text
-
     out = []
     for b, t in tables.items():
         need = {"method", "variant", "part", "ood", "group", "auroc", "diff_vs_last", "lo_vs_last",
@@ -130,10 +159,10 @@ def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.Data
                 "pair": short_pair(b), "group": g,
                 f"GAIA-{variant}": round(float(full.auroc), 1),
                 "last layer": round(float(last.auroc), 1),
-                "all − last": cell(full.diff_vs_last, full.lo_vs_last, full.hi_vs_last),
+                "all − last": interval_text(full.diff_vs_last, full.lo_vs_last, full.hi_vs_last),
                 "best forward-only": (f"{method_label(ref.loc[g, 'method'])} "
                                       f"{ref.loc[g, 'auroc']:.1f}" if g in ref.index else ""),
-                "all − best": cell(full.diff_vs_best, full.lo_vs_best, full.hi_vs_best),
+                "all − best": interval_text(full.diff_vs_best, full.lo_vs_best, full.hi_vs_best),
             })
     if not out:
         return pd.DataFrame()

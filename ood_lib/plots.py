@@ -315,10 +315,11 @@ def cost_figure(df: pd.DataFrame, panel: str | None = None) -> Figure:
             ax.set_xscale("log")
             lo, hi = np.floor(np.log10(extent.min())), np.ceil(np.log10(extent.max()))
             # at most `most` labels per panel, one of them 1×, so that narrow panels never crowd
-            most = {1: 9, 2: 6}.get(len(groups), 3)
+            most = {1: 9, 2: 6}.get(len(groups), 4)
             step = max(1.0, np.ceil((hi - lo) / (most - 0.5)))
             ticks = step * np.arange(np.ceil(lo / step), np.floor(hi / step) + 1)
             ax.set_xticks(10.0 ** ticks)
+            ax.set_xticks(10.0 ** np.arange(lo, hi + 1), minor=True)  # a mark at every decade
             ax.xaxis.set_minor_formatter(NullFormatter())
             # half a decade beyond the outer labels: they never meet the next panel's
             ax.set_xlim(10.0 ** min(lo, ticks[0] - 0.5), 10.0 ** max(hi, ticks[-1] + 0.5))

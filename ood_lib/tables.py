@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pandas.io.formats.style import Styler
 
 __all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "bold_best", "book_table", "captioned",
-           "cost_path_label", "metric_label", "model_label", "ratio_text"]
+           "cost_path_label", "interval_text", "metric_label", "model_label", "ratio_text"]
 
 METRIC_LABELS = {"auroc": "AUROC (%)", "fpr95": "FPR at 95 % TPR (%)",
                  "aupr_in": "AUPR, ID positive (%)", "aupr_out": "AUPR, OOD positive (%)"}
@@ -68,6 +68,16 @@ def ratio_text(r: float) -> str:
     if abs(float(f"{r:.3g}")) >= 100:
         return f"{r:,.0f}"
     return f"{r:#.3g}" if abs(r) >= 1e-3 else f"{r:.1e}"
+
+
+def interval_text(d: float, lo: float, hi: float, decimals: int = 2) -> str:
+    """A difference with its interval, "+1.10 [−0.20, +1.40]": signed, a true minus sign, and no
+    line break inside the brackets (the interval may go under the estimate); "" when ``d`` is
+    missing. Two decimals by default: whether an interval clears 0 must be readable."""
+    if not np.isfinite(d):
+        return ""
+    f = f"{{:+.{decimals}f}}"
+    return f"{f.format(d)} [{f.format(lo)},\u00a0{f.format(hi)}]".replace("-", "−")
 
 
 def book_table(styler: Styler, caption: str, numbers: bool = True) -> Styler:

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO
 from ood_lib import OODInputError
-from ood_lib.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, newer_table
+from ood_lib.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, load_tables, newer_table, odin_rows
 from ood_lib.study import Study
 
 RECORDED = REPO / "results" / "recorded"
@@ -53,3 +53,24 @@ def test_gaia_rows():
     with pytest.raises(OODInputError, match="lacks columns"):
         gaia_rows({"cifar10": _gaia().drop(columns="diff_vs_best")})
     assert gaia_rows({}).empty
+
+
+def test_odin_rows_show_a_share_only_where_the_gain_clears_zero(tmp_path):
+    base = {"auroc_msp_t": 80.0, "gain_first_order": 1.0, "gain_first_order_lo": 0.5, "gain_first_order_hi": 1.5}
+    t = pd.DataFrame([
+        {**base, "ood": "near", "group": "near", "auroc_odin": 80.1, "gain": 0.1, "gain_lo": -0.2, "gain_hi": 0.4,
+         "explained": 10.0},
+        {**base, "ood": "far", "group": "far", "auroc_odin": 82.0, "gain": 2.0, "gain_lo": 1.5, "gain_hi": 2.5,
+         "explained": 0.5},
+        {**base, "ood": "textures", "group": "far", "auroc_odin": 90.0, "gain": 9.0, "gain_lo": 8.0, "gain_hi": 10.0,
+         "explained": 0.9}])  # a set's row: not a group summary
+    (tmp_path / "cifar10").mkdir()
+    t.to_csv(tmp_path / "cifar10" / "depth_odin.csv", index=False)
+    tables = load_tables(tmp_path, ["cifar10", "mnist"], "depth_odin.csv")
+    assert list(tables) == ["cifar10"]
+    rows = odin_rows(tables)
+    assert list(rows.index.get_level_values("group")) == ["near", "far"]
+    assert rows["share explained"].tolist() == ["—", "0.50"] and rows["ODIN"].tolist() == [80.1, 82.0]
+    assert rows["ODIN − S_T"].iloc[1] == "+2.00 [+1.50,\u00a0+2.50]"
+    with pytest.raises(OODInputError, match="lacks columns"):
+        odin_rows({"cifar10": t.drop(columns="explained")})
