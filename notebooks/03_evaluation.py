@@ -364,10 +364,11 @@ effect = explain.norm_effect(msp_fac)
 glue("nb03_norm_agree", effect["n_agree"], display=False)
 glue("nb03_norm_sets", effect["n_sets"], display=False)
 n_cov = int((msp_fac.group == "covariate").sum())
+cov = ("" if not n_cov else ", and the covariate-shift set"
+       if n_cov == 1 else f", and the {n_cov} covariate-shift sets")
 glue("nb03_norm_sets_what",
-     "sets (every OOD set of every benchmark × model"
-     + ("" if not n_cov else ", and the covariate-shift set" if n_cov == 1
-        else f", and the {n_cov} covariate-shift sets") + ")", display=False)
+     f"sets (every OOD set of every benchmark × model{cov})",
+     display=False)
 fails = msp_fac[(msp_fac.auroc_u > 50) != (msp_fac.uv_minus_v > 0)]
 glue("nb03_n_fail", len(fails), display=False)
 glue("nb03_n_fail_weaker", int((fails.auroc_u < fails.auroc_v).sum()),
