@@ -29,8 +29,6 @@
 # ```
 
 # %% tags=["remove-cell"]
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 
@@ -39,7 +37,7 @@ from ood_lib.book import glue
 from ood_lib.depth import depth_figure
 from ood_lib.labels import method_label, model_name, set_label, short_pair
 from ood_lib.reference import gradnorm_imagenet_table, openood_cifar10_table
-from ood_lib.study import HEADLINE
+from ood_lib.study import HEADLINE, load_tables
 from ood_lib.tables import captioned
 
 # %% [markdown]
@@ -424,9 +422,8 @@ for b in ("mnist", "cifar10"):
 # (recorded on seeded subsets; `tools/record_depth.py`).
 
 # %% tags=["remove-cell"]
-depth = {b: pd.read_csv(Path(RECORDED) / b / "depth.csv") for b in studies
-         if (Path(RECORDED) / b / "depth.csv").is_file()}
-rows = pd.concat([t[t.ood.isin(["near", "far"]) & t.verdict_family.notna()]
+depth = load_tables(RECORDED, studies, "depth.csv")
+rows = pd.concat([newer.group_summaries(t).dropna(subset="verdict_family")
                   for t in depth.values()]) if depth else pd.DataFrame()
 glue("nb03_depth_n", len(rows), display=False)
 glue("nb03_depth_beat_best",
@@ -481,14 +478,14 @@ for b in ("mnist", "cifar10", "cifar10_densenet"):
 # gain of that first-order score alone, with paired 95 % intervals (the depth runs' subsets):
 
 # %% tags=["hide-input"]
-odin_t = newer.load_tables(RECORDED, studies, "depth_odin.csv")
+odin_t = load_tables(RECORDED, studies, "depth_odin.csv")
 odin = newer.odin_rows(odin_t)
 captioned(odin, "ODIN and its first-order term against S_T: AUROC (%) "
           "and differences in points") if len(odin) else None
 
 # %% tags=["remove-cell"]
-cells = pd.concat([t[(t.ood == t.group) & t.group.isin(["near", "far"])]
-                   for t in odin_t.values()]) if odin_t else pd.DataFrame()
+cells = pd.concat([newer.group_summaries(t) for t in odin_t.values()]
+                  ) if odin_t else pd.DataFrame()
 gains = cells[cells.gain_lo > 0] if len(cells) else cells
 glue("nb03_odin_n", len(cells), display=False)
 glue("nb03_odin_gain_n", len(gains), display=False)
@@ -557,7 +554,7 @@ glue("nb03_newer_n", len(kinds), display=False)
 # against the best forward-only score, paired 95 % intervals.
 
 # %% tags=["hide-input"]
-gaia_t = newer.load_gaia(RECORDED, studies)  # <b>/gaia.csv
+gaia_t = load_tables(RECORDED, studies, "gaia.csv")
 gaia = newer.gaia_rows(gaia_t)
 captioned(gaia, "GAIA-A: all layers against its last layer and against "
           "the best forward-only score (AUROC, %)")
@@ -565,8 +562,8 @@ captioned(gaia, "GAIA-A: all layers against its last layer and against "
 # %% tags=["remove-cell"]
 glue("nb03_gaia_pairs", ", ".join(dict.fromkeys(
     gaia.index.get_level_values(0))) if len(gaia) else "none", display=False)
-full = pd.concat([t[(t.part == "all_layers") & (t.variant == "A")
-                    & t.ood.isin(["near", "far"])] for t in gaia_t.values()]
+full = pd.concat([newer.group_summaries(t).query(
+    "part == 'all_layers' and variant == 'A'") for t in gaia_t.values()]
                  ) if gaia_t else pd.DataFrame(columns=["verdict_vs_last", "verdict"])
 glue("nb03_gaia_n", len(full), display=False)
 glue("nb03_gaia_beats_last", int((full.verdict_vs_last == "supported").sum()),

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["DEPTH_COLUMNS", "GAIA_COLUMNS", "GAIA_LAST", "GAIA_MAIN", "best_forward_only", "depth_figure",
-           "depth_scores", "depth_table", "forward_only_methods", "gaia_scores", "gaia_table", "layer_blocks", "odin_first_order",
-           "odin_terms"]
+           "depth_scores", "depth_table", "forward_only_methods", "gaia_scores", "gaia_table", "layer_blocks",
+           "odin_first_order", "odin_terms"]
 
 NETWORK, GRADNORM = "network", "gradnorm"
 GAIA_LAST = {"gaia": "gaia_last", "gaia_z": "gaia_z_last"}  # GAIA over the hooked layers -> its last layer
@@ -197,14 +197,19 @@ def depth_table(prep: Prepared, reference: Mapping[str, Any], reference_name: st
     return df
 
 
-def gaia_scores(prep: Prepared, variants: Sequence[str] = GAIA_MAIN) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Each GAIA variant and its last-layer part (:data:`GAIA_LAST`) scored on every set of ``prep``
-    with the run's hyper-parameters: ``{method: {set: scores}}`` and the seconds each method took."""
+def _gaia_names(variants: Sequence[str]) -> list[str]:
+    """Each GAIA variant followed by its last-layer part; an unknown or empty list is refused."""
     unknown = [v for v in variants if v not in GAIA_LAST]
     if unknown or not variants:
         raise OODInputError(f"GAIA variants must be among {sorted(GAIA_LAST)}, got {list(variants)!r}")
+    return [m for v in variants for m in (v, GAIA_LAST[v])]
+
+
+def gaia_scores(prep: Prepared, variants: Sequence[str] = GAIA_MAIN) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Each GAIA variant and its last-layer part (:data:`GAIA_LAST`) scored on every set of ``prep``
+    with the run's hyper-parameters: ``{method: {set: scores}}`` and the seconds each method took."""
     scores, seconds = {}, {}
-    for n in (m for v in variants for m in (v, GAIA_LAST[v])):
+    for n in _gaia_names(variants):
         t0 = time.perf_counter()
         scores[n] = detector_scores(prep, create(n, model=prep.model, **prep.config.params_for(n)))
         seconds[n] = time.perf_counter() - t0
@@ -226,10 +231,7 @@ def gaia_table(prep: Prepared, reference: Mapping[str, Any], reference_name: str
     ``verdict_vs_last``: whether the aggregation beats the last layer, ``verdict``: whether the
     method beats the reference; ``verdict_family``: the latter with simultaneous intervals.
     """
-    unknown = [v for v in variants if v not in GAIA_LAST]
-    if unknown or not variants:
-        raise OODInputError(f"GAIA variants must be among {sorted(GAIA_LAST)}, got {list(variants)!r}")
-    names = [m for v in variants for m in (v, GAIA_LAST[v])]
+    names = _gaia_names(variants)
     if scores is None:
         scores, _ = gaia_scores(prep, variants)
     missing = [n for n in names if n not in scores]

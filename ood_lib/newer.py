@@ -11,7 +11,6 @@ against its first-order term (``depth_odin.csv``) by :func:`odin_rows`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
@@ -22,7 +21,7 @@ from .labels import method_label, short_pair
 from .study import Study
 from .tables import interval_text
 
-__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "group_aurocs", "load_gaia", "load_tables",
+__all__ = ["NEWER", "RELATION", "backward_pass", "best_by_kind", "gaia_rows", "group_aurocs", "group_summaries",
            "newer_table", "odin_rows"]
 
 # the detectors, in the order the chapter lists them: gradient-based first, then the baselines
@@ -96,19 +95,9 @@ def best_by_kind(studies: Mapping[str, Study], group: str = "far",
     return pd.DataFrame(rows).set_index("pair")
 
 
-def load_gaia(recorded: str | Path, benchmarks) -> dict[str, pd.DataFrame]:
-    """``{benchmark: gaia.csv}`` for each benchmark with a recorded GAIA table."""
-    return load_tables(recorded, benchmarks, "gaia.csv")
-
-
-def load_tables(recorded: str | Path, benchmarks, name: str) -> dict[str, pd.DataFrame]:
-    """``{benchmark: <recorded>/<benchmark>/<name>}`` for each benchmark that has that file."""
-    out = {}
-    for b in benchmarks:
-        f = Path(recorded) / b / name
-        if f.is_file():
-            out[b] = pd.read_csv(f)
-    return out
+def group_summaries(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a recorded paired table that summarise a group (near, far) rather than one set."""
+    return table[(table.ood == table.group) & table.group.isin(["near", "far"])]
 
 
 def odin_rows(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -124,7 +113,7 @@ def odin_rows(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         missing = need - set(t.columns)
         if missing:
             raise OODInputError(f"{b}: ODIN table lacks columns {sorted(missing)}")
-        for r in t[(t.ood == t.group) & t.group.isin(["near", "far"])].itertuples():
+        for r in group_summaries(t).itertuples():
             clear = r.gain_lo > 0 or r.gain_hi < 0
             out.append({"pair": short_pair(b), "group": r.group, "S_T": round(float(r.auroc_msp_t), 1),
                         "ODIN": round(float(r.auroc_odin), 1),
@@ -149,7 +138,7 @@ def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.Data
         missing = need - set(t.columns)
         if missing:
             raise OODInputError(f"{b}: GAIA table lacks columns {sorted(missing)}")
-        t = t[(t.ood == t.group) & t.group.isin(["near", "far"])]
+        t = group_summaries(t)
         ref = t[t.part == "reference"].set_index("group")
         t = t[t.variant == variant]
         for g in dict.fromkeys(t.group):

@@ -16,7 +16,8 @@ from .claims import CLAIMS
 from .data import data_root
 from .evaluate import default_methods
 from .labels import method_label, set_label, short_pair
-from .study import Study, load_recorded, run_study, seed_summary
+from .study import Study, load_recorded, load_tables, run_study, seed_summary
+from .tables import bold_best
 
 # how the provenance table names each subsampled split
 SUBSET_NAMES = {"n_id": "ID test", "n_ood": "per OOD set", "n_fit": "ID fit"}
@@ -44,10 +45,9 @@ def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **r
             out[b] = rec[b]
         else:
             raise OODInputError(f"no data root and no recorded study of {b!r} under {recorded}")
-    for b, st in out.items():  # training-seed runs are always recorded: five trainings are too slow for a build
-        f = Path(recorded) / b / "seeds.csv"
-        if "seeds" not in st.tables and f.is_file():
-            st.tables["seeds"] = pd.read_csv(f)
+    # training-seed runs are always recorded: five trainings are too slow for a build
+    for b, t in load_tables(recorded, [b for b, st in out.items() if "seeds" not in st], "seeds.csv").items():
+        out[b].tables["seeds"] = t
     return out
 
 
@@ -55,15 +55,13 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
     """One column per study: source (live / recorded), subset, methods left out, methods that could
     not be fitted (and why), ID accuracy, sizes, device, commit (and whether the tree had
     uncommitted changes), date (the library versions are in each study's ``meta``)."""
-
     rows = []
     for b, s in studies.items():
         m = s.meta
         cfg = m.get("config", {})
         sub = {k: cfg.get(k) for k in ("n_id", "n_ood", "n_fit") if cfg.get(k) is not None}
         left = sorted(set(default_methods(b)) - set(cfg.get("methods") or default_methods(b)))
-        met = s["metrics"]
-        na = met[met.note.fillna("").str.startswith("n/a")].drop_duplicates("method") if "note" in met else met[:0]
+        na = _unfitted(s)
         commit = str(m.get("commit", "unknown"))[:7] + (" + uncommitted changes" if m.get("dirty") else "")
         rows.append({"benchmark": short_pair(b), "source": s.source,
                      "subset": " · ".join(f"{v:,} {SUBSET_NAMES[k]}" for k, v in sub.items()) or "all images",
@@ -81,17 +79,19 @@ def provenance(studies: Mapping[str, Study]) -> pd.DataFrame:
     return t.T
 
 
+def _unfitted(study: Study) -> pd.DataFrame:
+    """One metrics row per detector the study could not fit (its ``note`` starts "n/a")."""
+    met = study["metrics"]
+    if "note" not in met:
+        return met[:0].assign(note=pd.Series(dtype=str))
+    return met[met.note.fillna("").str.startswith("n/a")].drop_duplicates("method")
+
+
 def not_applicable(studies: Mapping[str, Study]) -> pd.DataFrame:
     """The detectors a study could not fit, and why: one row per pair and detector (``pair``,
     ``method`` as displayed, ``reason``), from the ``n/a: …`` notes of its metrics table."""
-    rows = []
-    for b, s in studies.items():
-        met = s["metrics"]
-        if "note" not in met:
-            continue
-        na = met[met.note.fillna("").str.startswith("n/a")].drop_duplicates("method")
-        rows += [{"pair": short_pair(b), "method": method_label(x), "reason": n.removeprefix("n/a: ")}
-                 for x, n in zip(na.method, na.note)]
+    rows = [{"pair": short_pair(b), "method": method_label(r.method), "reason": r.note.removeprefix("n/a: ")}
+            for b, s in studies.items() for r in _unfitted(s).itertuples()]
     return pd.DataFrame(rows, columns=["pair", "method", "reason"])
 
 
@@ -137,7 +137,6 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
     does to MSP (the verdict's reading and the AUROC difference), GradNorm's rank, and the best
     method with its AUROC. Every cell is computed from the study's tables; † marks a difference whose
     sign changes between the training seeds of a model trained here."""
-
     rows = []
     for s in studies.values():
         ranges = seed_ranges(s)
@@ -149,7 +148,7 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
                 continue
             verdict = v.loc[("norm_helps_msp", g), "verdict"]
             gn = r.loc[(g, "gradnorm")]
-            mark = " †" if ((g, "norm_helps_msp") in changes) else ""
+            mark = " †" if (g, "norm_helps_msp") in changes else ""
             rows.append({
                 "pair": short_pair(s.benchmark), "group": g,
                 "‖h‖₁ × MSP": f"{NORM_EFFECT.get(verdict, 'not measured')} "
@@ -200,17 +199,14 @@ def auroc_table(studies: Mapping[str, Study], methods: list[str], group: str, me
     labels = [method_label(x) for x in methods]
     v = pd.DataFrame(vals, index=labels)
     c = pd.DataFrame(cells, index=labels)
-    shown = v.round(1)  # a tie as the reader sees it is bolded alike
-    best = shown.min() if metric == "fpr95" else shown.max()
-    return c.style.apply(lambda col: ["font-weight: bold" if x == best[col.name] else ""
-                                      for x in shown[col.name]], axis=0).set_table_styles(
+    # compared at one decimal, as the cells show them: a tie on the page is bolded alike
+    return bold_best(c.style, "min" if metric == "fpr95" else "max", decimals=1, values=v).set_table_styles(
         [{"selector": "td", "props": "white-space: nowrap;"}], overwrite=False)
 
 
 def rank_table(studies: Mapping[str, Study]) -> pd.DataFrame:
     """Per pair and group: GradNorm's rank among all distinct methods, the pre-registered member's
     rank among the U·V members, and the best method."""
-
     rows = []
     for b, s in studies.items():
         r = s["ranks"].set_index(["group", "method"])
@@ -225,7 +221,6 @@ def rank_table(studies: Mapping[str, Study]) -> pd.DataFrame:
 
 def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFrame:
     """Per pair and OOD set: AUROC of U = ‖h‖₁ alone, V alone, U·V, and the median-norm ratio OOD / ID."""
-
     out = []
     for b, s in studies.items():
         f = s["factors"]
@@ -241,7 +236,6 @@ def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFra
 def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.DataFrame:
     """Mean ± s.d. over training seeds of each recorded quantity: quantities (rows) × group, for
     ``benchmark`` (default: every study with seed runs, columns prefixed by the pair)."""
-
     short = {c.key: c.short for c in CLAIMS}
     parts = []
     for b, s in studies.items():

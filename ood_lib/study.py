@@ -274,6 +274,17 @@ def load_recorded(directory: str | Path) -> dict[str, Study]:
     return {s.benchmark: s for s in (Study.load(p) for p in sorted(d.iterdir()) if (p / "meta.json").is_file())}
 
 
+def load_tables(recorded: str | Path, benchmarks, name: str) -> dict[str, pd.DataFrame]:
+    """``{benchmark: <recorded>/<benchmark>/<name>}`` for each of ``benchmarks`` that has that file
+    (the tables recorded beside a study: ``seeds.csv``, ``depth.csv``, ``gaia.csv``, …)."""
+    out = {}
+    for b in benchmarks:
+        f = Path(recorded) / b / name
+        if f.is_file():
+            out[b] = pd.read_csv(f)
+    return out
+
+
 def differences(a: Study, b: Study, tol: float = 1e-6) -> list[str]:
     """Where two studies' tables disagree: numbers beyond ``tol`` (absolute), any other value exactly;
     a table of :data:`TABLES` that only one of them holds is a difference too."""

@@ -119,12 +119,15 @@ def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = No
     return book_table(styler, caption, numbers=numbers)
 
 
-def bold_best(styler: Styler, best: str = "max", axis: int = 0, decimals: int | None = None) -> Styler:
+def bold_best(styler: Styler, best: str = "max", axis: int = 0, decimals: int | None = None,
+              values: "pd.DataFrame | None" = None) -> Styler:
     """``styler`` with the largest (``best="max"``) or smallest number of each numeric column
-    (``axis=0``) or row (``axis=1``) in bold, compared after rounding to ``decimals``."""
+    (``axis=0``) or row (``axis=1``) in bold, compared after rounding to ``decimals``. ``values``
+    (same labels as the styler's data) are the numbers to compare where the cells hold text, such
+    as "98.5 ±0.4"."""
     import pandas as pd
 
-    data = styler.data
+    data = styler.data if values is None else values
     cols = [c for c in data.columns if pd.api.types.is_numeric_dtype(data[c])]
     shown = data[cols].astype(float).round(decimals) if decimals is not None else data[cols].astype(float)
     ext = getattr(shown, best)(axis=axis)

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import REPO
 from ood_lib import OODInputError
-from ood_lib.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, load_tables, newer_table, odin_rows
+from ood_lib.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, newer_table, odin_rows
+from ood_lib.study import load_tables
 from ood_lib.study import Study
 
 RECORDED = REPO / "results" / "recorded"
