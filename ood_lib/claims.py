@@ -30,6 +30,12 @@ LEVEL = 0.95
 IDENTITY_TOL = 1e-10
 NOT_RUN = "not run"
 
+# The rule of 6 December 2026 (page *Pre-registration*): equivalence margins, in percentage points,
+# of the four-verdict rule (better · equivalent · worse · inconclusive), fixed before any verdict
+# was computed with them.
+MARGINS = {"auroc": 1.0, "fpr95": 2.0}
+MIN_SEEDS = 5  # training seeds of a hierarchical bootstrap, at least
+
 
 @dataclass(frozen=True)
 class Claim:

@@ -3,7 +3,7 @@ verdict: every verdict word the book shows comes from ood_lib.claims / ood_lib.s
 
 import re
 
-from ood_lib.claims import CLAIMS, IDENTITY_TOL, N_BOOT
+from ood_lib.claims import CLAIMS, IDENTITY_TOL, MARGINS, MIN_SEEDS, N_BOOT
 from conftest import REPO
 
 PAGE = REPO / "book" / "preregistration.md"
@@ -19,6 +19,15 @@ def test_the_page_states_the_rule_the_code_applies():
     text = PAGE.read_text()
     assert f"{N_BOOT:,}" in text and "10^{-10}" in text and IDENTITY_TOL == 1e-10
     assert "same resample" in text and "max-statistic" in text and "Holm" in text
+
+
+def test_the_page_states_the_margins_of_the_four_verdict_rule():
+    text = PAGE.read_text()
+    assert MARGINS == {"auroc": 1.0, "fpr95": 2.0} and MIN_SEEDS == 5
+    assert r"\delta_\text{AUROC} = 1.0$" in text and r"\delta_\text{FPR95} = 2.0$" in text
+    assert "at least five\nseeds" in text or "at least five seeds" in text
+    for word in ("*equivalent*", "*better*", "*worse*", "*inconclusive*", "far-natural", "far-synthetic", "Bonferroni"):
+        assert word in text, word
 
 
 def test_no_page_but_the_rules_types_a_verdict():
