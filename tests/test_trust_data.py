@@ -225,6 +225,14 @@ def _svhn(tmp_path, content):
     return lambda: S.svhn(S.Context(tmp_path, RESNET20_PREP))
 
 
+def _cifar_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
+        (folder / name).write_bytes(b"not a pickle")
+    return S.cifar10(S.Context(tmp_path, RESNET20_PREP))
+
+
 def _gz(tmp_path, data):
     p = tmp_path / "t10k-images-idx3-ubyte.gz"
     p.write_bytes(data)
@@ -246,6 +254,7 @@ BAD_FILES = {
                             r"svhn/test_32x32.mat: expected SVHN's X, .* got no variable X"),
     "SVHN .mat of 16-bit X": (lambda t: _svhn(t, {"X": np.zeros((32, 32, 3, 2), np.uint16)})(),
                               r"svhn/test_32x32.mat: expected SVHN's X.*type uint16"),
+    "CIFAR-10 batches corrupt": (_cifar_batches, r"cifar-10-batches-py: the CIFAR-10 batches cannot be read"),
     "labels.csv: class_index 'cat'": (lambda t: _subset(t, _write_table(t, ["0.jpg,3,n1", "1.jpg,cat,n2"])),
                                       r"labels.csv, line 3: class_index 'cat' is not an integer in 0..999"),
     "labels.csv: class_index 1000": (lambda t: _subset(t, _write_table(t, ["0.jpg,1000,n1"])),
