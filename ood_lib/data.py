@@ -4,9 +4,11 @@ Nothing here downloads anything. A missing file raises :class:`DataNotFoundError
 message names the path tried, the layout expected and where to get the data.
 
 Unreadable image files (corrupt, truncated, not an image) are **skipped and counted** by
-default: :class:`ImageFiles` marks them, feature extraction drops them and records how many
-and which (``on_error="raise"`` fails instead). A data set with a few broken files should not
-cost a whole benchmark run, and the count keeps the skip visible.
+default: :class:`ImageFiles` marks them, feature extraction drops them, says so on stderr and
+records how many and which; a run stops when more than ``max_skipped`` of a set is lost
+(``on_error="raise"`` fails on the first instead). A data set with a few broken files should not
+cost a whole benchmark run, and the report keeps the skip visible. Which files are data at all
+(no hidden files, no links to folders, the benchmark's class folders) is :mod:`ood_lib.folders`.
 """
 
 from __future__ import annotations
@@ -198,7 +200,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 class ImageFiles(Dataset):
-    """Images read from files with PIL; each item is ``(tensor, label, ok)``.
+    """Images read from files with PIL (16-bit gray scaled to 8 bits: :func:`as_mode`); each item
+    is ``(tensor, label, ok)``.
 
     An unreadable file gives ``ok = False`` and a zero tensor with ``on_error="skip"`` (the
     caller drops and counts it), or raises with ``on_error="raise"``.
