@@ -40,6 +40,8 @@ class RunConfig:
     knn_k: int | None = _opt(None, "neighbours of the KNN detector (default: the paper's rule for the bank size)", int)
     detector_params: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, metadata={"help": "hyper-parameters per detector name, e.g. {'react': {'percentile': 95}}"})
+    max_skipped: float = _opt(0.01, "stop when more than this fraction of a set's images cannot be read "
+                              "(default 0.01; each set's unreadable files are listed on stderr and in the results' .json)", float)
 
     def __post_init__(self) -> None:
         for name in ("methods", "ci_methods"):

@@ -4,9 +4,11 @@ Nothing here downloads anything. A missing file raises :class:`DataNotFoundError
 message names the path tried, the layout expected and where to get the data.
 
 Unreadable image files (corrupt, truncated, not an image) are **skipped and counted** by
-default: :class:`ImageFiles` marks them, feature extraction drops them and records how many
-and which (``on_error="raise"`` fails instead). A data set with a few broken files should not
-cost a whole benchmark run, and the count keeps the skip visible.
+default: :class:`ImageFiles` marks them, feature extraction drops them, says so on stderr and
+records how many and which; a run stops when more than ``max_skipped`` of a set is lost
+(``on_error="raise"`` fails on the first instead). A data set with a few broken files should not
+cost a whole benchmark run, and the report keeps the skip visible. Which files are data at all
+(no hidden files, no links to folders, the benchmark's class folders) is :mod:`ood_lib.folders`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import io
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,8 +29,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import OODInputError
+from .folders import IMAGE_EXTENSIONS, check_classes, class_folders, first_names, list_images  # noqa: F401  (public here)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DATA_ROOT_ENV = "OOD_DATA_ROOT"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,18 +63,26 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path | None:
 
 # --- IDX (MNIST-format) files ------------------------------------------------------------
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into a uint8 array, checking its header."""
+    """Read an IDX file (optionally gzip-compressed) into a uint8 array, checking its header;
+    every error names the file."""
     path = Path(path)
     if not path.is_file():
         raise missing("IDX file", path, "an IDX file as distributed with MNIST", "see the data set's page")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise OODInputError(f"{path}: cannot be read or decompressed ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise OODInputError(f"{path}: not an unsigned-byte IDX file (bad magic {raw[:4]!r})")
     ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     start = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < start:
+        raise OODInputError(f"{path}: truncated or corrupt IDX header ({len(raw)} bytes, {ndim} dimensions)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if dims[0] == 0:
+        raise OODInputError(f"{path}: an IDX file of 0 items (dimensions {dims})")
     expected = int(np.prod(dims))
     if len(raw) - start != expected:
         raise OODInputError(
@@ -81,27 +92,53 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 # --- image files -------------------------------------------------------------------------
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursively), in sorted order."""
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+def image_folder(root: str | os.PathLike, what: str = "image folder", how: str = "",
+                 classes: Sequence[str] | None = None, all_required: bool = True) -> tuple[list[Path], np.ndarray, list[str]]:
+    """An ImageFolder layout ``root/<class>/<image>``: (paths, labels, class names).
 
-
-def image_folder(root: str | os.PathLike, what: str = "image folder", how: str = "") -> tuple[list[Path], np.ndarray, list[str]]:
-    """An ImageFolder layout ``root/<class>/<image>``: (paths, labels, sorted class names)."""
+    With ``classes`` (the benchmark's class list, in label order) each folder's label is its
+    class's position there and the folders are checked against it (:func:`check_classes`);
+    without, the labels are the positions of the sorted folder names. A class folder without
+    images is an error."""
     root = Path(root)
     layout = f"{root}/<class>/<image>.jpg, one folder per class"
     if not root.is_dir():
         raise missing(what, root, layout, how or "place the images in that layout")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    paths, labels = [], []
+    found = class_folders(root)
+    if classes is None:
+        classes = found
+    else:
+        check_classes(root, what, found, classes, all_required)
+    present, paths, labels, empty = set(found), [], [], []
     for i, c in enumerate(classes):
-        files = list_images(root / c)
+        files = list_images(root / c) if c in present else []
         paths += files
         labels += [i] * len(files)
+        empty += [c] * (c in present and not files)
     if not paths:
         raise missing(f"{what} (no images)", root, layout, how or "place the images in that layout")
-    return paths, np.asarray(labels, dtype=np.int64), classes
+    if empty:
+        raise OODInputError(f"{what}: class folders without images under {root}: {first_names(empty)}")
+    return paths, np.asarray(labels, dtype=np.int64), list(classes)
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def as_mode(im, mode: str):
+    """The opened PIL image ``im`` in ``mode`` ("RGB" or "L"). 16-bit gray (and a PNG's gray "I",
+    which can only be 16-bit) is scaled to 8 bits, v / 257 rounded — PIL's ``convert`` would clip
+    it at 255 and make it all white. Other 32-bit integer and float images have no fixed range:
+    refused, not guessed."""
+    from PIL import Image
+
+    if im.mode in SIXTEEN_BIT_MODES or (im.mode == "I" and im.format == "PNG"):
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.rint(np.clip(a, 0, 65535) / 257.0).astype(np.uint8), "L").convert(mode)
+    if im.mode in ("I", "F"):
+        raise OODInputError(f"a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (PIL mode "
+                            f"{im.mode!r}) has no fixed range to scale to 8 bits; save it as an 8- or 16-bit image")
+    return im.convert(mode)
 
 
 def jpeg_roundtrip(img, quality: int = 75):
@@ -163,7 +200,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 class ImageFiles(Dataset):
-    """Images read from files with PIL; each item is ``(tensor, label, ok)``.
+    """Images read from files with PIL (16-bit gray scaled to 8 bits: :func:`as_mode`); each item
+    is ``(tensor, label, ok)``.
 
     An unreadable file gives ``ok = False`` and a zero tensor with ``on_error="skip"`` (the
     caller drops and counts it), or raises with ``on_error="raise"``.
@@ -195,7 +233,7 @@ class ImageFiles(Dataset):
 
         try:
             with Image.open(io.BytesIO(data)) as im:
-                img = im.convert(self.mode)
+                img = as_mode(im, self.mode)
             return self.transform(img), True
         except Exception as exc:
             if self.on_error == "raise":

@@ -35,7 +35,7 @@ from .cache import default_cache_dir, read_arrays, write_arrays
 from .config import RunConfig
 from .detectors import DETECTORS, Detector, Entry, FitData, autograd_name, create
 from .detectors.base import as_numpy
-from .features import Features, batch_loader, extract, resolve_device
+from .features import Features, batch_loader, check_max_skipped, extract, resolve_device
 from .gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD
 from .results import device_label, method_rows, metadata, not_applicable_rows, write_results
 
@@ -116,6 +116,7 @@ def prepare(benchmark: str = "embedded", config: RunConfig | None = None, *, wit
 
     ``overrides`` are :class:`RunConfig` fields (``data_root=``, ``n_id=``, …)."""
     cfg = (config or RunConfig()).replace(**overrides)
+    check_max_skipped(cfg.max_skipped)  # before a model is trained or loaded
     bench = get_benchmark(benchmark)
     dev = resolve_device(cfg.device)
     root = D.data_root(cfg.data_root)
@@ -129,7 +130,7 @@ def prepare(benchmark: str = "embedded", config: RunConfig | None = None, *, wit
         if key == "id_train" and not with_train:
             continue
         feats[key] = extract(model, split.dataset, device=dev, batch_size=bs, cache_dir=cfg.cache_dir,
-                             progress=cfg.progress, desc=f"{benchmark}/{key}")
+                             progress=cfg.progress, desc=f"{benchmark}/{key}", max_skipped=cfg.max_skipped)
     return Prepared(benchmark, model, splits, feats, dev, root, bs, cfg)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,8 +28,8 @@ from .cache import FORMAT_VERSION, default_cache_dir, read_arrays, write_arrays
 from .models import weights_fingerprint
 
 __all__ = [
-    "Features", "assemble", "batch_loader", "cache_key", "dataset_fingerprint", "extract", "features_path",
-    "forward_batches", "item_files", "read_features", "resolve_device", "write_features",
+    "Features", "assemble", "batch_loader", "cache_key", "check_max_skipped", "check_skipped", "dataset_fingerprint",
+    "extract", "features_path", "forward_batches", "item_files", "read_features", "resolve_device", "write_features",
 ]
 
 
@@ -113,17 +114,53 @@ def write_features(path: Path, feats: Features) -> None:
                  n=len(feats.h), n_skipped=feats.n_skipped, skipped=feats.skipped, skipped_files=feats.skipped_files)
 
 
-def item_files(dataset: Dataset, positions: list[int]) -> list[str]:
-    """The files behind dataset items ``positions``, relative to the folder all the set's files
-    share (through a ``Subset``); ``[]`` for sets not read from files."""
+def _item_paths(dataset: Dataset, positions: list[int]) -> tuple[list[Path], list[Path]]:
+    """(the files behind dataset items ``positions``, all the set's files), through a ``Subset``;
+    both empty for sets not read from files."""
     base, index = dataset, None
     if isinstance(dataset, Subset):
         base, index = dataset.dataset, list(dataset.indices)
     paths = getattr(base, "paths", None)
     if paths is None or not positions:
-        return []
-    top = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
-    return [Path(paths[i if index is None else index[i]]).relative_to(top).as_posix() for i in positions]
+        return [], []
+    return [Path(paths[i if index is None else index[i]]) for i in positions], list(paths)
+
+
+def item_files(dataset: Dataset, positions: list[int], root: Path | None = None) -> list[str]:
+    """The files behind dataset items ``positions``: relative to ``root`` where they lie under it
+    (absolute where not), or, without ``root``, to the folder all the set's files share; ``[]``
+    for sets not read from files."""
+    chosen, paths = _item_paths(dataset, positions)
+    if root is None:
+        top = Path(os.path.commonpath([str(Path(p).parent) for p in paths])) if paths else Path()
+        return [p.relative_to(top).as_posix() for p in chosen]
+    top = Path(os.path.abspath(root))
+    chosen = [Path(os.path.abspath(p)) for p in chosen]
+    return [(p.relative_to(top) if p.is_relative_to(top) else p).as_posix() for p in chosen]
+
+
+def check_skipped(feats: Features, dataset: Dataset, desc: str, max_skipped: float | None) -> None:
+    """Say on stderr how many images of a set were unreadable and which (the first few); stop with
+    an error when more than the fraction ``max_skipped`` of the set was (None: no limit). Skipped
+    images change the set a detector is measured on, so they are never dropped silently."""
+    if not feats.n_skipped:
+        return
+    total = len(feats.h) + feats.n_skipped
+    names = _item_paths(dataset, feats.skipped[:3])[0] or [f"item {i}" for i in feats.skipped[:3]]
+    text = (f"{desc}: {feats.n_skipped} of {total} images ({feats.n_skipped / total:.1%}) could not be read: "
+            f"{', '.join(map(str, names))}{', …' if feats.n_skipped > 3 else ''}")
+    if max_skipped is not None and feats.n_skipped > max_skipped * total:
+        raise OODInputError(f"{text} — more than max_skipped = {max_skipped:g} of the set; repair or remove "
+                            "those files, or allow more with --max-skipped")
+    print(f"warning: {text} (skipped; the results' .json lists them)", file=sys.stderr)
+
+
+def check_max_skipped(max_skipped: float | None) -> None:
+    """``max_skipped`` must be a fraction in [0, 1], or None."""
+    ok = max_skipped is None or (isinstance(max_skipped, (int, float)) and not isinstance(max_skipped, bool)
+                                 and 0 <= max_skipped <= 1)
+    if not ok:
+        raise OODInputError(f"max_skipped must be a fraction in [0, 1] (or None: no limit), got {max_skipped!r}")
 
 
 # --- the forward pass ----------------------------------------------------------------------
@@ -218,13 +255,15 @@ def extract(
     cache_dir: Path | None | bool = None,
     progress: bool = True,
     desc: str = "features",
+    max_skipped: float | None = None,
 ) -> Features:
     """(h, logits, labels) for every readable image of ``dataset`` (items ``(x, label, ok)``).
 
-    ``cache_dir=False`` disables the cache. Unreadable images (``ok = False``) are dropped and
-    recorded (``n_skipped``, ``skipped`` positions and ``skipped_files``); if every image is
-    unreadable the error says so.
+    ``cache_dir=False`` disables the cache. Unreadable images (``ok = False``) are dropped,
+    recorded (``n_skipped``, ``skipped`` positions and ``skipped_files``) and reported on stderr;
+    more than the fraction ``max_skipped`` of the set (None: no limit), or every image, is an error.
     """
+    check_max_skipped(max_skipped)
     dev = resolve_device(device)
     key = path = None
     data_fp = dataset_fingerprint(dataset)  # computed once: the key and the results' metadata use it
@@ -234,12 +273,14 @@ def extract(
         cached = read_features(path, key)
         if cached is not None:
             cached.data_fingerprint = data_fp
+            check_skipped(cached, dataset, desc, max_skipped)
             return cached
     h, f, y, skipped, seconds = forward_batches(model, dataset, dev, batch_size, num_workers=num_workers,
                                                 progress=progress, desc=desc)
     feats = assemble(h, f, y, skipped, dataset, key or "", data_fp, seconds, desc)
     if path is not None:
-        write_features(path, feats)
+        write_features(path, feats)  # before the check: the entry is right, only this run's limit is not
+    check_skipped(feats, dataset, desc, max_skipped)
     return feats
 
 

@@ -84,9 +84,11 @@ def not_applicable_rows(prep, det: Detector, note: str) -> list[dict]:
 
 
 def metadata(prep, notes: dict[str, str], device: str) -> dict[str, Any]:
-    """Configuration, versions, device, data fingerprints, skipped images, forward-pass times, notes."""
+    """Configuration, versions, device, data fingerprints, skipped images (``skipped_files``: relative
+    to the data root), forward-pass times, notes."""
     import sklearn
 
+    from .features import item_files
     from .models import weights_fingerprint
 
     return {
@@ -99,7 +101,8 @@ def metadata(prep, notes: dict[str, str], device: str) -> dict[str, Any]:
         "model_fingerprint": weights_fingerprint(prep.model),
         "sets": {
             k: {"name": prep.splits[k].name, "group": prep.splits[k].group, "n": int(len(f.h)),
-                "n_skipped": f.n_skipped, "data_fingerprint": f.data_fingerprint,
+                "n_skipped": f.n_skipped, "skipped_files": item_files(prep.splits[k].dataset, f.skipped, prep.root),
+                "data_fingerprint": f.data_fingerprint,
                 "feature_key": f.key, "forward_seconds": f.seconds, "from_cache": f.from_cache}
             for k, f in prep.feats.items()
         },

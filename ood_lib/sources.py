@@ -9,6 +9,8 @@ raises :class:`~ood_lib.data.DataNotFoundError` naming the path, the layout and 
 from __future__ import annotations
 
 import csv
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -96,8 +98,11 @@ def idx_pair(root: Path, folder: str, stem: str, how: str) -> tuple[np.ndarray, 
         lab = base / sub / f"{stem}-labels-idx1-ubyte{suffix}"
         if img.is_file() and lab.is_file():
             X, y = D.read_idx(img), D.read_idx(lab).astype(np.int64)
+            if X.ndim != 3 or y.ndim != 1:
+                raise OODInputError(f"{img} and {lab}: expected (N, H, W) images and (N,) labels, got "
+                                    f"shapes {X.shape} and {y.shape}")
             if len(X) != len(y):
-                raise OODInputError(f"{img}: {len(X)} images but {len(y)} labels")
+                raise OODInputError(f"{img}: {len(X)} images but {len(y)} labels ({lab})")
             return X, y
     raise D.missing(
         f"{folder} ({stem})", base / "raw",
@@ -130,6 +135,20 @@ def mnist(ctx: Context) -> IdData:
     return IdData(D.ArrayImages(Xtr, ytr, t), D.ArrayImages(Xte, yte, t), "MNIST train", "MNIST test")
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _lossless_cifar10(folder: Path, train: bool):
+    """torchvision's CIFAR10 from ``folder``'s parent, its errors (a corrupt or missing batch file)
+    naming the folder."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        return CIFAR10(str(folder.parent), train=train, download=False)
+    except Exception as exc:  # torchvision: "Dataset not found or corrupted", or an unpickling error
+        raise OODInputError(f"{folder}: the CIFAR-10 batches cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
 def cifar10(ctx: Context) -> IdData:
     """Lossless CIFAR-10 (torchvision's ``cifar-10-batches-py``) or a JPEG copy as image folders;
     with the JPEG copy every OOD image gets the same quality-75 round trip."""
@@ -137,35 +156,79 @@ def cifar10(ctx: Context) -> IdData:
            "or an ImageFolder copy at CIFAR10-JPEG/{train,test}/<class>/")
     p = ctx.prep
     if (ctx.root / "cifar-10-batches-py").is_dir():
-        from torchvision.datasets import CIFAR10
-
         t = cifar_array_transform(p.mean, p.std)
-        tr, te = CIFAR10(str(ctx.root), train=True, download=False), CIFAR10(str(ctx.root), train=False, download=False)
+        tr, te = (_lossless_cifar10(ctx.root / "cifar-10-batches-py", train) for train in (True, False))
         return IdData(D.ArrayImages(tr.data, np.asarray(tr.targets), t), D.ArrayImages(te.data, np.asarray(te.targets), t),
                       "CIFAR-10 train", "CIFAR-10 test", "lossless CIFAR-10")
     jroot = ctx.root / "CIFAR10-JPEG"
     if not jroot.is_dir():
         raise D.missing("CIFAR-10", ctx.root / "cifar-10-batches-py", "cifar-10-batches-py/ or CIFAR10-JPEG/", how)
-    ptr, ltr, _ = D.image_folder(jroot / "train", "CIFAR-10 JPEG train", how)
-    pte, lte, _ = D.image_folder(jroot / "test", "CIFAR-10 JPEG test", how)
+    ptr, ltr, _ = D.image_folder(jroot / "train", "CIFAR-10 JPEG train", how, CIFAR10_CLASSES)
+    pte, lte, _ = D.image_folder(jroot / "test", "CIFAR-10 JPEG test", how, CIFAR10_CLASSES)
     t = p.image()
     return IdData(D.ImageFiles(ptr, ltr, t, p.shape), D.ImageFiles(pte, lte, t, p.shape), "CIFAR-10 train",
                   "CIFAR-10 test", "JPEG quality-75 copy: OOD images get the same JPEG round trip", ood_jpeg=75)
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k wnids in the standard class order (0 = n01440764 tench …), from the
+    class index timm ships."""
+    from timm.data import ImageNetInfo
+
+    wnids = tuple(ImageNetInfo().label_names())
+    if len(wnids) != 1000 or list(wnids) != sorted(wnids):
+        raise OODInputError(f"timm's ImageNet class index has {len(wnids)} wnids, not the 1,000 sorted ones")
+    return wnids
+
+
 def imagenet_folders(ctx: Context) -> IdData:
-    """ILSVRC-2012 validation (and, if present, training) images as class folders under ``imagenet/``."""
+    """ILSVRC-2012 validation (and, if present, training) images as class folders ``<wnid>/`` under
+    ``imagenet/``. Each folder's label is its wnid's place in the class index, so every folder must
+    be an ImageNet-1k wnid; classes may be absent (a subset), which shifts no label."""
     how = "the ILSVRC-2012 validation set sorted into class folders (e.g. with the valprep.sh script)"
     p, t = ctx.prep, ctx.prep.image()
-    pv, lv, _ = D.image_folder(ctx.root / "imagenet" / "val", "ImageNet validation", how)
+    pv, lv, _ = D.image_folder(ctx.root / "imagenet" / "val", "ImageNet validation", how, imagenet_classes(), False)
     train = None
     if (ctx.root / "imagenet" / "train").is_dir():
-        ptr, ltr, _ = D.image_folder(ctx.root / "imagenet" / "train", "ImageNet train")
+        ptr, ltr, _ = D.image_folder(ctx.root / "imagenet" / "train", "ImageNet train", how, imagenet_classes(), False)
         train = D.ImageFiles(ptr, ltr, t, p.shape)
     return IdData(train, D.ImageFiles(pv, lv, t, p.shape), "ImageNet-1k train", "ImageNet-1k val")
 
 
 IMAGENET_SUBSET_FIT = 520  # of 1,300: the rest is the test part
+
+
+def _inside(name: str) -> bool:
+    """Whether ``name`` is a relative path that stays inside its folder (no '..', not absolute)."""
+    return bool(name) and not os.path.isabs(name) and "\\" not in name and ".." not in name.split("/")
+
+
+def label_table(table: Path, num_classes: int = 1000) -> tuple[list[str], np.ndarray]:
+    """``(files, labels)`` of a ``file,class_index[,…]`` table: each file a unique path inside the
+    images folder, each class index an integer in 0..num_classes−1. Errors name the table and line."""
+    try:
+        with open(table, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise OODInputError(f"{table}: cannot be read as a CSV table ({exc})") from exc
+    if not rows or not {"file", "class_index"} <= set(rows[0]):
+        raise OODInputError(f"{table}: expected a header with columns file,class_index")
+    files, labels, seen = [], [], {}
+    for line, r in enumerate(rows, start=2):  # line 1 is the header
+        name, index = (r.get("file") or "").strip(), (r.get("class_index") or "").strip()
+        if not _inside(name):
+            raise OODInputError(f"{table}, line {line}: file {name!r} is not a path inside the images folder "
+                                "(empty, absolute, or with '..')")
+        key = os.path.normpath(name)
+        if key in seen:
+            raise OODInputError(f"{table}, line {line}: file {name!r} is listed twice (first on line {seen[key]})")
+        seen[key] = line
+        if not (index.isascii() and index.isdigit()) or int(index) >= num_classes:
+            raise OODInputError(f"{table}, line {line}: class_index {index!r} is not an integer in 0..{num_classes - 1}")
+        files.append(name)
+        labels.append(int(index))
+    return files, np.asarray(labels, dtype=np.int64)
 
 
 def imagenet_val_subset(ctx: Context) -> IdData:
@@ -176,14 +239,8 @@ def imagenet_val_subset(ctx: Context) -> IdData:
     how = "a folder of ILSVRC-2012 validation images with labels.csv (file,class_index,wnid)"
     if not table.is_file():
         raise D.missing("ImageNet validation subset", folder, "ImageNet-val-1300/{labels.csv,images/}", how)
-    with open(table, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"file", "class_index"} <= set(rows[0]):
-        raise OODInputError(f"{table}: expected a header with columns file,class_index")
-    paths = [folder / "images" / r["file"] for r in rows]
-    labels = np.asarray([int(r["class_index"]) for r in rows], dtype=np.int64)
-    if labels.min() < 0 or labels.max() > 999:
-        raise OODInputError(f"{table}: class_index must be in 0..999")
+    files, labels = label_table(table)
+    paths = [folder / "images" / f for f in files]
     perm = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
     fit, test = np.sort(perm[:IMAGENET_SUBSET_FIT]), np.sort(perm[IMAGENET_SUBSET_FIT:])
     t, shape = ctx.prep.image(), ctx.prep.shape
@@ -265,5 +322,11 @@ def svhn(ctx: Context) -> Dataset | None:
         return None
     from scipy.io import loadmat
 
-    X = np.transpose(loadmat(str(f))["X"], (3, 0, 1, 2))
-    return D.ArrayImages(np.ascontiguousarray(X), None, ctx.prep.array(ctx.ood_jpeg))
+    try:
+        X = loadmat(str(f), variable_names=["X"]).get("X")
+    except Exception as exc:  # scipy raises ValueError, MatReadError, OSError … for a broken file
+        raise OODInputError(f"{f}: cannot be read as a MATLAB file ({type(exc).__name__}: {exc})") from exc
+    if X is None or X.ndim != 4 or X.shape[2] != 3 or X.shape[3] == 0 or X.dtype != np.uint8:
+        got = "no variable X" if X is None else f"X of shape {X.shape} and type {X.dtype}"
+        raise OODInputError(f"{f}: expected SVHN's X, uint8 of shape (32, 32, 3, N), got {got}")
+    return D.ArrayImages(np.ascontiguousarray(np.transpose(X, (3, 0, 1, 2))), None, ctx.prep.array(ctx.ood_jpeg))
