@@ -169,22 +169,24 @@ class Edited(FeatureModel):
 '''
 
 
-def _load_module(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
+def _load_module(path, monkeypatch):
+    """Import ``path`` as the module ``edited_model`` (again: the edited file under the same name)."""
+    spec = importlib.util.spec_from_file_location("edited_model", path)
     mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "edited_model", mod)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_edited_model_source_invalidates_cached_features(tmp_path, record):
+def test_edited_model_source_invalidates_cached_features(tmp_path, monkeypatch, record):
     src = tmp_path / "edited_model.py"
     src.write_text(SOURCE.format(extra=""))
     torch.manual_seed(0)
-    a = _load_module(src, "edited_model_a").Edited().eval()
+    a = _load_module(src, monkeypatch).Edited().eval()
     ds = _imgs()
     first = extract(a, ds, cache_dir=tmp_path / "cache", progress=False)
     src.write_text(SOURCE.format(extra=".relu()"))
-    b = _load_module(src, "edited_model_b").Edited().eval()
+    b = _load_module(src, monkeypatch).Edited().eval()
     b.load_state_dict(a.state_dict())
     again = extract(b, ds, cache_dir=tmp_path / "cache", progress=False)
     assert not again.from_cache
