@@ -86,8 +86,26 @@ def check_temperature(temperature: Any) -> float:
     return t
 
 
+EXACT_INT = 2**53  # every integer up to this magnitude is exact in float64
+
+
 def check_scores(x: Any, name: str) -> np.ndarray:
-    """Validate a 1-d score vector and return it as a float64 numpy array."""
+    """Validate a 1-d score vector and return it as a float64 numpy array.
+
+    Integer scores go to float64 directly (through float32 two integers above 2²⁴ could become
+    one tie); beyond 2⁵³, where float64 would merge them too, they are refused."""
+    if not isinstance(x, torch.Tensor) and not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception:  # as_float_tensor reports it
+            pass
+    kind = x.dtype.kind if isinstance(x, np.ndarray) else None
+    if kind in ("i", "u") and ((x > EXACT_INT).any() or (x < -EXACT_INT).any()):
+        raise OODInputError(f"{name}: integer scores beyond 2**53 cannot be compared exactly; rescale them")
+    if kind in ("i", "u", "b"):
+        x = x.astype(np.float64)
+    elif isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex():
+        return check_scores(x.detach().cpu().numpy(), name)
     t = as_float_tensor(x, name, ndim=1)
     return t.to(torch.float64).cpu().numpy()
 

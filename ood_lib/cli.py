@@ -1,15 +1,41 @@
-"""Command line: ``python -m ood_lib verify | evaluate | extract``."""
+"""Command line: ``python -m ood_lib verify | evaluate | study | extract``.
+
+Every option is checked, and every output folder found writable, before any work starts. Exit
+status: 0 done, 1 a check failed (``verify``) or the disk refused a write, 2 bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from ._checks import OODInputError
-from .config import RunConfig
+from .cache import check_cache_dir, check_writable
+from .config import MIN_BOOT, RunConfig, check_device
+
+
+def check_out_file(out: str | None, what: str = "--out") -> None:
+    """An output file must not be a folder, and its folder must be writable (checked before the run)."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise OODInputError(f"{what} {path} is a folder; give the name of a file to write")
+    check_writable(path.parent, f"the folder of {what}")
+
+
+def _check_verify_options(args) -> None:
+    if not (math.isfinite(args.tol) and args.tol >= 0):
+        raise OODInputError(f"--tol must be a finite number >= 0, got {args.tol}")
+    if args.n < 1 or args.seed < 0:
+        raise OODInputError(f"need --n >= 1 and --seed >= 0, got {args.n} and {args.seed}")
+    check_device(args.device)
+    check_out_file(args.csv, "--csv")
+    check_cache_dir(None)  # the benchmark's model may be trained and cached
 
 
 def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
@@ -77,6 +103,7 @@ def cmd_verify(args) -> int:
     from ._checks import check_temperature
 
     check_temperature(args.temperature)  # before any model is built or trained
+    _check_verify_options(args)
     torch.manual_seed(args.seed)
     dev = resolve_device(args.device)
     model, x, what = _verify_inputs(args)
@@ -115,7 +142,10 @@ def cmd_verify(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import run_benchmark
 
-    df = run_benchmark(args.benchmark, RunConfig.from_args(args), out=args.out)
+    cfg = RunConfig.from_args(args)
+    check_out_file(args.out)
+    check_cache_dir(cfg.cache_dir)
+    df = run_benchmark(args.benchmark, cfg, out=args.out)
     summary = df[df.ood == "mean"].sort_values("auroc", ascending=False)
     print(summary[["method", "auroc", "fpr95", "aupr_in", "aupr_out", "seconds"]].head(25).to_string(index=False))
     na = summary[summary.note != ""]
@@ -126,23 +156,58 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _check_study_options(args, cfg: RunConfig) -> None:
+    """``study``'s own options, before the study runs: resamples, seeds, the output folder."""
+    from .benchmarks import get_benchmark
+
+    if args.n_boot < MIN_BOOT:
+        raise OODInputError(f"--n-boot must be >= {MIN_BOOT} (fewer give intervals too coarse to read; verdicts "
+                            f"need the pre-registered count), got {args.n_boot}")
+    if args.seeds < 0:
+        raise OODInputError(f"--seeds is the number of training seeds to add (0: none), got {args.seeds}")
+    if args.seeds and get_benchmark(args.benchmark).model.train_epochs is None:
+        raise OODInputError(f"--seeds: {args.benchmark!r} uses a pretrained checkpoint, there is no training "
+                            "seed to vary")
+    if args.out is not None:
+        if Path(args.out).is_file():
+            raise OODInputError(f"--out {args.out} is a file; give a folder for the tables")
+        check_writable(args.out, "--out")
+    check_cache_dir(cfg.cache_dir)
+
+
+def withhold_verdicts(v, n_boot: int):
+    """The verdicts table with the bootstrap's verdicts replaced by "not decided" when ``n_boot`` is
+    below the pre-registered :data:`ood_lib.claims.N_BOOT` (identities rest on a tolerance and stay)."""
+    from .claims import N_BOOT, NOT_RUN
+
+    if n_boot >= N_BOOT:
+        return v
+    by_boot = v.verdict.ne(NOT_RUN) & v.lo.notna()
+    return v.assign(verdict=v.verdict.where(~by_boot, f"not decided ({n_boot} < {N_BOOT} resamples)"))
+
+
 def cmd_study(args) -> int:
+    from .claims import N_BOOT
     from .study import run_study
 
-    study = run_study(args.benchmark, RunConfig.from_args(args), n_boot=args.n_boot)
-    v = study["verdicts"]
+    cfg = RunConfig.from_args(args)
+    _check_study_options(args, cfg)
+    study = run_study(args.benchmark, cfg, n_boot=args.n_boot)
+    v = study.tables["verdicts"] = withhold_verdicts(study["verdicts"], args.n_boot)
     print(v[["claim", "group", "estimate", "lo", "hi", "verdict"]].to_string(index=False, float_format="%.3g"))
+    if args.n_boot < N_BOOT:
+        print(f"verdicts withheld: {args.n_boot} resamples, fewer than the pre-registered {N_BOOT}", file=sys.stderr)
     if args.out:
         print(f"\nwrote the tables and their provenance to {study.save(args.out)}")
     if args.seeds:
-        from pathlib import Path
-
         from .study import seed_summary, seed_table
 
-        t = seed_table(args.benchmark, tuple(range(args.seeds)), RunConfig.from_args(args))
+        t = seed_table(args.benchmark, tuple(range(args.seeds)), cfg)
         print(seed_summary(t).to_string(index=False, float_format="%.2f"))
         if args.out:
-            t.to_csv(Path(args.out) / "seeds.csv", index=False, float_format="%.10g")
+            from .cache import atomic_write_bytes
+
+            atomic_write_bytes(t.to_csv(index=False, float_format="%.10g").encode(), Path(args.out) / "seeds.csv")
     return 0
 
 
@@ -179,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("study", help="the pre-registered verdicts and the tables behind them (a folder of CSVs)")
     st.add_argument("--benchmark", default="embedded")
     st.add_argument("--out", help="folder to write the tables and meta.json into (e.g. results/recorded/NAME)")
-    st.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples (the rule asks >= 1000)")
+    st.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples (>= 100; verdicts only from the pre-registered 1000 up)")
     st.add_argument("--seeds", type=int, default=0,
                     help="also train and evaluate N seeds (models trained here) and write seeds.csv")
     RunConfig.add_arguments(st)
@@ -195,3 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     except (OODInputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write the disk refused (full, read-only): the error names the path
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

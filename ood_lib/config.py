@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._checks import OODInputError
+from ._checks import OODInputError, unknown_name
+
+MIN_BOOT = 100  # fewer resamples give intervals too coarse to mean anything (1 gives zero width)
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def _opt(default: Any, help: str, type: type | None = None, nargs: str | None = None) -> Any:
@@ -34,7 +38,7 @@ class RunConfig:
                              "(any 6n+2 depth), densenet_bc, torchvision:NAME or timm:NAME; weights from --checkpoint", str)
     checkpoint: str | None = _opt(None, "model weights file ('random' for seeded random weights)", str)
     batch_size: int | None = _opt(None, "images per forward pass (default: the benchmark's)", int)
-    methods: tuple[str, ...] | None = _opt(None, "only these methods (default: all)", str, "*")
+    methods: tuple[str, ...] | None = _opt(None, "only these methods (default: all; a repeated name counts once, order kept)", str, "*")
     bootstrap: int = _opt(0, "bootstrap resamples for AUROC/FPR95 intervals", int)
     ci_methods: tuple[str, ...] | None = _opt(None, "methods that get intervals (default: all)", str, "*")
     knn_k: int | None = _opt(None, "neighbours of the KNN detector (default: the paper's rule for the bank size)", int)
@@ -49,7 +53,7 @@ class RunConfig:
             if v is not None:
                 if isinstance(v, str):
                     raise OODInputError(f"{name} must be a list of names, got the string {v!r}")
-                object.__setattr__(self, name, tuple(v))
+                object.__setattr__(self, name, tuple(dict.fromkeys(v)))  # a repeated name counts once
         for name in ("bootstrap", "knn_k", "seed"):
             if name == "knn_k" and self.knn_k is None:
                 continue
@@ -57,6 +61,7 @@ class RunConfig:
                 raise OODInputError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if self.bootstrap < 0 or (self.knn_k is not None and self.knn_k < 1):
             raise OODInputError(f"need bootstrap >= 0 and knn_k >= 1, got {self.bootstrap} and {self.knn_k}")
+        check_options(self)
 
     def replace(self, **overrides: Any) -> "RunConfig":
         """A copy with ``overrides``; an unknown field is an error that lists the valid ones."""
@@ -92,3 +97,37 @@ class RunConfig:
         """The configuration the parsed command line describes."""
         kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
         return cls(progress=not getattr(args, "quiet", False), **kw)
+
+
+def check_device(device: Any) -> str:
+    """``device`` if it is 'auto', 'cpu' or 'cuda[:N]' and, for CUDA, such a device is present."""
+    import torch
+
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise OODInputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'")
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if n == 0:
+            raise OODInputError(f"device {device!r} was asked for but no CUDA device is available")
+        if index >= n:
+            raise OODInputError(f"device {device!r} was asked for but this machine has {n} CUDA device(s)")
+    return device
+
+
+def check_options(cfg: RunConfig) -> None:
+    """The checks of :class:`RunConfig` beyond types: each option's range, the device, and the
+    method names (every name in ``methods`` and ``ci_methods`` must be a registered detector)."""
+    from .detectors import DETECTORS
+
+    if isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise OODInputError(f"seed must be an integer >= 0, got {cfg.seed!r}")
+    check_device(cfg.device)
+    if cfg.batch_size is not None and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
+        raise OODInputError(f"batch size must be an integer >= 1 (or None: the benchmark's), got {cfg.batch_size!r}")
+    if 0 < cfg.bootstrap < MIN_BOOT:
+        raise OODInputError(f"bootstrap must be 0 (no intervals) or >= {MIN_BOOT} resamples, got {cfg.bootstrap}")
+    for name in ("methods", "ci_methods"):
+        for m in getattr(cfg, name) or ():
+            if m not in DETECTORS:
+                raise unknown_name("method" if name == "methods" else "ci_methods name", m, DETECTORS)

@@ -179,8 +179,6 @@ def extract_benchmark(benchmark: str | Any, config: RunConfig | None = None, **o
     from .benchmarks import get_benchmark
 
     cfg = (config or RunConfig()).replace(**overrides)
-    if cfg.batch_size is not None and cfg.batch_size <= 0:
-        raise OODInputError(f"batch size must be positive, got {cfg.batch_size}")
     rank, w = world()
     sharded = in_group()
     if cfg.cache_dir is False and sharded:
@@ -245,6 +243,10 @@ def add_extract_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Run ``extract``; joins the process group that ``torchrun`` describes ($WORLD_SIZE), if any."""
+    from .cache import check_cache_dir
+
+    cfg = RunConfig.from_args(args)  # every option checked, and the cache found writable, before any work
+    check_cache_dir(cfg.cache_dir)
     group = "WORLD_SIZE" in os.environ and not dist.is_initialized()  # started by torchrun
     if group:
         dev = rank_device(args.device)
@@ -256,7 +258,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             dist.init_process_group("gloo", timeout=timeout)
     try:
         t0 = time.perf_counter()
-        feats = extract_benchmark(args.benchmark, RunConfig.from_args(args))
+        feats = extract_benchmark(args.benchmark, cfg)
         rank, w = world()
         if rank == 0:
             print(f"{args.benchmark}: {len(feats)} splits on {w} process{'es' if w > 1 else ''} "

@@ -2,9 +2,10 @@
 
 The forward pass is the only expensive step of the study; everything after it is a pure
 function of these arrays (chapter *The evaluation*). The cache key is made of the
-model's weights, the data and its preprocessing (the dataset's ``fingerprint()``) and the cache
-format, so a re-run costs nothing and any change invalidates it; the entry itself is written and
-checked by :mod:`ood_lib.cache`. Images are batched at fixed boundaries — batch k holds items
+model's code (:func:`~ood_lib.models.model_code_fingerprint`), architecture and weights, the data and its
+preprocessing (the dataset's ``fingerprint()`` and its transform) and the cache format, so a re-run
+costs nothing and any change invalidates it; the entry itself is written and checked (a SHA-256 of
+every array) by :mod:`ood_lib.cache`. Images are batched at fixed boundaries — batch k holds items
 ``[k·B, (k+1)·B)`` — so that a run sharded over processes by whole batches
 (:mod:`ood_lib.distributed`) computes every batch exactly as one process does.
 """
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._checks import OODInputError
 from .cache import FORMAT_VERSION, default_cache_dir, read_arrays, write_arrays
-from .models import weights_fingerprint
+from .models import model_code_fingerprint, weights_fingerprint
 
 __all__ = [
     "Features", "assemble", "batch_loader", "cache_key", "check_max_skipped", "check_skipped", "dataset_fingerprint",
@@ -70,15 +71,25 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return fp()
 
 
+def _transform_repr(dataset: Dataset) -> str:
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return repr(getattr(base, "transform", None))
+
+
 def cache_key(model: torch.nn.Module, dataset: Dataset, data_fp: str | None = None) -> str:
-    """The cache key of (model architecture and weights, data and preprocessing, format version).
+    """The cache key of (model code, architecture and weights, data and preprocessing, format version).
 
     The architecture enters as the model's class and ``repr`` (layer types, padding, BN eps, …):
-    two models that share a state dict's names and shapes but compute differently get other keys."""
+    two models that share a state dict's names and shapes but compute differently get other keys;
+    the code of its classes (:func:`model_code_fingerprint`) as well, so an edited ``features``
+    does not reuse the features of the old one. The preprocessing enters as the dataset's
+    fingerprint and its transform's ``repr``."""
     d = hashlib.sha256(FORMAT_VERSION.encode())
     d.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}".encode())
+    d.update(model_code_fingerprint(model).encode())
     d.update(weights_fingerprint(model).encode())
     d.update((data_fp if data_fp is not None else dataset_fingerprint(dataset)).encode())
+    d.update(_transform_repr(dataset).encode())
     return d.hexdigest()[:32]
 
 

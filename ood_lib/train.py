@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ._checks import OODInputError
-from .models import FeatureModel, build_model, load_checkpoint
+from .models import FeatureModel, build_model, load_state_strict, weights_fingerprint
 
 
 def train_classifier(
@@ -43,6 +43,27 @@ def train_classifier(
     return model.eval()
 
 
+def _cached_problem(model: FeatureModel, path: Path, spec: str) -> str | None:
+    """Load the cached model at ``path`` into ``model``; None if it is the one ``spec`` describes,
+    else why not. The file holds the weights, the key they were trained under and their
+    fingerprint: a file replaced by other weights (another model's, or edited) is caught here."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        return f"not a readable checkpoint ({exc})"
+    if not isinstance(ck, dict) or not {"state_dict", "key", "fingerprint"} <= set(ck):
+        return "it holds no key and fingerprint (written by another version, or replaced)"
+    if ck["key"] != spec:
+        return "it was trained under another key (another data set, seed or architecture)"
+    try:
+        load_state_strict(model, ck["state_dict"], path)
+    except OODInputError as exc:
+        return str(exc)
+    if weights_fingerprint(model) != ck["fingerprint"]:
+        return "its weights do not match the fingerprint written with them (edited or replaced)"
+    return None
+
+
 def cached_classifier(
     arch: str,
     train: Dataset,
@@ -56,8 +77,9 @@ def cached_classifier(
     """A model ``arch`` trained on ``train`` (see :func:`train_classifier`), cached on disk.
 
     The cache entry is keyed by the architecture, the training data's fingerprint, the seed and the
-    epochs (and a version, raised whenever :func:`train_classifier` changes); a cached
-    file that no longer loads is reported and the model retrained (to the same weights).
+    epochs (and a version, raised whenever :func:`train_classifier` changes), and holds the key and
+    the weights' fingerprint beside the weights; a cached file that does not load, or whose key or
+    fingerprint does not match, is reported and the model retrained (to the same weights).
     ``cache_dir=False`` trains without caching.
     """
     from .cache import atomic_save_torch, default_cache_dir
@@ -66,14 +88,17 @@ def cached_classifier(
     key = hashlib.sha256(spec.encode()).hexdigest()[:16]
     folder = None if cache_dir is False else default_cache_dir() if cache_dir is None else Path(cache_dir)
     path = None if folder is None else folder / "models" / f"{tag}-cnn-{key}.pt"
+    if path is not None and path.is_file():
+        torch.manual_seed(seed)
+        model = build_model(arch)
+        problem = _cached_problem(model, path, spec)
+        if problem is None:
+            return model
+        warnings.warn(f"cached model {path} is unusable ({problem}); retraining it", stacklevel=2)
     torch.manual_seed(seed)  # the initial weights, too, come from the seed
     model = build_model(arch)
-    if path is not None and path.is_file():
-        try:
-            return load_checkpoint(model, path)
-        except OODInputError as exc:
-            warnings.warn(f"cached model {path} is unusable ({exc}); retraining it", stacklevel=2)
     train_classifier(model, train, epochs=epochs, seed=seed, progress=progress, desc=f"training {tag} CNN")
     if path is not None:
-        atomic_save_torch(model.state_dict(), path)
+        atomic_save_torch({"state_dict": model.state_dict(), "key": spec, "fingerprint": weights_fingerprint(model)},
+                          path)
     return model

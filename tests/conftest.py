@@ -8,7 +8,9 @@
   instead when ``OOD_REQUIRE_DATA=1`` (CI), so a missing data root cannot pass silently.
 * Trained models: each small CNN is trained once per session (:func:`_train_once`); a test that
   asks for ``real_training`` trains for real.
-* The reliability matrix: each row printed with its test's outcome, failures counted.
+* The reliability matrix: each row printed with its test's outcome, failures counted; with
+  ``--reliability-csv PATH`` its rows are also written (for the book's appendix, see
+  ``tools/reliability_table.py``), and ``--reliability-ids PATH`` lists the tests that record rows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import csv
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,9 +212,15 @@ def record(request):
     return add
 
 
+SKIPPED: dict[str, str] = {}  # test id -> why, for matrix tests skipped before recording a row
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     rep = yield
+    if rep.skipped and "record" in getattr(item, "fixturenames", ()) and item.nodeid not in RELIABILITY:
+        longrepr = rep.longrepr
+        SKIPPED[item.nodeid] = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr).removeprefix("Skipped: ")
     entry = RELIABILITY.get(item.nodeid)
     if entry is not None:
         if rep.failed:
@@ -241,7 +252,74 @@ def reliability_lines(entries: dict[str, dict]) -> list[str]:
     return lines
 
 
+# --- the matrix as a file: the appendix's table ------------------------------------------------
+RELIABILITY_FIELDS = ("test", "kind", "case", "outcome", "status")
+_TMP = re.compile(r"/tmp/pytest-of-[^/\s']+/pytest-\d+/[^/\s']+")  # run-specific folders: not content
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reliability-csv", metavar="PATH", default=None,
+                     help="write the reliability matrix's rows into this CSV (rows of tests not run are kept) "
+                          "and the Markdown table beside it (.md)")
+    parser.addoption("--reliability-ids", metavar="PATH", default=None,
+                     help="write the ids of the collected tests that record matrix rows to this file")
+
+
+def pytest_collection_modifyitems(config, items):
+    path = config.getoption("--reliability-ids")
+    if path:
+        Path(path).write_text("".join(f"{i.nodeid}\n" for i in items if "record" in getattr(i, "fixturenames", ())))
+
+
+def _clean(text: str) -> str:
+    return _TMP.sub("<tmp>", str(text)).replace(str(REPO) + "/", "")
+
+
+def session_rows() -> list[dict[str, str]]:
+    """The matrix rows of this session, one dict per row (fields :data:`RELIABILITY_FIELDS`)."""
+    rows = []
+    for nodeid, e in RELIABILITY.items():
+        for kind, case, outcome in e["rows"] or [("?", nodeid.split("::")[-1], "(no row recorded)")]:
+            rows.append({"test": nodeid, "kind": kind, "case": _clean(case), "outcome": _clean(outcome),
+                         "status": e["outcome"]})
+    rows += [{"test": t, "kind": "skipped", "case": t.split("::")[-1], "outcome": _clean(why), "status": "skipped"}
+             for t, why in SKIPPED.items()]
+    return rows
+
+
+def read_reliability(path: Path) -> list[dict[str, str]]:
+    """The rows of a reliability CSV (none if the file is absent)."""
+    return list(csv.DictReader(io.StringIO(path.read_text()))) if path.is_file() else []
+
+
+def reliability_markdown(rows: list[dict[str, str]]) -> str:
+    """The appendix's table: what each bad input or fault gets the user (passing and skipped rows)."""
+    def cell(text: str) -> str:
+        return re.sub(r"([\\`*_|<>\[\]$])", r"\\\1", text)
+
+    lines = ["| Kind | Case | What the user gets |", "|---|---|---|"]
+    lines += [f"| {cell(r['kind'])} | {cell(r['case'])} | {cell(r['outcome'])} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_reliability(path: Path, rows: list[dict[str, str]]) -> None:
+    """Merge ``rows`` into the CSV at ``path`` (a test's old rows are replaced by its new ones; other
+    tests' rows are kept), ordered by test file, and write the Markdown table beside it."""
+    ran = {r["test"] for r in rows}
+    merged = [r for r in read_reliability(path) if r["test"] not in ran] + rows
+    merged.sort(key=lambda r: r["test"].split("::")[0])  # stable: a file's rows keep their order
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RELIABILITY_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(merged)
+    path.write_text(buf.getvalue())
+    path.with_suffix(".md").write_text(reliability_markdown(merged))
+
+
 def pytest_terminal_summary(terminalreporter, config):
+    out = config.getoption("--reliability-csv", None)
+    if out and (RELIABILITY or SKIPPED):
+        write_reliability(Path(out), session_rows())
     tr = terminalreporter
     lines = reliability_lines(RELIABILITY)
     if lines:

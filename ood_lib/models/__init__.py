@@ -14,7 +14,7 @@ Importing this package imports neither torchvision nor timm; they load when a mo
 """
 
 from .base import FeatureModel, WrappedModel, wrap_model
-from .checkpoint import load_checkpoint, load_state_strict, read_state_dict, weights_fingerprint
+from .checkpoint import load_checkpoint, load_state_strict, model_code_fingerprint, read_state_dict, weights_fingerprint
 from .cifar import (
     CifarResNet,
     DenseNetBC,
@@ -61,6 +61,7 @@ __all__ = [
     "efficientnet_pytorch_to_timm",
     "load_checkpoint",
     "load_state_strict",
+    "model_code_fingerprint",
     "read_state_dict",
     "resolve_model",
     "torchvision_names",

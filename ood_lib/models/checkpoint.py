@@ -1,8 +1,11 @@
-"""Reading weights files: a strict load whose error says what did not match, and a fingerprint."""
+"""Reading weights files: a strict load whose error says what did not match; fingerprints of a
+model's weights and of its code."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import sys
 from pathlib import Path
 
 import torch
@@ -48,19 +51,46 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     return load_state_strict(model, read_state_dict(path), path)
 
 
+def _listed(keys: list[str], limit: int = 10) -> str:
+    """The first ``limit`` of ``keys``, then "and N more"."""
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def state_problems(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading into ``model`` exactly: missing and unexpected keys, shape
+    mismatches, and integer or boolean tensors where the model holds floating-point ones (they would
+    load as truncated weights). Buffers that are integers in the model itself (BatchNorm's
+    ``num_batches_tracked``) are compared with the model's own dtype, so they pass."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    dtypes = [f"{k} (file {state[k].dtype}, model {own[k].dtype})" for k in own
+              if k in state and own[k].is_floating_point() and not state[k].is_floating_point()]
+    kinds = (("missing key", "missing keys", missing), ("unexpected key", "unexpected keys", unexpected),
+             ("shape mismatch", "shape mismatches", shapes),
+             ("integer tensor for a float parameter", "integer tensors for float parameters", dtypes))
+    return [f"{len(items)} {one if len(items) == 1 else many}: {_listed(items)}" for one, many, items in kinds if items]
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
-    """:func:`load_checkpoint` for a state dict already read from ``source`` (named in errors)."""
+    """:func:`load_checkpoint` for a state dict already read from ``source`` (named in errors).
+
+    Nothing is loaded unless every key, shape and kind of number matches; the error names the
+    missing and unexpected keys and the shape and dtype mismatches (the first ten of each)."""
     adapt = getattr(model, "adapt_state_dict", None)
     if callable(adapt):
         state = adapt(state)
+    problems = state_problems(model, state)
+    if problems:
+        raise OODInputError(f"{source}: does not match the {type(model).__name__} architecture — "
+                            + "; ".join(problems))
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise OODInputError(
-            f"{source}: does not match the {type(model).__name__} architecture ({first}; "
-            f"{str(exc).count(',') + 1} key problems in all)"
-        ) from exc
+    except RuntimeError as exc:  # anything torch refuses that the checks above do not cover
+        raise OODInputError(f"{source}: does not match the {type(model).__name__} architecture ({exc})") from exc
     return model
 
 
@@ -71,4 +101,38 @@ def weights_fingerprint(model: nn.Module) -> str:
         t = t.detach().cpu().contiguous()
         d.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         d.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return d.hexdigest()
+
+
+def _source(obj: object) -> str:
+    """The source of a class or function; where there is none (defined in a REPL, or compiled), its
+    qualified name and a hash of its module's file."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        file = getattr(sys.modules.get(getattr(obj, "__module__", ""), None), "__file__", None)
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file and Path(file).is_file() else "no file"
+        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', '?')} {digest}"
+
+
+def _class_code(cls: type) -> str:
+    """The code of one class: its source, plus that of any method set on it after its definition
+    (a patched ``features`` changes the features without changing the class's source)."""
+    if cls.__module__.split(".")[0] == "torch":  # torch's layers: their code is torch's version
+        return f"{cls.__module__}.{cls.__qualname__} torch {torch.__version__}"
+    parts = [_source(cls)]
+    for name, attr in sorted(vars(cls).items()):
+        fn = getattr(attr, "__func__", attr)
+        if inspect.isfunction(fn) and fn.__qualname__ != f"{cls.__qualname__}.{name}":
+            parts.append(f"{name} = {_source(fn)}")
+    return "\n".join(parts)
+
+
+def model_code_fingerprint(model: torch.nn.Module) -> str:
+    """A SHA-256 of the code that computes the model's features: every class (and base class) of
+    the model and its submodules, so that a changed ``forward`` or ``features`` gives another key."""
+    classes = {c for m in model.modules() for c in type(m).__mro__ if c is not object}
+    d = hashlib.sha256()
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        d.update(f"{cls.__module__}.{cls.__qualname__}\n{_class_code(cls)}\n".encode())
     return d.hexdigest()
