@@ -118,3 +118,10 @@ def common_dtype(*tensors: torch.Tensor) -> torch.dtype:
 def unknown_name(kind: str, name: str, valid: Any) -> OODInputError:
     """An error for an unknown registry name that lists the valid ones."""
     return OODInputError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")
+
+def check_max_skipped(max_skipped: float | None) -> None:
+    """``max_skipped`` must be a fraction in [0, 1], or None."""
+    ok = max_skipped is None or (isinstance(max_skipped, (int, float)) and not isinstance(max_skipped, bool)
+                                 and 0 <= max_skipped <= 1)
+    if not ok:
+        raise OODInputError(f"max_skipped must be a fraction in [0, 1] (or None: no limit), got {max_skipped!r}")

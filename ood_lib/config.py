@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._checks import OODInputError, unknown_name
+from ._checks import OODInputError, check_max_skipped, unknown_name
 
 MIN_BOOT = 100  # fewer resamples give intervals too coarse to mean anything (1 gives zero width)
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -123,6 +123,7 @@ def check_options(cfg: RunConfig) -> None:
     if isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise OODInputError(f"seed must be an integer >= 0, got {cfg.seed!r}")
     check_device(cfg.device)
+    check_max_skipped(cfg.max_skipped)
     if cfg.batch_size is not None and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
         raise OODInputError(f"batch size must be an integer >= 1 (or None: the benchmark's), got {cfg.batch_size!r}")
     if 0 < cfg.bootstrap < MIN_BOOT:

@@ -35,7 +35,7 @@ from .cache import default_cache_dir, read_arrays, write_arrays
 from .config import RunConfig
 from .detectors import DETECTORS, Detector, Entry, FitData, autograd_name, create
 from .detectors.base import as_numpy
-from .features import Features, batch_loader, check_max_skipped, extract, resolve_device
+from .features import Features, batch_loader, extract, resolve_device
 from .gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD
 from .results import device_label, method_rows, metadata, not_applicable_rows, write_results
 
@@ -116,7 +116,6 @@ def prepare(benchmark: str = "embedded", config: RunConfig | None = None, *, wit
 
     ``overrides`` are :class:`RunConfig` fields (``data_root=``, ``n_id=``, …)."""
     cfg = (config or RunConfig()).replace(**overrides)
-    check_max_skipped(cfg.max_skipped)  # before a model is trained or loaded
     bench = get_benchmark(benchmark)
     dev = resolve_device(cfg.device)
     root = D.data_root(cfg.data_root)

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ._checks import OODInputError
+from ._checks import OODInputError, check_max_skipped
 from .cache import FORMAT_VERSION, default_cache_dir, read_arrays, write_arrays
 from .models import model_code_fingerprint, weights_fingerprint
 
 __all__ = [
-    "Features", "assemble", "batch_loader", "cache_key", "check_max_skipped", "check_skipped", "dataset_fingerprint",
+    "Features", "assemble", "batch_loader", "cache_key", "check_skipped", "dataset_fingerprint",
     "extract", "features_path", "forward_batches", "item_files", "read_features", "resolve_device", "write_features",
 ]
 
@@ -165,13 +165,6 @@ def check_skipped(feats: Features, dataset: Dataset, desc: str, max_skipped: flo
                             "those files, or allow more with --max-skipped")
     print(f"warning: {text} (skipped; the results' .json lists them)", file=sys.stderr)
 
-
-def check_max_skipped(max_skipped: float | None) -> None:
-    """``max_skipped`` must be a fraction in [0, 1], or None."""
-    ok = max_skipped is None or (isinstance(max_skipped, (int, float)) and not isinstance(max_skipped, bool)
-                                 and 0 <= max_skipped <= 1)
-    if not ok:
-        raise OODInputError(f"max_skipped must be a fraction in [0, 1] (or None: no limit), got {max_skipped!r}")
 
 
 # --- the forward pass ----------------------------------------------------------------------
