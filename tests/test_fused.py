@@ -1,6 +1,8 @@
 """The fused scorer: every member bit for bit as the per-member formula, at a cost that does not
 grow with the number of members."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -95,3 +97,41 @@ def test_unknown_names_are_rejected_before_any_work():
     h, f = rand()
     with pytest.raises(OODInputError, match="unknown score 'nope'"):
         score_matrix(["msp", "nope"], h, f)
+
+
+def _prepared(tmp_path):
+    """A Prepared with random cached features of three sets (no model, no images)."""
+    import numpy as np
+
+    from ood_lib.config import RunConfig
+    from ood_lib.evaluate import Prepared
+
+    g = np.random.default_rng(0)
+    feats = {k: SimpleNamespace(h=np.abs(g.normal(size=(30, 6))).astype(np.float32),
+                                logits=(3 * g.normal(size=(30, 4))).astype(np.float32), key=f"features-{k}")
+             for k in ("id_test", "near", "far")}
+    return Prepared("embedded", None, dict.fromkeys(feats), feats, torch.device("cpu"), None, 8,
+                    RunConfig(cache_dir=tmp_path))
+
+
+def test_the_runner_scores_closed_forms_together_and_caches_each(tmp_path):
+    import numpy as np
+
+    from ood_lib import evaluate as ev
+    from ood_lib.detectors import create
+
+    prep = _prepared(tmp_path)
+    dets = [create(n) for n in FEW_MEMBERS] + [create("energy", temperature=2.0)]
+    dets[-1].name = "energy_T2"  # a second temperature: a second fused call
+    got = ev._fused_scores(prep, dets, tmp_path, "cpu")
+    for d in dets:  # bit for bit what the detector gives alone
+        s, seconds, hit = got[d.name]
+        want = ev.detector_scores(prep, d)
+        assert not hit and set(s) == set(want) and all(np.array_equal(s[k], want[k]) for k in want), d.name
+    shares = {got[d.name][1] for d in dets[:-1]}
+    assert len(shares) == 1 and shares != {got["energy_T2"][1]}  # one call's time, split evenly
+    path, _ = ev._cache_entry(prep, dets[3], tmp_path, "cpu")
+    path.unlink()  # one member's entry gone: it alone is scored again, the others are cache hits
+    again = ev._fused_scores(prep, dets, tmp_path, "cpu")
+    assert [again[d.name][2] for d in dets] == [d is not dets[3] for d in dets]
+    assert all(np.array_equal(again[d.name][0][k], got[d.name][0][k]) for d in dets for k in got[d.name][0])
