@@ -49,9 +49,12 @@ Their batch-1 reference (:data:`LAYER_LOOP_PATHS`, also timed only when asked):
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -212,6 +215,21 @@ def score_cost(
     return df
 
 
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration: the profiler's C++ side logs each start and
+    stop there, below Python's sys.stderr, and a notebook would show those lines as output."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def operator_calls(fn: Callable[[], object]) -> dict[str, int]:
     """ATen operator calls (nested ones included) and host syncs (``aten::_local_scalar_dense``: on
     a GPU each waits for the device) of one call of ``fn``, after a warm-up call, from
@@ -219,7 +237,7 @@ def operator_calls(fn: Callable[[], object]) -> dict[str, int]:
     from torch.profiler import ProfilerActivity, profile  # imported here: importing ood_lib does nothing
 
     fn()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     names = [e.name for e in prof.events()]
     return {"operator_calls": sum(n.startswith("aten::") for n in names),

@@ -6,8 +6,13 @@ The derivation is in the chapter *Gradient scores and their closed forms*
 (``notebooks/01_gradient_closed_forms.py``); the terms are in :mod:`ood_lib.outputs`, the gradient
 scores' records in :mod:`ood_lib.gradient_registry`.
 
-Orientation convention (stated once, applied once, in :func:`scores`): **higher = more
-in-distribution**.
+Orientation convention (stated once, applied once, as the sign of :meth:`ScoreSpec.coefficient`):
+**higher = more in-distribution**.
+
+Every call scores all the members asked for together (:func:`score_matrix`, :mod:`ood_lib.fused`):
+the shared statistics once, each member a row of one broadcast product ``sign · (c · U) · V``,
+bit for bit equal to scoring the members one at a time (:func:`per_member_scores`), at a number of
+operator calls that does not grow with the number of members (chapter *Cost*).
 
 * The **U·V grid** (family ``"uv"``) is every product of a grid U term (:data:`GRID_U`) and a grid
   V term (:data:`GRID_V`) but 1·1: both factors are non-negative, larger = in-distribution, and
