@@ -3,7 +3,7 @@
 # on the GPU, the identities on the GPU in float64 (autocast off), every layer's per-sample gradient
 # norms against the batch-1 loop, feature extraction through
 # torchrun (NCCL), and the cost benchmark (ResNet-20 32×32 and ResNet-50 224×224, random weights,
-# batch 1 and 256). Writes results/device/*.csv, each with the device name and versions.
+# batch 1 and 256; every closed form fused and one member at a time, with the operator calls of each). Writes results/device/*.csv, each with the device name and versions.
 #
 #   benchmarks/device_check.sh [--data-root DIR] [--out DIR] [--python PY] [--benchmarks "a b …"] [--dry-run]
 #
@@ -101,10 +101,10 @@ step "torchrun extract $SB, 1 rank" "$OUT/torchrun.log" \
 # what each way of scoring costs on this device, at a large batch and at batch 1
 step "cost benchmark, batch $B_LARGE" "$OUT/score_cost_b$B_LARGE.log" \
   "$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 "$B_LARGE" --batch-resnet50 "$B_LARGE" \
-    --no-grid --per-layer resnet20 --out "$OUT/score_cost_b$B_LARGE.csv"
+    --no-grid --per-layer resnet20 --out "$OUT/score_cost_b$B_LARGE.csv" --ops-out "$OUT/score_ops_b$B_LARGE.csv"
 step "cost benchmark, batch 1" "$OUT/score_cost_b1.log" \
   "$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 1 --batch-resnet50 1 --no-grid \
-    --out "$OUT/score_cost_b1.csv"
+    --out "$OUT/score_cost_b1.csv" --ops-out "$OUT/score_ops_b1.csv"
 
 [ "$FAILED" = 0 ] || { echo "device_check.sh: some step failed (see $OUT/runs.csv and $OUT/steps.csv)"; exit 1; }
 echo "device_check.sh: done; results in $OUT"

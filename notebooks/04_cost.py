@@ -41,10 +41,10 @@ from IPython.display import display
 
 from ood_lib import plots, tables
 from ood_lib.book import glue
-from ood_lib.cost import (ALL_CLOSED_FORM, LAYER_CHUNK, LAYER_LOOP_PATHS,
-                          LAYER_PATHS, PATHS,
+from ood_lib.cost import (ALL_CLOSED_FORM, FEW_MEMBERS, LAYER_CHUNK,
+                          LAYER_LOOP_PATHS, LAYER_PATHS, PATHS,
                           grid_cost, layer_ratios, ms_per_call, path_value,
-                          score_cost)
+                          score_cost, scoring_ops)
 from ood_lib.features import resolve_device
 from ood_lib.labels import model_name, short_pair
 from ood_lib.models import build_model
@@ -443,6 +443,93 @@ plt.close(fig)
 # recorded, a GPU at batch 1 and 256; bars are medians, whiskers the range over the repeats.
 # "cached h" rows start from features already computed.
 # ```
+
+# %% [markdown]
+# (sec-cost-fused)=
+# ## Every closed form in one call
+#
+# Every closed form is $c\cdot U(h)\cdot V(p)$ ({ref}`ch-closed-forms`), and all $U$ terms come
+# from three norms of $h$, all $V$ terms from one pass over the logits. Scored one member at a
+# time, each member still makes its own products and its own finiteness check — a host sync, on a
+# GPU a wait for the device — so the number of small operations, each a kernel launch on a GPU,
+# grows with the number of members. `score_matrix` computes the shared statistics once, stacks
+# the $U$ terms into a $(k_U, N)$ and the $V$ terms into a $(k_V, N)$ tensor, forms every member
+# as one row of `(c[:, None] * U[u]) * V[v]` (the constant $c$ carries a flipped reading's sign)
+# and checks the whole result once. Its rows equal the per-member scores bit for bit in float64.
+# The count of operator calls of one scoring call, from `torch.profiler`, is the CPU-measurable
+# stand-in for the number of kernel launches.
+
+# %%
+with torch.inference_mode():
+    h_r20, f_r20 = build_model("resnet20").to(dev).eval().forward_features(
+        torch.randn(BATCH_RESNET20, 3, 32, 32, device=dev))
+ops = scoring_ops(h_r20, f_r20)
+
+# %% tags=["remove-cell"]
+calls = ops.pivot(index="members", columns="path", values="operator_calls")
+syncs = ops.pivot(index="members", columns="path", values="host_syncs")
+n_all, n_few = len(ALL_CLOSED_FORM), len(FEW_MEMBERS)
+for key, path in (("fused", "fused"), ("pm", "per_member")):
+    glue(f"nb04_{key}_ops_all", int(calls.loc[n_all, path]), display=False)
+    glue(f"nb04_{key}_ops_few", int(calls.loc[n_few, path]), display=False)
+    glue(f"nb04_{key}_syncs_all", int(syncs.loc[n_all, path]), display=False)
+glue("nb04_fused_members", n_all, display=False)
+glue("nb04_fused_batch", int(ops.batch.iloc[0]), display=False)
+pm, cf = "closed_form_per_member", "closed_form"
+fused_text = ""
+if f"{pm}_scoring_only" in ratio.index:
+    r20 = ratio["resnet20"]
+    fused_text = (
+        f"Timed on {here} from cached features (ResNet-20, batch "
+        f"{int(cost[cost.model == 'resnet20'].batch.iloc[0])}), all members "
+        f"in one call cost {tables.ratio_text(r20[cf + '_scoring_only'])}× "
+        f"the forward pass and one member at a time "
+        f"{tables.ratio_text(r20[pm + '_scoring_only'])}×, "
+        f"{r20[pm + '_scoring_only'] / r20[cf + '_scoring_only']:.1f}× as "
+        "much (end to end, with the forward pass: the first table).")
+glue("nb04_fused_cpu", fused_text, display=False)
+fused_gpu = [t for t in gpu_cost if pm in set(t.path)]
+if fused_gpu:
+    t = max(fused_gpu, key=lambda u: u.batch.iloc[0])
+    gm = str(t.model.iloc[0])
+    g_text = (
+        f"On the {t.device_name.iloc[0]} at batch {int(t.batch.iloc[0])}, "
+        f"forward pass and every closed form take "
+        f"{path_value(t, gm, cf, 'ratio_to_forward'):.2f}× the forward pass "
+        f"fused and {path_value(t, gm, pm, 'ratio_to_forward'):.2f}× one "
+        "member at a time.")
+elif gpu_cost:
+    g_text = (
+        "The GPU rows of the tables and the figure above were "
+        "recorded before this change: their closed-form rows are the "
+        "per-member path, one call per member, and stay so until "
+        "benchmarks/device_check.sh is run again on a GPU.")
+else:
+    g_text = "No GPU timing of the fused call is recorded."
+glue("nb04_fused_gpu", g_text, display=False)
+
+# %% tags=["hide-input"]
+ops_table = pd.DataFrame({
+    "operator calls, one call": calls["fused"],
+    "operator calls, per member": calls["per_member"],
+    "host syncs, one call": syncs["fused"],
+    "host syncs, per member": syncs["per_member"],
+}).rename(index=lambda m: f"{m} members")
+ops_table.index.name = None
+tables.book_table(
+    ops_table.style.format("{:,}"),
+    f"Operator calls of one scoring call from ResNet-20 features "
+    f"(batch {int(ops.batch.iloc[0])}), on {here}")
+
+# %% [markdown]
+# Scoring all {glue:text}`nb04_fused_members` closed forms in one call makes
+# {glue:text}`nb04_fused_ops_all` operator calls (ResNet-20 features, batch
+# {glue:text}`nb04_fused_batch`) — as many as ten members, {glue:text}`nb04_fused_ops_few` — and
+# {glue:text}`nb04_fused_syncs_all` host syncs, those of the input checks and the one finiteness
+# check. One member at a time the same scores take {glue:text}`nb04_pm_ops_few` operator calls
+# for ten members and {glue:text}`nb04_pm_ops_all` for all, with
+# {glue:text}`nb04_pm_syncs_all` host syncs. {glue:text}`nb04_fused_cpu`
+# {glue:text}`nb04_fused_gpu`
 
 # %% [markdown]
 # ## Scoring from cached features

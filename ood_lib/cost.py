@@ -11,8 +11,12 @@ Paths:
   the head's ``.grad`` read (what the GradNorm reference code does);
 * ``loop_head_only`` — one image at a time, the gradient of the head only;
 * ``vmap_head`` — batched forward, then batched per-sample head gradients (``torch.func``);
-* ``closed_form`` — batched forward, then every U·V member and every gradient closed form
-  (``closed_form_scoring_only``: the scoring alone, from features already computed);
+* ``closed_form`` — batched forward, then every U·V member, baseline and gradient closed form in one
+  fused call (:func:`ood_lib.scores.score_matrix`; ``closed_form_scoring_only``: the scoring alone,
+  from features already computed);
+* ``closed_form_per_member`` / ``closed_form_per_member_scoring_only`` — the same scores one member
+  at a time (:func:`ood_lib.scores.per_member_scores`, each with its own finiteness check): the
+  path the fused call replaces;
 * ``vmap_head_scoring_only`` — the per-sample head gradients alone;
 * ``exgrad_loop`` — exact ExGrad by autograd: one image at a time, C head-gradient passes;
 * ``exgrad_closed_form`` — batched forward, then ExGrad's closed form.
@@ -28,6 +32,13 @@ Per-layer paths (:data:`LAYER_PATHS`, timed only when asked: they differentiate 
 * ``per_layer_hooks_l1`` — the same with ‖∇_θ‖₁ alone (:data:`LAYER_EXTRA_PATHS`: what the second
   norm costs; ``benchmarks/layer_cost.py`` times it).
 
+Compiled (:data:`COMPILE_PATHS`, timed only when asked: the first call compiles):
+
+* ``closed_form_compiled_scoring_only`` — the fused call through ``torch.compile``.
+
+:func:`scoring_ops` counts the operator calls and host syncs of one scoring call (fused and per
+member, for :data:`FEW_MEMBERS` and for every member): the proxy for kernel launches on a GPU.
+
 Their batch-1 reference (:data:`LAYER_LOOP_PATHS`, also timed only when asked):
 
 * ``per_layer_loop`` — the same norms one image at a time, ``loss.backward()`` through the whole
@@ -38,9 +49,12 @@ Their batch-1 reference (:data:`LAYER_LOOP_PATHS`, also timed only when asked):
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -49,20 +63,25 @@ import torch.nn.functional as F
 from ._checks import OODInputError
 from .gradients import gradient_score, head_gradient_score
 from .layer_gradients import layer_grad_norms
-from .scores import SCORES, scores
+from .scores import SCORES, per_member_scores, score_matrix, scores
 
-PATHS = ("forward", "closed_form", "closed_form_scoring_only", "vmap_head", "vmap_head_scoring_only",
+PATHS = ("forward", "closed_form", "closed_form_scoring_only", "closed_form_per_member",
+         "closed_form_per_member_scoring_only", "vmap_head", "vmap_head_scoring_only",
          "gradnorm_published", "loop_head_only", "exgrad_loop", "exgrad_closed_form")
+COMPILE_PATHS = ("closed_form_compiled_scoring_only",)
 LAYER_PATHS = ("forward_backward", "per_layer_all", "per_layer_hooks")
 LAYER_LOOP_PATHS = ("per_layer_loop",)
 LAYER_EXTRA_PATHS = ("per_layer_hooks_l1",)
-KNOWN_PATHS = PATHS + LAYER_PATHS + LAYER_LOOP_PATHS + LAYER_EXTRA_PATHS
+KNOWN_PATHS = PATHS + LAYER_PATHS + LAYER_LOOP_PATHS + LAYER_EXTRA_PATHS + COMPILE_PATHS
 # a reference level for all-layer per-sample gradient norms: this many batched forward + backward
 # (``layer_ratios`` says where the spread over the repeats falls against it)
 LAYER_COST_AIM = 1.5
 # images per batched forward + backward of the per-layer paths (``per_layer_all``/``per_layer_hooks``)
 LAYER_CHUNK = 64
 ALL_CLOSED_FORM = [n for n, s in SCORES.items()]
+# ten members of every kind (grid, baselines, gradient forms, a flipped reading): the small call
+FEW_MEMBERS = ("l1*msp", "l2*pu_l1", "linf*kl_u", "l2sq*p_l2sq", "msp", "maxlogit", "energy", "gradnorm",
+               "exgrad", "exgrad_flipped")
 
 
 def _sync(device: torch.device) -> None:
@@ -123,7 +142,11 @@ def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2,
 
     def closed_all():
         h, f = _forward(model, x)
-        return scores(ALL_CLOSED_FORM, h, f)
+        return score_matrix(ALL_CLOSED_FORM, h, f)
+
+    def per_member_all():
+        h, f = _forward(model, x)
+        return per_member_scores(ALL_CLOSED_FORM, h, f)
 
     def exgrad_cf():
         h, f = _forward(model, x)
@@ -136,7 +159,10 @@ def path_functions(model, x, loop_images: int = 8, exgrad_images: int = 2,
     return {
         "forward": lambda: _forward(model, x),
         "closed_form": closed_all,
-        "closed_form_scoring_only": lambda: scores(ALL_CLOSED_FORM, h0, f0),
+        "closed_form_scoring_only": lambda: score_matrix(ALL_CLOSED_FORM, h0, f0),
+        "closed_form_per_member": per_member_all,
+        "closed_form_per_member_scoring_only": lambda: per_member_scores(ALL_CLOSED_FORM, h0, f0),
+        "closed_form_compiled_scoring_only": lambda: score_matrix(ALL_CLOSED_FORM, h0, f0, compile=True),
         "vmap_head": vmap_head,
         "vmap_head_scoring_only": lambda: head_gradient_score("gradnorm", model.head, h0),
         "gradnorm_published": lambda: _published_gradnorm(model, x[:n_small]),
@@ -187,6 +213,46 @@ def score_cost(
     fwd = float(df.loc[df.path == "forward", "ms_per_image"].iloc[0]) if "forward" in paths else float("nan")
     df["ratio_to_forward"] = df.ms_per_image / fwd
     return df
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the duration: the profiler's C++ side logs each start and
+    stop there, below Python's sys.stderr, and a notebook would show those lines as output."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def operator_calls(fn: Callable[[], object]) -> dict[str, int]:
+    """ATen operator calls (nested ones included) and host syncs (``aten::_local_scalar_dense``: on
+    a GPU each waits for the device) of one call of ``fn``, after a warm-up call, from
+    ``torch.profiler`` on the CPU side: the proxy for kernel launches."""
+    from torch.profiler import ProfilerActivity, profile  # imported here: importing ood_lib does nothing
+
+    fn()
+    with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    names = [e.name for e in prof.events()]
+    return {"operator_calls": sum(n.startswith("aten::") for n in names),
+            "host_syncs": names.count("aten::_local_scalar_dense")}
+
+
+def scoring_ops(h: torch.Tensor, f: torch.Tensor) -> pd.DataFrame:
+    """:func:`operator_calls` of one scoring call from (h, logits), fused (``score_matrix``) and
+    per member (``per_member_scores``), for :data:`FEW_MEMBERS` and for every closed form."""
+    rows = []
+    for members in (list(FEW_MEMBERS), ALL_CLOSED_FORM):
+        for path, fn in (("fused", score_matrix), ("per_member", per_member_scores)):
+            n = operator_calls(lambda: fn(members, h, f))
+            rows.append({"device": str(f.device), "batch": len(f), "path": path, "members": len(members), **n})
+    return pd.DataFrame(rows)
 
 
 def layer_ratios(df: pd.DataFrame, loop: str = "per_layer_loop") -> pd.DataFrame:

@@ -8,7 +8,10 @@ images again. A detector that cannot be fitted honestly on the training split at
 and its rows carry ``note = "n/a: <reason>"`` instead of numbers.
 
 ``seconds`` is the time a method spends beyond the shared forward pass (whose time is recorded
-in the metadata); it is the only column that differs between two runs with the same seed.
+in the metadata); it is the only column that differs between two runs with the same seed. The
+closed-form methods of a run (:class:`~ood_lib.detectors.ClosedFormScore`) are scored together,
+one fused call per set and temperature (:func:`ood_lib.scores.score_matrix`, chapter *Cost*), and
+each gets an equal share of that call's time.
 Each method's scores are cached with the seconds they took, keyed by the method, its
 hyper-parameters, the code that computes it, the feature-cache keys of every set it read and the
 device it ran on; ``from_cache`` marks rows whose scores and seconds came from that cache.
@@ -33,11 +36,12 @@ from ._checks import OODInputError, unknown_name
 from .benchmarks import get_benchmark
 from .cache import default_cache_dir, read_arrays, write_arrays
 from .config import RunConfig
-from .detectors import DETECTORS, Detector, Entry, FitData, autograd_name, create
+from .detectors import DETECTORS, ClosedFormScore, Detector, Entry, FitData, autograd_name, create
 from .detectors.base import as_numpy
 from .features import Features, batch_loader, extract, resolve_device
 from .gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD
 from .results import device_label, method_rows, metadata, not_applicable_rows, write_results
+from .scores import score_matrix
 
 __all__ = ["Prepared", "RunConfig", "available_methods", "default_methods", "detector_scores", "prepare",
            "run_benchmark", "score_methods", "write_results"]
@@ -154,36 +158,86 @@ def detector_scores(prep: Prepared, det: Detector, sets: list[str] | None = None
 
 def _code_fingerprint() -> str:
     """A hash of the modules that compute scores: editing a formula invalidates cached scores."""
-    from . import detectors, gaia, gradient_registry, gradients, layer_signals, outputs, reductions, scores
+    from . import detectors, fused, gaia, gradient_registry, gradients, layer_signals, outputs, reductions, scores
 
     d = hashlib.sha256()
-    files = [Path(m.__file__) for m in (outputs, gradient_registry, scores, gradients, layer_signals, reductions, gaia)]
+    files = [Path(m.__file__) for m in (outputs, fused, gradient_registry, scores, gradients, layer_signals, reductions,
+                                        gaia)]
     files += sorted(Path(detectors.__file__).parent.glob("*.py"))
     for f in files:
         d.update(f.read_bytes())
     return d.hexdigest()
 
 
+def _cache_entry(prep: Prepared, det: Detector, score_dir: Path | None, device: str) -> tuple[Path | None, str]:
+    """The score-cache file and key of ``det``'s scores on every set (no file without a cache)."""
+    if score_dir is None:
+        return None, ""
+    sets = ["id_test"] + prep.ood_keys
+    parts = {"method": det.name, "params": det.get_params(), "code": _code_fingerprint(), "device": device,
+             "sets": {k: prep.feats[k].key for k in sets}}
+    if det.needs.fit:
+        parts["fit"] = prep.feats["id_train"].key
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return score_dir / f"{key}.npz", key
+
+
+def _read_cached(prep: Prepared, path: Path | None, key: str) -> tuple[dict, float, bool] | None:
+    got = None if path is None else read_arrays(path, key, tuple(["id_test"] + prep.ood_keys))
+    return None if got is None else (got[0], float(got[1]["seconds"]), True)
+
+
 def _cached_scores(prep: Prepared, det: Detector, score_dir: Path | None, device: str) -> tuple[dict, float, bool]:
     """Scores per set, the seconds they took, and whether both came from the score cache."""
-    sets = ["id_test"] + prep.ood_keys
-    path = key = None
-    if score_dir is not None:
-        parts = {"method": det.name, "params": det.get_params(), "code": _code_fingerprint(), "device": device,
-                 "sets": {k: prep.feats[k].key for k in sets}}
-        if det.needs.fit:
-            parts["fit"] = prep.feats["id_train"].key
-        key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-        path = score_dir / f"{key}.npz"
-        got = read_arrays(path, key, tuple(sets))
-        if got is not None:
-            return got[0], float(got[1]["seconds"]), True
+    path, key = _cache_entry(prep, det, score_dir, device)
+    got = _read_cached(prep, path, key)
+    if got is not None:
+        return got
     t0 = time.perf_counter()
-    s = detector_scores(prep, det, sets)
+    s = detector_scores(prep, det, ["id_test"] + prep.ood_keys)
     seconds = time.perf_counter() - t0
     if path is not None:
         write_arrays(path, key, s, seconds=seconds, device=device)
     return s, seconds, False
+
+
+def _fusable(det: Detector) -> bool:
+    """A closed-form score whose ``score`` is the registry's: it can be a row of a fused call."""
+    return isinstance(det, ClosedFormScore) and type(det).score is ClosedFormScore.score
+
+
+def _fused_scores(prep: Prepared, dets: list[ClosedFormScore], score_dir: Path | None,
+                  device: str) -> dict[str, tuple[dict, float, bool]]:
+    """What :func:`_cached_scores` gives, for closed-form detectors scored together.
+
+    A detector whose entry is in the score cache is read from it; the others are scored by one
+    :func:`~ood_lib.scores.score_matrix` call per set and temperature, with the same values as
+    ``det.score`` (bit for bit), and each is cached on its own. The fused call's time is split
+    evenly across the members it scored: one member's own share of it is not measurable.
+    """
+    out: dict[str, tuple[dict, float, bool]] = {}
+    todo: dict[float, list[tuple[ClosedFormScore, Path | None, str]]] = {}
+    for det in dets:
+        path, key = _cache_entry(prep, det, score_dir, device)
+        got = _read_cached(prep, path, key)
+        if got is not None:
+            out[det.name] = got
+        else:
+            todo.setdefault(det.temperature, []).append((det, path, key))
+    for temperature, group in todo.items():
+        names = [d.score_name for d, _, _ in group]
+        per: dict[str, dict[str, np.ndarray]] = {d.name: {} for d, _, _ in group}
+        t0 = time.perf_counter()
+        for k in ["id_test"] + prep.ood_keys:
+            m, _ = score_matrix(names, *prep.float64(k), temperature)
+            for (d, _, _), row in zip(group, m):
+                per[d.name][k] = as_numpy(row)
+        seconds = (time.perf_counter() - t0) / len(group)
+        for d, path, key in group:
+            if path is not None:
+                write_arrays(path, key, per[d.name], seconds=seconds, device=device)
+            out[d.name] = (per[d.name], seconds, False)
+    return out
 
 
 def run_benchmark(benchmark: str = "embedded", config: RunConfig | None = None, *, out: str | Path | None = None,
@@ -251,14 +305,16 @@ def score_methods(prep: Prepared, names: list[str]) -> tuple[list[dict], dict[st
     notes: dict[str, str] = {}
     from tqdm.auto import tqdm
 
+    dets = {n: create(n, model=prep.model, **_input_params(prep, n, cfg.params_for(n))) for n in names}
+    reasons = {n: d.not_applicable(prep.fit_data if d.needs.fit else None) for n, d in dets.items()}
+    fused = _fused_scores(prep, [d for n, d in dets.items() if _fusable(d) and not reasons[n]], score_dir, device)
     for name in tqdm(names, desc=f"{prep.benchmark}: scoring", disable=not cfg.progress, leave=False):
-        det = create(name, model=prep.model, **_input_params(prep, name, cfg.params_for(name)))
-        reason = det.not_applicable(prep.fit_data if det.needs.fit else None)
-        if reason:
-            notes[name] = f"n/a: {reason}"
+        det = dets[name]
+        if reasons[name]:
+            notes[name] = f"n/a: {reasons[name]}"
             rows += not_applicable_rows(prep, det, notes[name])
             continue
-        s, seconds, from_cache = _cached_scores(prep, det, score_dir, device)
+        s, seconds, from_cache = fused[name] if name in fused else _cached_scores(prep, det, score_dir, device)
         scores[name] = s
         rows += method_rows(prep, det, s, seconds=seconds, from_cache=from_cache, config=cfg)
     return rows, scores, notes

@@ -43,6 +43,14 @@ class Outputs:
         self.T = check_temperature(temperature)
         self.C = self.f.shape[1]
 
+    @classmethod
+    def from_checked(cls, f: torch.Tensor, h: torch.Tensor | None, temperature: float) -> "Outputs":
+        """Outputs of inputs already validated, of one dtype and device (no checks, no host sync:
+        the fused scorer of :mod:`ood_lib.fused` builds it, compiled or not)."""
+        o = cls.__new__(cls)
+        o.f, o.h, o.T, o.C = f, h, temperature, f.shape[1]
+        return o
+
     def _need_h(self) -> torch.Tensor:
         if self.h is None:
             raise OODInputError("this score needs the penultimate features h, but none were given")

@@ -6,8 +6,13 @@ The derivation is in the chapter *Gradient scores and their closed forms*
 (``notebooks/01_gradient_closed_forms.py``); the terms are in :mod:`ood_lib.outputs`, the gradient
 scores' records in :mod:`ood_lib.gradient_registry`.
 
-Orientation convention (stated once, applied once, in :func:`scores`): **higher = more
-in-distribution**.
+Orientation convention (stated once, applied once, as the sign of :meth:`ScoreSpec.coefficient`):
+**higher = more in-distribution**.
+
+Every call scores all the members asked for together (:func:`score_matrix`, :mod:`ood_lib.fused`):
+the shared statistics once, each member a row of one broadcast product ``sign · (c · U) · V``,
+bit for bit equal to scoring the members one at a time (:func:`per_member_scores`), at a number of
+operator calls that does not grow with the number of members (chapter *Cost*).
 
 * The **U·V grid** (family ``"uv"``) is every product of a grid U term (:data:`GRID_U`) and a grid
   V term (:data:`GRID_V`) but 1·1: both factors are non-negative, larger = in-distribution, and
@@ -31,18 +36,20 @@ subtracting the mean logit changes the ranking.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 import torch
 
+from . import fused
 from ._checks import OODInputError, unknown_name
 from .gradient_registry import GRADIENT_FORMS, GradientScore, flipped_name, grid_member
 from .outputs import GRID_U, GRID_V, U_TERMS, V_TERMS, Outputs, UTerm, VTerm, u_term, v_term, with_bias
 
 __all__ = [
     "ALIASES", "GRADIENT_FORMS", "GRADNORM_FORM", "GRID_U", "GRID_V", "PREREGISTERED", "SCORES", "U_TERMS",
-    "V_TERMS", "Alias", "Outputs", "ScoreSpec", "canonical", "closed_form", "grid_names", "score", "scores",
-    "u_term", "uv_members", "v_term",
+    "V_TERMS", "Alias", "Outputs", "ScoreSpec", "canonical", "closed_form", "grid_names", "per_member_scores",
+    "score", "score_matrix", "scores", "u_term", "uv_members", "v_term",
 ]
 
 # the grid member chosen before any result was seen: ‖h‖₁ · max_k p_k
@@ -77,6 +84,14 @@ class ScoreSpec:
     fn: Callable[[Outputs], torch.Tensor]  # raw value
     needs_features: bool
     description: str
+    u: str = "one"  # raw value = factor(C, T) · U · V (factor 1 when None), as the fused scorer forms it
+    v: str = "one"
+    factor: Callable[[int, float], float] | None = None
+
+    def coefficient(self, C: int, T: float) -> float:
+        """sign · c(C, T): the constant of the oriented score sign · c · U · V."""
+        c = 1.0 if self.factor is None else self.factor(C, T)
+        return c if self.sign > 0 else -c
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ def _uv(u: UTerm, v: VTerm) -> ScoreSpec:
     return ScoreSpec(
         f"{u.name}*{v.name}", "uv", +1,
         lambda o, u=u, v=v: u.fn(o) * v.fn(o), u.name != "one",
-        f"{u.formula} · {v.formula}",
+        f"{u.formula} · {v.formula}", u.name, v.name,
     )
 
 
@@ -119,16 +134,17 @@ def _registry() -> tuple[dict[str, ScoreSpec], dict[str, Alias]]:
     for name, v, alias in BASELINES:
         vt = V_TERMS[v]
         note = "" if alias else f"; not its grid form one*{v}_gap: subtracting the mean logit changes the ranking"
-        reg[name] = ScoreSpec(name, "baseline", +1, vt.fn, False, vt.formula + note)
+        reg[name] = ScoreSpec(name, "baseline", +1, vt.fn, False, vt.formula + note, v=v)
         if alias:
             aliases[name] = Alias(name, alias, "the same score")
     for g in GRADIENT_FORMS.values():
         fn = lambda o, g=g: _closed_form(o, g, False)  # noqa: E731
-        reg[g.name] = ScoreSpec(g.name, "gradient", g.orientation, fn, True, f"{g.definition} = {g.formula}")
+        form = {"u": g.u, "v": g.v, "factor": g.factor}
+        reg[g.name] = ScoreSpec(g.name, "gradient", g.orientation, fn, True, f"{g.definition} = {g.formula}", **form)
         if g.flippable:
             f = flipped_name(g.name)
             reg[f] = ScoreSpec(f, "gradient", -g.orientation, fn, True,
-                               f"−({g.definition}): the reading 'larger gradient = OOD'")
+                               f"−({g.definition}): the reading 'larger gradient = OOD'", **form)
         member = grid_member(g)
         if member is not None:
             aliases[g.name] = Alias(g.name, member, f"{g.formula}: a positive multiple of {member}")
@@ -181,6 +197,59 @@ def uv_members(exclude_output_only: bool = True, exclude: Iterable[str] = ("l1*p
             and not (exclude_output_only and n.startswith("one*"))]
 
 
+def _checked_names(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    for n in names:
+        if n not in SCORES:
+            raise unknown_name("score", n, SCORES)
+    return names
+
+
+@lru_cache(maxsize=64)
+def _plan(names: tuple[str, ...], C: int, T: float, dtype: torch.dtype,
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each member's sign · c, U row and V row, as tensors on ``device`` (made once per member list)."""
+    specs = [SCORES[n] for n in names]
+    coef = torch.tensor([s.coefficient(C, T) for s in specs], dtype=dtype, device=device)
+    ui = torch.tensor([fused.U_INDEX[s.u] for s in specs], dtype=torch.long, device=device)
+    vi = torch.tensor([fused.V_INDEX[s.v] for s in specs], dtype=torch.long, device=device)
+    return coef, ui, vi
+
+
+def score_matrix(
+    names: Iterable[str], features: Any, logits: Any, temperature: float = 1.0, compile: bool = False
+) -> tuple[torch.Tensor, list[str]]:
+    """Every named oriented score as a row of one (M, N) tensor, and the names in row order.
+
+    Row m is sign_m · (c_m · U_m(h)) · V_m(p) (chapter *Gradient scores and their closed forms*),
+    formed for all members at once from statistics computed once (:mod:`ood_lib.fused`; its cost in
+    the chapter *Cost*): equal bit for bit to :func:`per_member_scores`. ``compile=True`` runs the
+    scorer through ``torch.compile`` (equal to rounding, not bit for bit; a failed compile warns and
+    scores eagerly). Raises :class:`OODInputError` naming every member with a non-finite value.
+    """
+    names = _checked_names(names)
+    needs_h = any(SCORES[n].needs_features for n in names)
+    o = Outputs(features if needs_h else None, logits, temperature)
+    coef, ui, vi = _plan(tuple(names), o.C, o.T, o.f.dtype, o.f.device)
+    s = fused.run_matrix((o.f, o.h, o.T, coef, ui, vi), compile)
+    fused.check_finite(s, names)
+    return s, names
+
+
+def scores(
+    names: Iterable[str], features: Any, logits: Any, temperature: float = 1.0, compile: bool = False
+) -> dict[str, torch.Tensor]:
+    """Several oriented scores (higher = more in-distribution) from one fused computation
+    (:func:`score_matrix`; each value is a row of its matrix)."""
+    s, names = score_matrix(names, features, logits, temperature, compile)
+    return dict(zip(names, s.unbind(0)))
+
+
+def score(name: str, features: Any, logits: Any, temperature: float = 1.0) -> torch.Tensor:
+    """One oriented score (higher = more in-distribution); see :data:`SCORES` for the names."""
+    return scores([name], features, logits, temperature)[name]
+
+
 def _oriented(spec: ScoreSpec, o: Outputs) -> torch.Tensor:
     s = spec.fn(o)
     s = s if spec.sign > 0 else -s
@@ -189,19 +258,12 @@ def _oriented(spec: ScoreSpec, o: Outputs) -> torch.Tensor:
     return s
 
 
-def scores(
+def per_member_scores(
     names: Iterable[str], features: Any, logits: Any, temperature: float = 1.0
 ) -> dict[str, torch.Tensor]:
-    """Several oriented scores (higher = more in-distribution) from one shared computation."""
-    names = list(names)
-    for n in names:
-        if n not in SCORES:
-            raise unknown_name("score", n, SCORES)
+    """The same scores one member at a time, each its own products and its own finiteness check
+    (a host sync per member): the reference :func:`score_matrix` is tested and timed against."""
+    names = _checked_names(names)
     needs_h = any(SCORES[n].needs_features for n in names)
     o = Outputs(features if needs_h else None, logits, temperature)
     return {n: _oriented(SCORES[n], o) for n in names}
-
-
-def score(name: str, features: Any, logits: Any, temperature: float = 1.0) -> torch.Tensor:
-    """One oriented score (higher = more in-distribution); see :data:`SCORES` for the names."""
-    return scores([name], features, logits, temperature)[name]

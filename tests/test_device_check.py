@@ -42,4 +42,6 @@ def test_device_check_dry_run_writes_every_result(tmp_path):
     for b in (8, 1):
         cost = pd.read_csv(out / f"score_cost_b{b}.csv")
         assert set(cost.batch) == {b} and (cost.ms_min <= cost.ms_per_image).all()
-        assert {"forward", "gradnorm_published", "vmap_head"} <= set(cost.path)
+        assert {"forward", "gradnorm_published", "vmap_head", "closed_form_per_member"} <= set(cost.path)
+        ops = pd.read_csv(out / f"score_ops_b{b}.csv").pivot(index="members", columns="path", values="operator_calls")
+        assert ops.fused.nunique() == 1 and (ops.per_member > ops.fused).all()  # fused: one count for any member set
