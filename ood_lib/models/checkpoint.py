@@ -61,9 +61,11 @@ def state_problems(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str
     """What keeps ``state`` from loading into ``model`` exactly: missing and unexpected keys, shape
     mismatches, and integer or boolean tensors where the model holds floating-point ones (they would
     load as truncated weights). Buffers that are integers in the model itself (BatchNorm's
-    ``num_batches_tracked``) are compared with the model's own dtype, so they pass."""
+    ``num_batches_tracked``) are compared with the model's own dtype, so they pass; a missing
+    ``num_batches_tracked`` is not a problem (BatchNorm sets it when it loads)."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    # BatchNorm fills in a missing step counter itself (files written before PyTorch 0.4.1 have none)
+    missing = [k for k in own if k not in state and k.rsplit(".", 1)[-1] != "num_batches_tracked"]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
               for k in own if k in state and state[k].shape != own[k].shape]
