@@ -470,9 +470,9 @@ calls = ops.pivot(index="members", columns="path", values="operator_calls")
 syncs = ops.pivot(index="members", columns="path", values="host_syncs")
 n_all, n_few = len(ALL_CLOSED_FORM), len(FEW_MEMBERS)
 for key, path in (("fused", "fused"), ("pm", "per_member")):
-    glue(f"nb04_{key}_ops_all", int(calls.loc[n_all, path]), display=False)
-    glue(f"nb04_{key}_ops_few", int(calls.loc[n_few, path]), display=False)
-    glue(f"nb04_{key}_syncs_all", int(syncs.loc[n_all, path]), display=False)
+    glue(f"nb04_{key}_ops_all", f"{int(calls.loc[n_all, path]):,}", display=False)
+    glue(f"nb04_{key}_ops_few", f"{int(calls.loc[n_few, path]):,}", display=False)
+    glue(f"nb04_{key}_syncs_all", f"{int(syncs.loc[n_all, path]):,}", display=False)
 glue("nb04_fused_members", n_all, display=False)
 glue("nb04_fused_batch", int(ops.batch.iloc[0]), display=False)
 pm, cf = "closed_form_per_member", "closed_form"
