@@ -1,5 +1,6 @@
 # `make book` builds the HTML book (executing every notebook on the embedded default);
-# `make test` runs the test suite. Both create or reuse the virtual environment .venv/ and install
+# `make test` runs the test suite (with the quick check of the recorded results); `make reproduce`
+# recomputes every recorded result in full. Both create or reuse the virtual environment .venv/ and install
 # the lock, requirements.txt (compiled from requirements.in: `make lock`).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,12 +10,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Numbers in the book and the tests do not depend on the machine's core count.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help install book book-data test lock clean sync-notebooks
+# The real data: `make reproduce` and the tests that read data look here.
+DATA_ROOT ?= ../shared/data
+
+.PHONY: help install book book-data test reproduce lock clean sync-notebooks
 
 help:
 	@echo "make book   build the book into _build/html (executes the notebooks)"
 	@echo "make book-data DATA_ROOT=DIR   the same with every real benchmark computed from DIR"
-	@echo "make test   run the test suite"
+	@echo "make test   run the test suite (recorded results: the quick check on seeded subsets)"
+	@echo "make reproduce [DATA_ROOT=DIR]   recompute every recorded result in full and compare (hours on 2 cores)"
 	@echo "make lock   recompile the lock requirements.txt from requirements.in (needs the network)"
 
 $(STAMP): requirements.txt
@@ -45,11 +50,17 @@ book-data: install
 	  $(PY) tools/browser_check.py _build/data/_build/html --screenshots _build/data/screenshots; fi
 	@echo "book-data: open _build/data/_build/html/index.html"
 
-# Two pytest runs, each with its own time: every test but the book build, then the book build
-# (which executes each notebook once, at its default size). Exit status 5 = nothing selected.
+# Two pytest runs, each with its own time: every test but the book build and the full
+# reproduction, then the book build (which executes each notebook once, at its default size).
+# Exit status 5 = nothing selected.
 test: install
-	$(VENV)/bin/pytest -m "not book" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not book and not reproduce" $(PYTEST_ARGS)
 	$(VENV)/bin/pytest -m book $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# Every recorded study and seed run recomputed in full from DATA_ROOT and compared to 1e-6; a
+# missing data root fails. Not part of `make test` (on a 2-core CPU it takes over an hour).
+reproduce: install
+	OOD_TEST_DATA=$(abspath $(DATA_ROOT)) OOD_REQUIRE_DATA=1 $(VENV)/bin/pytest -m reproduce $(PYTEST_ARGS) tests/test_recorded.py
 
 # pip-tools in a throwaway environment, so that .venv holds exactly the lock.
 lock:

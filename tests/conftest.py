@@ -45,6 +45,7 @@ OFFLINE_LOG_ENV = "OOD_OFFLINE_LOG"
 def pytest_configure(config):
     config.addinivalue_line("markers", "shared_data(path): needs this path under the real test data folder")
     config.addinivalue_line("markers", "book: builds the whole book (its own pytest run in `make test`)")
+    config.addinivalue_line("markers", "reproduce: recomputes a recorded result in full (`make reproduce`, not `make test`)")
     # offline for this process and, via sitecustomize on PYTHONPATH, for every Python child
     log = Path(tempfile.mkdtemp(prefix="ood-offline-")) / "attempts.log"
     log.touch()

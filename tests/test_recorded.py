@@ -1,24 +1,38 @@
 """The recorded results the book shows without a data root must still come out of the code.
 
-For every benchmark recorded under ``results/recorded/``, the study is recomputed from the real
-data, in a fresh cache, with the recorded configuration, and every table must match the committed
-one to 1e-6 (numbers) or exactly (names, verdicts). Recorded seed runs are checked on their last
-``SEED_CHECKS`` seeds (each is a full training and evaluation; seed 0 is the study itself).
+Every ``make test`` (data root present) runs the **quick check** of each benchmark recorded under
+``results/recorded/``: its study recomputed, with the recorded configuration, on a fixed seeded
+subset of its images (``check/``, written with the study by ``tools/record_results.py``; what it
+holds is in ``tools/recorded_check.py``), from the images, in a fresh cache — the model must be the
+one the study was computed with, and every per-image score, AUROC, interval and verdict of the
+subset must match to 1e-6. The embedded benchmark's recorded seed runs are recomputed on seed 0.
+
+``make reproduce`` (tests marked ``reproduce``, deselected by ``make test``) recomputes every
+recorded study in full and compares every table to 1e-6 (numbers) or exactly (names, verdicts),
+and the recorded seed runs of each benchmark on their last ``SEED_CHECKS`` seeds (each a full
+training and evaluation; seed 0 is the study itself).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from ood_lib.config import RunConfig
 from ood_lib.study import Study, differences, run_study, seed_table
 from conftest import REPO, SHARED_DATA, needs_shared_data
 
+sys.path.insert(0, str(REPO / "tools"))
+import recorded_check as check  # noqa: E402
+
 RECORDED = REPO / "results" / "recorded"
 STUDIES = sorted(p.name for p in RECORDED.iterdir() if (p / "meta.json").is_file()) if RECORDED.is_dir() else []
 SEEDS = sorted(p.name for p in RECORDED.iterdir() if (p / "seeds.csv").is_file()) if RECORDED.is_dir() else []
+QUICK_SEEDS = ("embedded",)  # its seed-0 CNN is trained once per session for other tests as well
 SEED_CHECKS = 1
 TOL = 1e-6
 
@@ -37,6 +51,31 @@ def test_the_book_has_recorded_real_benchmarks():
         assert {"near", "far"} & set(s.groups), name
 
 
+@pytest.mark.parametrize("benchmark", STUDIES)
+def test_every_recorded_study_has_its_quick_check(benchmark):
+    """The check was recorded with the study's model and configuration, on the subset it states."""
+    meta = check.load_meta(RECORDED / benchmark)
+    rec = Study.load(RECORDED / benchmark / "check")
+    assert rec.meta["check"]["study_model_fingerprint"] == meta["model_fingerprint"], "record the check again"
+    assert rec.meta["model_fingerprint"] == meta["model_fingerprint"], \
+        "the code gives another model than the recorded study's: record the study and its check again"
+    want = check.check_config(meta, SHARED_DATA, False).as_dict()
+    assert {k: v for k, v in rec.meta["config"].items() if k not in check.NOT_PASSED} == \
+        {k: v for k, v in want.items() if k not in check.NOT_PASSED}
+    assert rec.meta["n_boot"] == check.N_BOOT and set(rec.meta["sets"]) == set(meta["sets"])
+    scores = pd.read_csv(RECORDED / benchmark / "check" / "scores.csv")
+    assert set(scores.columns[2:]) == set(rec["metrics"].dropna(subset=["auroc"]).method)
+
+
+@needs_shared_data()
+@pytest.mark.parametrize("benchmark", STUDIES)
+def test_recorded_study_quick_check(benchmark, tmp_path):
+    meta = check.load_meta(RECORDED / benchmark)
+    live = check.run_check(benchmark, check.check_config(meta, SHARED_DATA, tmp_path / "cache"))
+    assert check.check_differences(live, RECORDED / benchmark / "check", tol=TOL) == []
+
+
+@pytest.mark.reproduce
 @needs_shared_data()
 @pytest.mark.parametrize("benchmark", STUDIES)
 def test_recorded_study_reproduces(benchmark, tmp_path):
@@ -46,30 +85,40 @@ def test_recorded_study_reproduces(benchmark, tmp_path):
     assert differences(again, rec, tol=TOL) == []
 
 
+def _recorded_seeds(benchmark: str) -> tuple[int, ...]:
+    return tuple(int(s) for s in sorted(pd.read_csv(RECORDED / benchmark / "seeds.csv").seed.unique()))
+
+
+def _seeds_reproduce(benchmark: str, seeds: tuple[int, ...], cache) -> None:
+    """The recorded seed runs ``seeds`` of ``benchmark`` trained and evaluated again, to TOL."""
+    rec = Study.load(RECORDED / benchmark) if (RECORDED / benchmark / "meta.json").is_file() else None
+    meta = rec.meta if rec is not None else {"config": {}}
+    got = seed_table(benchmark, seeds, _config(meta, cache))
+    want = pd.read_csv(RECORDED / benchmark / "seeds.csv")
+    want = want[want.seed.isin(seeds)].reset_index(drop=True)
+    assert len(want) > 0 and list(got.columns) == list(want.columns)
+    assert (got[["seed", "group", "quantity"]].astype(str).values == want[["seed", "group", "quantity"]].astype(str).values).all()
+    np.testing.assert_allclose(got.value.to_numpy(float), want.value.to_numpy(float), rtol=0, atol=TOL)
+
+
+@needs_shared_data()
+@pytest.mark.parametrize("benchmark", [b for b in SEEDS if b in QUICK_SEEDS])
+def test_recorded_seeds_quick_check(benchmark, tmp_path):
+    """The first recorded seed (the CNN the other tests of the session train too)."""
+    _seeds_reproduce(benchmark, _recorded_seeds(benchmark)[:1], tmp_path / "cache")
+
+
+@pytest.mark.reproduce
 @needs_shared_data()
 @pytest.mark.parametrize("benchmark", SEEDS)
 def test_recorded_seeds_reproduce(benchmark, tmp_path):
-    import numpy as np
-
-    rec = Study.load(RECORDED / benchmark) if (RECORDED / benchmark / "meta.json").is_file() else None
-    import pandas as pd
-
-    want = pd.read_csv(RECORDED / benchmark / "seeds.csv")
-    seeds = tuple(int(s) for s in sorted(want.seed.unique()))[-SEED_CHECKS:]
-    meta = rec.meta if rec is not None else {"config": {}}
-    got = seed_table(benchmark, seeds, _config(meta, tmp_path / "cache"))
-    want = want[want.seed.isin(seeds)].reset_index(drop=True)
-    assert list(got.columns) == list(want.columns)
-    assert (got[["seed", "group", "quantity"]].astype(str).values == want[["seed", "group", "quantity"]].astype(str).values).all()
-    np.testing.assert_allclose(got.value.to_numpy(float), want.value.to_numpy(float), rtol=0, atol=TOL)
+    _seeds_reproduce(benchmark, _recorded_seeds(benchmark)[-SEED_CHECKS:], tmp_path / "cache")
 
 
 @needs_shared_data()
 @pytest.mark.parametrize("benchmark", STUDIES)
 def test_recorded_gallery_reproduces(benchmark):
     """The sample images the evaluation chapter shows without data are the ones the data give."""
-    import numpy as np
-
     from ood_lib.gallery import load_gallery, sample_images
 
     path = RECORDED / benchmark / "gallery.npz"

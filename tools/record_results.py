@@ -2,10 +2,13 @@
 
     python tools/record_results.py --data-root ../shared/data            # every study and seed run
     python tools/record_results.py --data-root DIR --only mnist cifar10  # some of them
+    python tools/record_results.py --data-root DIR --check-only          # only the quick checks
 
 Writes ``results/recorded/<benchmark>/`` (the study's tables, ``meta.json`` and the sample images ``gallery.npz``) for every benchmark
-in ``STUDIES`` with its stated configuration, and ``seeds.csv`` + ``seeds.json`` for the models
-trained here. ``tests/test_recorded.py`` recomputes them in CI and fails if a number moved.
+in ``STUDIES`` with its stated configuration, its quick check ``check/`` (the same study on a
+seeded subset of the images: ``tools/recorded_check.py``), and ``seeds.csv`` + ``seeds.json`` for
+the models trained here. ``make test`` recomputes every quick check and ``make reproduce`` every
+study and seed run (``tests/test_recorded.py``); both fail if a number moved.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import argparse
 import datetime as dt
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 from ood_lib.config import RunConfig  # noqa: E402
 from ood_lib.gallery import sample_images, save_gallery  # noqa: E402
 from ood_lib.study import git_state, run_study, seed_summary, seed_table  # noqa: E402
+from recorded_check import check_config, load_meta, run_check, save_check  # noqa: E402
 
 OUT = REPO / "results" / "recorded"
 # benchmark -> RunConfig overrides of its recorded run (and why, where it is not the default)
@@ -51,20 +57,36 @@ def _config(benchmark: str, root: str, overrides: dict) -> RunConfig:
     return RunConfig(data_root=root, progress=False, methods=methods, **over)
 
 
+def record_check(benchmark: str, root: str) -> None:
+    """The quick check of the study recorded for ``benchmark`` (its configuration, on the check's
+    subsets), computed in a fresh cache and written to ``<benchmark>/check/``."""
+    meta = load_meta(OUT / benchmark)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ood-check-") as cache:
+        study = run_check(benchmark, check_config(meta, root, cache))
+    if study.meta["model_fingerprint"] != meta["model_fingerprint"]:
+        print(f"{benchmark}: WARNING: the model is not the recorded study's (record the study again)", flush=True)
+    print(f"{benchmark}: {save_check(study, OUT / benchmark / 'check', meta)} in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", required=True)
     p.add_argument("--only", nargs="*", help="only these benchmarks")
     p.add_argument("--no-seeds", action="store_true")
+    p.add_argument("--check-only", action="store_true", help="only the quick checks of the recorded studies")
     args = p.parse_args()
     for b, over in STUDIES.items():
         if args.only and b not in args.only:
             continue
-        t0 = time.perf_counter()
-        study = run_study(b, _config(b, args.data_root, over))
-        print(f"{b}: {study.save(OUT / b)} in {time.perf_counter() - t0:.0f} s", flush=True)
-        save_gallery(sample_images(b, args.data_root, **GALLERY), OUT / b / "gallery.npz")
-    if args.no_seeds:
+        if not args.check_only:
+            t0 = time.perf_counter()
+            study = run_study(b, _config(b, args.data_root, over))
+            print(f"{b}: {study.save(OUT / b)} in {time.perf_counter() - t0:.0f} s", flush=True)
+            save_gallery(sample_images(b, args.data_root, **GALLERY), OUT / b / "gallery.npz")
+        record_check(b, args.data_root)
+    if args.no_seeds or args.check_only:
         return 0
     for b, seeds in SEEDS.items():
         if args.only and b not in args.only:

@@ -1,0 +1,115 @@
+"""The quick check of a recorded study: the same study, on a fixed seeded subset of its images.
+
+A recorded study (``results/recorded/<benchmark>/``) takes minutes to an hour to recompute. Beside
+it, :func:`save_check` records ``check/``: :func:`ood_lib.study.run_study` run with the study's
+own configuration (model, data root, methods, seed, detector hyper-parameters) on seeded subsets
+(:data:`SUBSET`: ``n_id`` ID test images, ``n_ood`` images per OOD set, the detectors fitted on
+``n_fit`` images of the fitting split) with :data:`N_BOOT` paired-bootstrap resamples. It holds
+
+* ``scores.csv`` — every method's oriented score of every image of the subset (one row per image);
+* the study's small tables (:data:`TABLES`): AUROC and FPR95 of every method on every set and
+  group, with bootstrap intervals, the verdicts, the family, the ranks, the selection, the factors;
+* ``meta.json`` — the run's provenance (configuration with the subset sizes, fingerprints of the
+  model and of each subset's images) and the recorded study's model fingerprint it was made with.
+
+:func:`check_differences` recomputes it from the images (a fresh cache: every feature, fit, score
+and, for a model trained here, the training again) and lists what moved beyond :data:`TOL`.
+``tests/test_recorded.py`` also requires the check's model to be the recorded study's. The full
+study is recomputed by ``make reproduce``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ood_lib.config import RunConfig
+from ood_lib.study import Study, differences, run_study
+
+SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 500}
+N_BOOT = 200
+# The tables small enough to record for every benchmark; hist, hist2d and roc are functions of the
+# per-image scores, which are compared one by one.
+TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors")
+TOL = 1e-6
+NOT_PASSED = ("data_root", "cache_dir", "progress")  # where the run reads and writes, not what it computes
+
+
+def check_config(study_meta: dict[str, Any], data_root: str | Path, cache_dir: str | Path | bool) -> RunConfig:
+    """The recorded study's configuration on the check's subsets (never larger than the study's own)."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    kept = {k: v for k, v in study_meta["config"].items() if k in fields and k not in NOT_PASSED}
+    sizes = {k: n if kept.get(k) is None else min(n, kept[k]) for k, n in SUBSET.items()}
+    return RunConfig(**{**kept, **sizes}, data_root=data_root, cache_dir=cache_dir, progress=False)
+
+
+def run_check(benchmark: str, config: RunConfig) -> Study:
+    """The check's study: :func:`run_study` on ``config`` with :data:`N_BOOT` resamples."""
+    return run_study(benchmark, config, n_boot=N_BOOT)
+
+
+def score_table(study: Study) -> pd.DataFrame:
+    """The per-image oriented scores: one row per (set, position in the subset), one column per method."""
+    methods = sorted(study.scores)
+    sets = list(next(iter(study.scores.values()))) if methods else []
+    parts = []
+    for k in sets:
+        n = len(study.scores[methods[0]][k])
+        cols = {m: np.asarray(study.scores[m][k], dtype=np.float64) for m in methods}
+        parts.append(pd.DataFrame({"set": k, "i": np.arange(n), **cols}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def save_check(study: Study, directory: str | Path, study_meta: dict[str, Any]) -> Path:
+    """Write the check of ``study`` (a :func:`run_check` result) into ``directory``."""
+    d = Path(directory)
+    small = Study(study.benchmark, {t: study[t] for t in TABLES}, dict(study.meta), "live")
+    small.meta.update(tables=list(TABLES), check={"subset": SUBSET, "n_boot": N_BOOT,
+                                                  "study_model_fingerprint": study_meta["model_fingerprint"]})
+    small.save(d)
+    score_table(study).to_csv(d / "scores.csv", index=False, float_format="%.10g")
+    return d
+
+
+def _score_differences(live: pd.DataFrame, rec: pd.DataFrame, tol: float) -> list[str]:
+    """Per-image scores that differ by more than ``tol`` times the method's largest |score|."""
+    if list(live.columns) != list(rec.columns) or len(live) != len(rec):
+        return [f"scores: shape or methods differ ({live.shape} vs {rec.shape})"]
+    if not (live[["set", "i"]].astype(str).values == rec[["set", "i"]].astype(str).values).all():
+        return ["scores: the images (set, position) differ"]
+    out = []
+    for m in live.columns[2:]:
+        a, b = live[m].to_numpy(float), rec[m].to_numpy(float)
+        scale = max(float(np.nanmax(np.abs(b), initial=0.0)), 1.0)
+        bad = ~((np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= tol * scale))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            out.append(f"scores.{m}: {int(bad.sum())} images differ, first {rec.set[i]}[{rec.i[i]}]: {a[i]!r} vs {b[i]!r}")
+    return out
+
+
+def check_differences(live: Study, directory: str | Path, tol: float = TOL) -> list[str]:
+    """Where a recomputed check disagrees with the one recorded in ``directory``: tables (numbers
+    beyond ``tol``, other values exactly), per-image scores (beyond ``tol`` × the method's largest
+    |score|, or 1), the model's fingerprint, and the fingerprints of the images read."""
+    d = Path(directory)
+    rec = Study.load(d)
+    out = differences(Study(live.benchmark, {t: live[t] for t in TABLES}, live.meta), rec, tol=tol)
+    out += _score_differences(score_table(live), pd.read_csv(d / "scores.csv"), tol)
+    if live.meta["model_fingerprint"] != rec.meta["model_fingerprint"]:
+        out.append("model: its weights are not those the check was recorded with")
+    for k, s in rec.meta["sets"].items():
+        got = live.meta["sets"].get(k, {}).get("data_fingerprint")
+        if got != s["data_fingerprint"]:
+            out.append(f"images of {k}: fingerprint {got} vs recorded {s['data_fingerprint']}")
+    return out
+
+
+def load_meta(directory: str | Path) -> dict[str, Any]:
+    """A recorded study's ``meta.json``."""
+    return json.loads((Path(directory) / "meta.json").read_text())
