@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import os
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -348,7 +349,13 @@ def stack_images(dataset: Dataset, n: int | None = None, seed: int = 0) -> tuple
     """A seeded subset of ``n`` readable images of ``dataset`` as one tensor, with their labels."""
     idx = subsample(len(dataset), n, seed)
     items = [dataset[int(i)] for i in idx]
+    unreadable = [int(i) for i, (_, _, ok) in zip(idx, items) if not ok]
     items = [(x, y) for x, y, ok in items if ok]
     if not items:
         raise OODInputError("no readable images in the requested subset")
+    if unreadable:  # said out loud, like the runner's skipped files
+        paths = getattr(dataset, "paths", None)
+        names = [str(paths[i]) if paths is not None else f"item {i}" for i in unreadable[:3]]
+        print(f"warning: {len(unreadable)} of {len(idx)} images could not be read and were left out: "
+              f"{', '.join(names)}{', …' if len(unreadable) > 3 else ''}", file=sys.stderr)
     return torch.stack([x for x, _ in items]), np.asarray([y for _, y in items])

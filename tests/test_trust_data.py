@@ -148,6 +148,17 @@ def test_skipped_files_are_printed_and_written(cifar_root, tmp_path, capfd, reco
     record("bad data", "1 of 20 ID test images corrupt, max_skipped 0.1", "stderr line; skipped_files in the .json")
 
 
+def test_the_verify_subset_says_which_images_it_left_out(cifar_root, capfd, record):
+    from ood_lib.data import stack_images
+
+    _corrupt(cifar_root, 2)
+    x, y = stack_images(_test_split(cifar_root))
+    err = capfd.readouterr().err
+    assert len(x) == len(y) == 18
+    assert "2 of 20 images could not be read and were left out: " in err and "test/airplane/0.jpg" in err
+    record("bad data", "unreadable images in verify's subset", "stderr line naming them; the rest is used")
+
+
 def test_cli_stops_on_unreadable_images_without_a_traceback(cifar_root, tmp_path, record):
     _corrupt(cifar_root, 10)
     args = ["evaluate", "--benchmark", "cifar10", "--data-root", str(cifar_root), "--checkpoint", "random",
