@@ -230,6 +230,8 @@ def score_matrix(
     names = _checked_names(names)
     needs_h = any(SCORES[n].needs_features for n in names)
     o = Outputs(features if needs_h else None, logits, temperature)
+    if needs_h and o.h is None:
+        o._need_h()  # the error every score that needs h gives without it
     coef, ui, vi = _plan(tuple(names), o.C, o.T, o.f.dtype, o.f.device)
     s = fused.run_matrix((o.f, o.h, o.T, coef, ui, vi), compile)
     fused.check_finite(s, names)
