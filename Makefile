@@ -9,12 +9,6 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Numbers in the book and the tests do not depend on the machine's core count.
 export OMP_NUM_THREADS ?= 2
-# Nor on the processor's vector unit: PyTorch's own kernels, oneDNN's convolutions and MKL's matrix
-# products take their AVX2 code paths on every x86 machine (without these settings the MNIST CNN
-# trained here came out different on an AVX-512 and on an AVX2 machine).
-export ATEN_CPU_CAPABILITY ?= avx2
-export ONEDNN_MAX_CPU_ISA ?= AVX2
-export MKL_CBWR ?= AVX2
 
 # The real data: `make reproduce` and the tests that read data look here.
 DATA_ROOT ?= ../shared/data
