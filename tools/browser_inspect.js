@@ -11,8 +11,14 @@
     return text ? `${s} "${text.slice(0, 60)}"` : s;
   };
 
-  // 1. typesetting, fonts and images have finished
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+  // 1. typesetting, fonts and images have finished. MathJax may not have started when the page's
+  // load event fires (on a busy machine): wait for it while the page holds TeX or a MathJax config.
+  const started = () => window.MathJax && MathJax.startup && MathJax.startup.promise;
+  const hasTex = /\\\(|\\\[|\$\$/.test(document.body ? document.body.textContent : "");
+  for (const t0 = Date.now(); (hasTex || window.MathJax) && !started() && Date.now() - t0 < 30000;) {
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+  if (started()) {
     await MathJax.startup.promise;
   }
   await document.fonts.ready;
