@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ._checks import OODInputError
 from .folders import IMAGE_EXTENSIONS, check_classes, class_folders, first_names, list_images  # noqa: F401  (public here)
@@ -345,6 +345,25 @@ def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
+def item_paths(dataset: Dataset, positions: list[int]) -> tuple[list[Path], list[Path]]:
+    """(the files behind dataset items ``positions``, all the set's files), through a ``Subset``;
+    both empty for sets not read from files."""
+    base, index = dataset, None
+    if isinstance(dataset, Subset):
+        base, index = dataset.dataset, list(dataset.indices)
+    paths = getattr(base, "paths", None)
+    if paths is None or not positions:
+        return [], []
+    return [Path(paths[i if index is None else index[i]]) for i in positions], list(paths)
+
+
+def first_items(dataset: Dataset, positions: list[int], k: int = 3) -> str:
+    """The files behind the first ``k`` of ``positions`` (``item N`` where the set has no files),
+    then "…" if there are more: how an error or warning names unreadable images."""
+    names = item_paths(dataset, positions[:k])[0] or [f"item {i}" for i in positions[:k]]
+    return ", ".join(map(str, names)) + (", …" if len(positions) > k else "")
+
+
 def stack_images(dataset: Dataset, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """A seeded subset of ``n`` readable images of ``dataset`` as one tensor, with their labels."""
     idx = subsample(len(dataset), n, seed)
@@ -354,8 +373,6 @@ def stack_images(dataset: Dataset, n: int | None = None, seed: int = 0) -> tuple
     if not items:
         raise OODInputError("no readable images in the requested subset")
     if unreadable:  # said out loud, like the runner's skipped files
-        paths = getattr(dataset, "paths", None)
-        names = [str(paths[i]) if paths is not None else f"item {i}" for i in unreadable[:3]]
         print(f"warning: {len(unreadable)} of {len(idx)} images could not be read and were left out: "
-              f"{', '.join(names)}{', …' if len(unreadable) > 3 else ''}", file=sys.stderr)
+              f"{first_items(dataset, unreadable)}", file=sys.stderr)
     return torch.stack([x for x, _ in items]), np.asarray([y for _, y in items])

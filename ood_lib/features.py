@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._checks import OODInputError, check_max_skipped
 from .cache import FORMAT_VERSION, default_cache_dir, read_arrays, write_arrays
+from .data import first_items, item_paths
 from .models import model_code_fingerprint, weights_fingerprint
 
 __all__ = [
@@ -125,23 +126,12 @@ def write_features(path: Path, feats: Features) -> None:
                  n=len(feats.h), n_skipped=feats.n_skipped, skipped=feats.skipped, skipped_files=feats.skipped_files)
 
 
-def _item_paths(dataset: Dataset, positions: list[int]) -> tuple[list[Path], list[Path]]:
-    """(the files behind dataset items ``positions``, all the set's files), through a ``Subset``;
-    both empty for sets not read from files."""
-    base, index = dataset, None
-    if isinstance(dataset, Subset):
-        base, index = dataset.dataset, list(dataset.indices)
-    paths = getattr(base, "paths", None)
-    if paths is None or not positions:
-        return [], []
-    return [Path(paths[i if index is None else index[i]]) for i in positions], list(paths)
-
 
 def item_files(dataset: Dataset, positions: list[int], root: Path | None = None) -> list[str]:
     """The files behind dataset items ``positions``: relative to ``root`` where they lie under it
     (absolute where not), or, without ``root``, to the folder all the set's files share; ``[]``
     for sets not read from files."""
-    chosen, paths = _item_paths(dataset, positions)
+    chosen, paths = item_paths(dataset, positions)
     if root is None:
         top = Path(os.path.commonpath([str(Path(p).parent) for p in paths])) if paths else Path()
         return [p.relative_to(top).as_posix() for p in chosen]
@@ -157,9 +147,8 @@ def check_skipped(feats: Features, dataset: Dataset, desc: str, max_skipped: flo
     if not feats.n_skipped:
         return
     total = len(feats.h) + feats.n_skipped
-    names = _item_paths(dataset, feats.skipped[:3])[0] or [f"item {i}" for i in feats.skipped[:3]]
     text = (f"{desc}: {feats.n_skipped} of {total} images ({feats.n_skipped / total:.1%}) could not be read: "
-            f"{', '.join(map(str, names))}{', …' if feats.n_skipped > 3 else ''}")
+            f"{first_items(dataset, feats.skipped)}")
     if max_skipped is not None and feats.n_skipped > max_skipped * total:
         raise OODInputError(f"{text} — more than max_skipped = {max_skipped:g} of the set; repair or remove "
                             "those files, or allow more with --max-skipped")
