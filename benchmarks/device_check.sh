@@ -41,7 +41,7 @@ CACHE=$(mktemp -d)
 trap 'rm -rf "$CACHE"' EXIT
 ROOTARG=(); [ -n "$ROOT" ] && ROOTARG=(--data-root "$ROOT")
 
-"$PY" -m ood_lib.envinfo --device "$DEV" > "$OUT/environment.csv"
+"$PY" -m ood_lib.run.envinfo --device "$DEV" > "$OUT/environment.csv"
 echo "step,device,seconds,status" > "$OUT/steps.csv"
 FAILED=0
 step() {  # step NAME LOG COMMAND...: run one step, record its time and outcome, go on either way

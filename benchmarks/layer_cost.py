@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/layer_cost.py [--model resnet20] [--batch 128] [--repeats 7] [--device cpu]
 
-The per-layer paths of :mod:`ood_lib.cost`, each over the same batch of random images through the
-same random-weight model, timed round-robin by :func:`ood_lib.cost.score_cost` (one run of each
+The per-layer paths of :mod:`ood_lib.run.cost`, each over the same batch of random images through the
+same random-weight model, timed round-robin by :func:`ood_lib.run.cost.score_cost` (one run of each
 path per round, after a warm-up of each) so that drift in the machine's speed falls on all alike:
 
 * ``forward`` — one batched forward pass, no graph;
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from ood_lib.cost import LAYER_CHUNK, LAYER_EXTRA_PATHS, LAYER_LOOP_PATHS, LAYER_PATHS, score_cost
-from ood_lib.features import resolve_device
+from ood_lib.run.cost import LAYER_CHUNK, LAYER_EXTRA_PATHS, LAYER_LOOP_PATHS, LAYER_PATHS, score_cost
+from ood_lib.run.features import resolve_device
 from ood_lib.models import build_model
 
 SHAPES = {"resnet20": (3, 32, 32), "densenet_bc100": (3, 32, 32), "mnist_cnn": (1, 28, 28)}

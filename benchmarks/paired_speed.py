@@ -4,8 +4,8 @@
 
 Synthetic oriented scores: 60 methods (one in six with heavy ties, as saturated softmax scores
 have), 10,000 ID samples, five OOD sets of 2,000 to 10,000 samples, 1,000 shared resamples.
-Prints the median wall time of building :class:`ood_lib.paired.PairedBootstrap` and its ratio to
-the sort-per-replicate route (``ood_lib.metrics.auroc`` on each resampled pair, timed on a few
+Prints the median wall time of building :class:`ood_lib.stats.paired.PairedBootstrap` and its ratio to
+the sort-per-replicate route (``ood_lib.stats.metrics.auroc`` on each resampled pair, timed on a few
 replicates and extrapolated).
 """
 
@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from ood_lib.metrics import auroc
-from ood_lib.paired import PairedBootstrap
+from ood_lib.stats.metrics import auroc
+from ood_lib.stats.paired import PairedBootstrap
 
 
 def scores(n_methods: int, n_id: int, ood_sizes: list[int], seed: int = 0) -> tuple[dict, dict]:

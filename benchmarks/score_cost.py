@@ -26,15 +26,15 @@ import pandas as pd
 import torch
 
 from ood_lib import data as D
-from ood_lib.cost import (COMPILE_PATHS, LAYER_COST_AIM, LAYER_LOOP_PATHS, LAYER_PATHS, PATHS, grid_cost,
+from ood_lib.run.cost import (COMPILE_PATHS, LAYER_COST_AIM, LAYER_LOOP_PATHS, LAYER_PATHS, PATHS, grid_cost,
                           layer_ratios, median_seconds, score_cost, scoring_ops)
-from ood_lib.features import extract, resolve_device
+from ood_lib.run.features import extract, resolve_device
 from ood_lib.models import build_model
 
 
 def runner_throughput(root: Path, device: torch.device, repeats: int) -> dict:
     """Images per second: the runner's extraction (decode + transform + forward) vs the bare forward."""
-    from ood_lib.benchmarks import get_benchmark
+    from ood_lib.data.benchmarks import get_benchmark
 
     bench = get_benchmark("cifar10")
     ds = bench.splits(root)["id_test"].dataset
@@ -113,7 +113,7 @@ def main() -> None:
     print(f"device: {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     tables = []
-    from ood_lib.envinfo import environment
+    from ood_lib.run.envinfo import environment
 
     env = environment(str(dev))
     for name, shape, batch in (("resnet20", (3, 32, 32), a.batch_resnet20), ("resnet50", (3, 224, 224), a.batch_resnet50)):

@@ -42,20 +42,20 @@ from IPython.display import display
 
 from ood_lib import OODInputError
 from ood_lib import data as D
-from ood_lib import plots, tables
-from ood_lib.benchmarks import get_benchmark
-from ood_lib import reductions as R
+from ood_lib.book import plots, tables
+from ood_lib.data.benchmarks import get_benchmark
+from ood_lib.gradients import reductions as R
 from ood_lib.book import glue
 from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
-from ood_lib.gaia import gaia_autograd, gaia_last_closed_form, gap_map
-from ood_lib.gradient_rank import rank_one_residual
-from ood_lib.labels import method_label, model_name
-from ood_lib.layer_gradients import (NORMS, gap_conv_closed_form, last_conv_name,
+from ood_lib.gradients.gaia import gaia_autograd, gaia_last_closed_form, gap_map
+from ood_lib.gradients.rank import rank_one_residual
+from ood_lib.findings.labels import method_label, model_name
+from ood_lib.gradients.layers import (NORMS, gap_conv_closed_form, last_conv_name,
                                      layer_grad_norms, linear_closed_form)
-from ood_lib.layer_plots import rank_one_figure
-from ood_lib.layer_signals import channel_std
+from ood_lib.book.layer_plots import rank_one_figure
+from ood_lib.gradients.signals import channel_std
 from ood_lib.scores import closed_form
-from ood_lib.verify import (gaia_last_module, max_rel_diff, recorded_layer_rows,
+from ood_lib.gradients.verify import (gaia_last_module, max_rel_diff, recorded_layer_rows,
                             verify)
 
 plt.rcParams.update(plots.BOOK_STYLE)

@@ -34,12 +34,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ood_lib import analysis, plots, tables
+from ood_lib.findings import analysis
+from ood_lib.book import plots, tables
 from ood_lib.book import glue
-from ood_lib.evaluate import prepare
-from ood_lib.labels import (BENCHMARK_NAMES, method_label, model_name, set_label,
+from ood_lib.run.evaluate import prepare
+from ood_lib.findings.labels import (BENCHMARK_NAMES, method_label, model_name, set_label,
                             term_label)
-from ood_lib.outputs import v_term
+from ood_lib.scores.terms import v_term
 from ood_lib.scores import GRID_U, GRID_V, U_TERMS, V_TERMS, grid_names
 
 plt.rcParams.update(plots.BOOK_STYLE)

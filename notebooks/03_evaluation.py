@@ -32,13 +32,15 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ood_lib import explain, gallery, newer, plots, report, roc
+from ood_lib.findings import explain
+from ood_lib.book import roc_plot
+from ood_lib.book import gallery, newer, plots, report
 from ood_lib.book import glue
-from ood_lib.depth import depth_figure
-from ood_lib.labels import method_label, model_name, set_label, short_pair
-from ood_lib.reference import gradnorm_imagenet_table, openood_cifar10_table
-from ood_lib.study import HEADLINE, load_tables
-from ood_lib.tables import captioned
+from ood_lib.findings.depth import depth_figure
+from ood_lib.findings.labels import method_label, model_name, set_label, short_pair
+from ood_lib.findings.reference import gradnorm_imagenet_table, openood_cifar10_table
+from ood_lib.findings.study import HEADLINE, load_tables
+from ood_lib.book.tables import captioned
 
 # %% [markdown]
 # The parameters below are what to change to run this chapter on your data: `DATA_ROOT` (or
@@ -253,7 +255,7 @@ captioned(report.auroc_table(studies, methods, "far"),
 # %% tags=["remove-cell"]
 for b in ("cifar10", "mnist"):
     if b in studies and "roc" in studies[b]:
-        fig = roc.roc_figure(studies[b]["roc"])
+        fig = roc_plot.roc_figure(studies[b]["roc"])
     else:
         fig = plots.placeholder(f"{b}: no ROC curves in this run (re-record its study)")
     glue(f"nb03_fig_roc_{b}", fig, display=False)

@@ -39,17 +39,17 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from ood_lib import plots, tables
+from ood_lib.book import plots, tables
 from ood_lib.book import glue
-from ood_lib.cost import (ALL_CLOSED_FORM, FEW_MEMBERS, LAYER_CHUNK,
+from ood_lib.run.cost import (ALL_CLOSED_FORM, FEW_MEMBERS, LAYER_CHUNK,
                           LAYER_LOOP_PATHS, LAYER_PATHS, PATHS,
                           grid_cost, layer_ratios, ms_per_call, path_value,
                           score_cost, scoring_ops)
-from ood_lib.features import resolve_device
-from ood_lib.labels import model_name, short_pair
+from ood_lib.run.features import resolve_device
+from ood_lib.findings.labels import model_name, short_pair
 from ood_lib.models import build_model
-from ood_lib.report import step_label
-from ood_lib.verify import recorded_checks
+from ood_lib.book.report import step_label
+from ood_lib.gradients.verify import recorded_checks
 
 plt.rcParams.update(plots.BOOK_STYLE)
 

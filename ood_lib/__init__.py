@@ -1,13 +1,32 @@
 """ood_lib — gradient-based OOD scores, their closed forms U(h)·V(p), and the benchmarks.
 
 Importing the package does nothing beyond defining names: no seeding, no downloads, no styling.
+
+Each top-level entry is one layer; a module imports only from its own layer or those below it
+(``tests/test_layers.py`` fails on the first import that climbs)::
+
+    cli          python -m ood_lib verify | evaluate | study | extract
+    book/        glue, display tables, figures, reports over several studies
+    findings/    claims, decision rules, mechanism, the study of one benchmark, depth, ROC, labels
+    run/         RunConfig, feature extraction (and torchrun), the runner, results, cost, machine
+    detectors/   every detector behind one protocol, by family: posthoc, distance, shaping, ...
+    data/        files and folders, transforms, embedded data, sources, benchmarks
+    gradients/   autograd scores, per-layer signals and norms, reductions, GAIA, verify, rank
+    models/      architectures, checkpoints, training, anatomy (head, last block, last BN)
+    stats/       metrics (AUROC, FPR95, AUPR), the paired bootstrap
+    scores/      U and V terms, the gradient-score registry, closed forms, fused scoring
+    cache        atomic, self-checking cache entries
+    _checks      input validation and the errors every layer raises; _version
+
+The public API is the names below (``score``, ``SCORES``, ``auroc``, …), ``ood_lib.detectors.create``
+and the modules the book's appendix names.
 """
 
 from ._checks import OODInputError
-from .metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scores, fpr95
-from .scores import ALIASES, GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, canonical, closed_form, score
+from .stats.metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scores, fpr95
+from .scores.closed_forms import ALIASES, GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, canonical, closed_form, score
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ALIASES",

@@ -18,6 +18,10 @@ class OODInputError(ValueError):
     """Raised for input that cannot be scored or evaluated; the message names the problem."""
 
 
+class DataNotFoundError(FileNotFoundError):
+    """A data set or file is missing; the message says where it was looked for and how to get it."""
+
+
 def as_float_tensor(x: Any, name: str, ndim: int | None = None) -> torch.Tensor:
     """Return ``x`` as a floating tensor (float64 kept, every other dtype promoted safely).
 

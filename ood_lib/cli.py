@@ -15,7 +15,7 @@ import torch
 
 from ._checks import OODInputError
 from .cache import check_cache_dir, check_writable
-from .config import MIN_BOOT, RunConfig, check_device
+from .run.config import MIN_BOOT, RunConfig, check_device
 
 
 def check_out_file(out: str | None, what: str = "--out") -> None:
@@ -41,16 +41,12 @@ def _check_verify_options(args) -> None:
 def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
     """The model and real ID test images ``verify`` runs on: a benchmark's (default ``embedded``, or
     ``cifar10`` when a checkpoint is given), optionally with another architecture and weights."""
-    from . import data
-    from .benchmarks import get_benchmark
+    from .data import files as data
+    from .data.benchmarks import get_benchmark
 
     name = args.benchmark or ("cifar10" if args.checkpoint else "embedded")
     bench = get_benchmark(name)
-    root = data.data_root(args.data_root)
-    if root is None and args.checkpoint and bench.needs_root:
-        ckpt = Path(args.checkpoint).resolve()
-        if (ckpt.parent.parent / "CIFAR10-JPEG").is_dir():
-            root = ckpt.parent.parent  # the checkpoint sits in a data root's weights/
+    root = data.data_root(args.data_root, beside=args.checkpoint if bench.needs_root else None)
     if root is None and bench.needs_root:
         raise OODInputError(
             f"verify on {name!r} needs its real images: pass --data-root DIR (or set ${data.DATA_ROOT_ENV}), "
@@ -66,7 +62,7 @@ def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
 
 def _verify_layers(args, model, x, what, dev) -> int:
     """``verify --layers``: every parameter tensor's batched per-sample gradient norms vs the loop."""
-    from .verify import verify_layers
+    from .gradients.verify import verify_layers
 
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",") if s.strip()]
     with torch.autocast(dev.type, enabled=False):
@@ -97,8 +93,8 @@ def _verify_layers(args, model, x, what, dev) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .features import resolve_device
-    from .verify import verify
+    from .run.features import resolve_device
+    from .gradients.verify import verify
 
     from ._checks import check_temperature
 
@@ -116,7 +112,7 @@ def cmd_verify(args) -> int:
     print(f"Autograd vs closed form, float64 on {dev}, T = {args.temperature}: {what}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2e}"))
     if args.csv:
-        from .envinfo import environment
+        from .run.envinfo import environment
 
         out = table.assign(**{k: v for k, v in environment(str(dev)).items() if k in ("device_name", "torch")})
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +120,7 @@ def cmd_verify(args) -> int:
     exact = table[table.wrt.isin(["W", "W,b"])]
     worst = float(exact[[c for c in table.columns if c.startswith("v_diff")]].to_numpy().max())
     worst_rel = float(exact[[c for c in table.columns if c.startswith("rel_diff")]].to_numpy().max())
-    from .scores import v_term
+    from .scores.closed_forms import v_term
 
     with torch.no_grad():
         logits = model.double().to(dev)(x.double().to(dev)).cpu()
@@ -140,7 +136,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import run_benchmark
+    from .run.evaluate import run_benchmark
 
     cfg = RunConfig.from_args(args)
     check_out_file(args.out)
@@ -156,16 +152,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _check_study_options(args, cfg: RunConfig) -> None:
+def _check_study_options(args, cfg: RunConfig, bench) -> None:
     """``study``'s own options, before the study runs: resamples, seeds, the output folder."""
-    from .benchmarks import get_benchmark
-
     if args.n_boot < MIN_BOOT:
         raise OODInputError(f"--n-boot must be >= {MIN_BOOT} (fewer give intervals too coarse to read; verdicts "
                             f"need the pre-registered count), got {args.n_boot}")
     if args.seeds < 0:
         raise OODInputError(f"--seeds is the number of training seeds to add (0: none), got {args.seeds}")
-    if args.seeds and get_benchmark(args.benchmark).model.train_epochs is None:
+    if args.seeds and bench.model.train_epochs is None:
         raise OODInputError(f"--seeds: {args.benchmark!r} uses a pretrained checkpoint, there is no training "
                             "seed to vary")
     if args.out is not None:
@@ -177,8 +171,8 @@ def _check_study_options(args, cfg: RunConfig) -> None:
 
 def withhold_verdicts(v, n_boot: int):
     """The verdicts table with the bootstrap's verdicts replaced by "not decided" when ``n_boot`` is
-    below the pre-registered :data:`ood_lib.claims.N_BOOT` (identities rest on a tolerance and stay)."""
-    from .claims import N_BOOT, NOT_RUN
+    below the pre-registered :data:`ood_lib.findings.claims.N_BOOT` (identities rest on a tolerance and stay)."""
+    from .findings.claims import N_BOOT, NOT_RUN
 
     if n_boot >= N_BOOT:
         return v
@@ -187,12 +181,15 @@ def withhold_verdicts(v, n_boot: int):
 
 
 def cmd_study(args) -> int:
-    from .claims import N_BOOT
-    from .study import run_study
+    from .findings.claims import N_BOOT
+    from .findings.study import run_study
+
+    from .data.benchmarks import get_benchmark
 
     cfg = RunConfig.from_args(args)
-    _check_study_options(args, cfg)
-    study = run_study(args.benchmark, cfg, n_boot=args.n_boot)
+    bench = get_benchmark(args.benchmark)  # resolved once, carried through the run
+    _check_study_options(args, cfg, bench)
+    study = run_study(bench, cfg, n_boot=args.n_boot)
     v = study.tables["verdicts"] = withhold_verdicts(study["verdicts"], args.n_boot)
     print(v[["claim", "group", "estimate", "lo", "hi", "verdict"]].to_string(index=False, float_format="%.3g"))
     if args.n_boot < N_BOOT:
@@ -200,9 +197,9 @@ def cmd_study(args) -> int:
     if args.out:
         print(f"\nwrote the tables and their provenance to {study.save(args.out)}")
     if args.seeds:
-        from .study import seed_summary, seed_table
+        from .findings.study import seed_summary, seed_table
 
-        t = seed_table(args.benchmark, tuple(range(args.seeds)), cfg)
+        t = seed_table(bench, tuple(range(args.seeds)), cfg)
         print(seed_summary(t).to_string(index=False, float_format="%.2f"))
         if args.out:
             from .cache import atomic_write_bytes
@@ -211,50 +208,72 @@ def cmd_study(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# --- every option, declared once ---------------------------------------------------------
+# The run's options are RunConfig's fields (``RunConfig.add_arguments``); these are the others. A
+# command takes the ones it lists; a command's own default is set with ``set_defaults``.
+OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
+    "benchmark": (("--benchmark",), dict(default="embedded", help="a registered benchmark (verify's default: "
+                                                                 "embedded, or cifar10 with --checkpoint)")),
+    "out": (("--out",), dict(help="where to write: evaluate's CSV file, study's folder of tables and meta.json")),
+    "csv": (("--csv",), dict(help="also write the table to this CSV file")),
+    "n": (("--n",), dict(type=int, default=64, help="number of images")),
+    "temperature": (("--temperature",), dict(type=float, default=1.0)),
+    "tol": (("--tol",), dict(type=float, default=1e-10, help="fail above this last-layer difference")),
+    "no_loop": (("--no-loop",), dict(action="store_true", help="skip the one-image-at-a-time path")),
+    "layers": (("--layers",), dict(help="instead: per-sample gradient norms of every parameter tensor ('all', or "
+                                        "comma-separated name prefixes), batched vs the batch-1 loop; fail above --tol")),
+    "loss": (("--loss",), dict(default="uniform_kl", choices=["uniform_kl", "ones", "pred"],
+                               help="the loss differentiated with --layers (uniform_kl: GradNorm's KL to uniform)")),
+    "n_boot": (("--n-boot",), dict(type=int, default=1000, help="paired bootstrap resamples (>= 100; verdicts only "
+                                                                "from the pre-registered 1000 up)")),
+    "seeds": (("--seeds",), dict(type=int, default=0, help="also train and evaluate N seeds (models trained here) "
+                                                          "and write seeds.csv")),
+    "timeout_min": (("--timeout-min",), dict(type=float, default=60.0, help="how long a rank waits for the others")),
+}
+# RunConfig fields each command takes (None: all of them)
+VERIFY_RUN = ("data_root", "device", "seed", "model", "checkpoint", "progress")
+EXTRACT_RUN = ("data_root", "device", "seed", "cache_dir", "n_id", "n_ood", "n_fit", "model", "checkpoint",
+               "batch_size", "progress")
+
+
+def _command(sub, name: str, func, options: tuple[str, ...], run: tuple[str, ...] | None, **kw):
+    p = sub.add_parser(name, **kw)
+    for o in options:
+        flags, spec = OPTIONS[o]
+        p.add_argument(*flags, dest=o, **spec)
+    RunConfig.add_arguments(p, only=run)
+    p.set_defaults(func=func)
+    return p
+
+
+def cmd_extract(args) -> int:
+    """``extract``: every split's features in the cache (sharded over the ranks under torchrun)."""
+    from .run.distributed import run_extract
+
+    cfg = RunConfig.from_args(args)  # every option checked, and the cache found writable, before any work
+    check_cache_dir(cfg.cache_dir)
+    run_extract(args.benchmark, cfg, args.timeout_min)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ood_lib", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
+    v = _command(sub, "verify", cmd_verify, ("benchmark", "csv", "n", "temperature", "tol", "no_loop", "layers", "loss"),
+                 VERIFY_RUN, help="autograd gradient scores vs their closed forms")
+    v.set_defaults(benchmark=None, device="cpu")  # float64 either way
+    _command(sub, "evaluate", cmd_evaluate, ("benchmark", "out"), None, help="every score on one benchmark, as a CSV")
+    _command(sub, "study", cmd_study, ("benchmark", "out", "n_boot", "seeds"), None,
+             help="the pre-registered verdicts and the tables behind them (a folder of CSVs)")
+    _command(sub, "extract", cmd_extract, ("benchmark", "timeout_min"), EXTRACT_RUN,
+             help="extract and cache every split's features (under torchrun: sharded over the ranks)",
+             description="Extract and cache every split's features. Under torchrun each rank takes a slice of "
+                         "every split (device 'auto'/'cuda': cuda:$LOCAL_RANK) and rank 0 joins the slices.")
+    return p
 
-    v = sub.add_parser("verify", help="autograd gradient scores vs their closed forms")
-    v.add_argument("--benchmark", help="whose model and ID test images (default: embedded; cifar10 with --checkpoint)")
-    v.add_argument("--checkpoint", help="model weights (default: the benchmark's own model)")
-    v.add_argument("--model", help="architecture instead of the benchmark's: a registered name, cifar_resnet "
-                                   "(any 6n+2 depth, read off the checkpoint), densenet_bc, torchvision:NAME, timm:NAME")
-    v.add_argument("--data-root", help="data root (default: $OOD_DATA_ROOT)")
-    v.add_argument("--device", default="cpu", help="'cpu', 'cuda[:N]' or 'auto' (float64 either way)")
-    v.add_argument("--csv", help="also write the table to this CSV file")
-    v.add_argument("--quiet", action="store_true", help="no progress bars")
-    v.add_argument("--n", type=int, default=64, help="number of images")
-    v.add_argument("--temperature", type=float, default=1.0)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--tol", type=float, default=1e-10, help="fail above this last-layer difference")
-    v.add_argument("--no-loop", action="store_true", help="skip the one-image-at-a-time path")
-    v.add_argument("--layers", help="instead: per-sample gradient norms of every parameter tensor ('all', or "
-                                    "comma-separated name prefixes), batched vs the batch-1 loop; fail above --tol")
-    v.add_argument("--loss", default="uniform_kl", choices=["uniform_kl", "ones", "pred"],
-                   help="the loss differentiated with --layers (uniform_kl: GradNorm's KL to uniform)")
-    v.set_defaults(func=cmd_verify)
 
-    e = sub.add_parser("evaluate", help="every score on one benchmark, as a CSV")
-    e.add_argument("--benchmark", default="embedded")
-    e.add_argument("--out", help="CSV file to write")
-    RunConfig.add_arguments(e)
-    e.set_defaults(func=cmd_evaluate)
-
-    st = sub.add_parser("study", help="the pre-registered verdicts and the tables behind them (a folder of CSVs)")
-    st.add_argument("--benchmark", default="embedded")
-    st.add_argument("--out", help="folder to write the tables and meta.json into (e.g. results/recorded/NAME)")
-    st.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples (>= 100; verdicts only from the pre-registered 1000 up)")
-    st.add_argument("--seeds", type=int, default=0,
-                    help="also train and evaluate N seeds (models trained here) and write seeds.csv")
-    RunConfig.add_arguments(st)
-    st.set_defaults(func=cmd_study)
-
-    from .distributed import add_extract_parser
-
-    add_extract_parser(sub)
-
-    args = p.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         return args.func(args)
     except (OODInputError, FileNotFoundError) as exc:

@@ -110,7 +110,7 @@ _TRAINED: dict[tuple, dict] = {}
 
 
 def _train_once_per_session(real):
-    """``real`` (ood_lib.train.train_classifier) run once per (architecture, initial weights,
+    """``real`` (ood_lib.models.train.train_classifier) run once per (architecture, initial weights,
     training data, settings); later calls load the weights that run produced. Training is
     deterministic (a test with ``real_training`` retrains and compares), so this changes time,
     not results."""
@@ -132,7 +132,7 @@ def _train_once_per_session(real):
 
 @pytest.fixture(autouse=True)
 def _train_once(monkeypatch):
-    import ood_lib.train as T
+    import ood_lib.models.train as T
 
     monkeypatch.setattr(T, "train_classifier", _train_once_per_session(T.train_classifier))
 
@@ -140,7 +140,7 @@ def _train_once(monkeypatch):
 @pytest.fixture
 def real_training(monkeypatch, _train_once):
     """From here on, this test trains for real."""
-    import ood_lib.train as T
+    import ood_lib.models.train as T
 
     monkeypatch.setattr(T, "train_classifier", T.train_classifier.__wrapped__)
 
@@ -148,8 +148,8 @@ def real_training(monkeypatch, _train_once):
 @pytest.fixture(scope="session")
 def embedded_model_cache(tmp_path_factory):
     """A cache folder holding the embedded benchmark's trained CNN (trained once per session)."""
-    import ood_lib.train as T
-    from ood_lib.benchmarks import get_benchmark
+    import ood_lib.models.train as T
+    from ood_lib.data.benchmarks import get_benchmark
 
     folder = tmp_path_factory.mktemp("models-cache")
     with pytest.MonkeyPatch.context() as mp:

@@ -8,7 +8,7 @@ import torch
 
 from ood_lib import OODInputError
 from ood_lib.gradients import gradient_score, target_spread
-from ood_lib.metrics import auroc, bootstrap_ci, evaluate_scores, fpr_at_tpr
+from ood_lib.stats.metrics import auroc, bootstrap_ci, evaluate_scores, fpr_at_tpr
 from ood_lib.scores import closed_form, grid_names, score, u_term, v_term
 
 H = torch.ones(3, 4)
@@ -82,7 +82,7 @@ def test_constant_scores_are_defined():
 
 
 def test_detector_and_run_option_errors(record):
-    from ood_lib.config import RunConfig
+    from ood_lib.run.config import RunConfig
     from ood_lib.detectors import create
 
     cases = {

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import SHARED_DATA, needs_shared_data
 from ood_lib import OODInputError
-from ood_lib.benchmarks import BENCHMARKS, get_benchmark
+from ood_lib.data.benchmarks import BENCHMARKS, get_benchmark
 from ood_lib.data import DataNotFoundError, ImageFiles, read_idx
 
 
@@ -91,8 +91,8 @@ def test_imagenet_subset_layout_on_synthetic_files(tmp_path):
 
 
 def test_a_new_benchmark_is_one_declaration(tmp_path):
-    from ood_lib import sources as S
-    from ood_lib.benchmarks import MNIST_PREP, Benchmark, ModelSpec, OODSet
+    from ood_lib.data import sources as S
+    from ood_lib.data.benchmarks import MNIST_PREP, Benchmark, ModelSpec, OODSet
 
     b = Benchmark("digits_vs_noise", "embedded digits vs noise only", 10, S.embedded_mnist,
                   (OODSet("noise", "uniform noise", "far", S.noise(50)),), ModelSpec("mnist_cnn", train_epochs=1),
@@ -105,7 +105,7 @@ def test_a_new_benchmark_is_one_declaration(tmp_path):
 @needs_shared_data("CIFAR10-JPEG", "test")
 @needs_shared_data("weights", "resnet20-12fca82f.th")
 def test_resnet20_accuracy_on_jpeg_cifar10():
-    from ood_lib.features import extract
+    from ood_lib.run.features import extract
 
     b = get_benchmark("cifar10")
     sp = b.splits(SHARED_DATA, n_id=600, seed=0)
@@ -141,7 +141,7 @@ def test_imagenet_loader_on_synthetic_folders(synthetic_imagenet):
 
 
 def test_imagenet_end_to_end_with_random_weights(synthetic_imagenet, tmp_path):
-    from ood_lib.evaluate import run_benchmark
+    from ood_lib.run.evaluate import run_benchmark
 
     df = run_benchmark("imagenet", data_root=synthetic_imagenet, checkpoint="random", cache_dir=tmp_path / "c",
                        methods=["msp", "gradnorm", "gradnorm_autograd", "l1*msp", "knn", "odin"],
@@ -189,8 +189,8 @@ def test_idx_reader_rejects_corrupt_files(tmp_path):
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
-    from ood_lib.transforms import cifar_eval_transform
-    from ood_lib.features import extract
+    from ood_lib.data.transforms import cifar_eval_transform
+    from ood_lib.run.features import extract
     from ood_lib.models import CifarResNet
 
     _write_images(tmp_path / "imgs", 3)
@@ -209,7 +209,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
 def test_image_to_input_matches_torchvision(size):
     from torchvision import transforms as T
 
-    from ood_lib.transforms import cifar_eval_transform, imagenet_transform, mnist_image_transform
+    from ood_lib.data.transforms import cifar_eval_transform, imagenet_transform, mnist_image_transform
     from ood_lib.data import IMAGENET_MEAN, IMAGENET_STD
 
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
@@ -227,7 +227,7 @@ def test_image_to_input_matches_torchvision(size):
 
 @needs_shared_data("CIFAR10-JPEG", "test")
 def test_batched_decoding_equals_the_per_image_path():
-    from ood_lib.features import batch_loader
+    from ood_lib.run.features import batch_loader
 
     sp = get_benchmark("cifar10").splits(SHARED_DATA, n_id=300, n_ood=60, seed=2)
     for key in ("id_test", "textures"):
@@ -240,8 +240,8 @@ def test_batched_decoding_equals_the_per_image_path():
 
 
 def test_batched_decoding_skips_the_same_broken_files(tmp_path):
-    from ood_lib.transforms import cifar_eval_transform
-    from ood_lib.features import batch_loader
+    from ood_lib.data.transforms import cifar_eval_transform
+    from ood_lib.run.features import batch_loader
 
     _write_images(tmp_path / "imgs", 3, size=32)
     for i in range(3):  # 32×32 JPEGs take the batched path

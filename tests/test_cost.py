@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from ood_lib import OODInputError
-from ood_lib.cost import (LAYER_CHUNK, LAYER_LOOP_PATHS, LAYER_PATHS, layer_ratios,
+from ood_lib.run.cost import (LAYER_CHUNK, LAYER_LOOP_PATHS, LAYER_PATHS, layer_ratios,
                           path_functions, score_cost)
-from ood_lib.layer_gradients import layer_grad_norms
+from ood_lib.gradients.layers import layer_grad_norms
 from ood_lib.models import FeatureModel
 
 
@@ -120,7 +120,7 @@ def test_layer_ratios_bad_input(table, kw, match):
 
 def test_per_layer_paths_batch_in_chunks_of_layer_chunk(monkeypatch):
     seen = []
-    import ood_lib.cost as cost
+    import ood_lib.run.cost as cost
 
     def spy(model, x, method="vmap", chunk_size=None):
         seen.append((method, chunk_size))
@@ -135,8 +135,8 @@ def test_per_layer_paths_batch_in_chunks_of_layer_chunk(monkeypatch):
 def test_path_value_and_ms_per_call_read_one_row_and_name_what_is_missing():
     import pandas as pd
 
-    from ood_lib.cost import ms_per_call, path_value
-    from ood_lib.report import step_label
+    from ood_lib.run.cost import ms_per_call, path_value
+    from ood_lib.book.report import step_label
 
     t = pd.DataFrame({"model": ["resnet20", "resnet20"], "path": ["forward", "closed_form"],
                       "batch": [256, 256], "ms_per_image": [0.01, 0.04], "ratio_to_forward": [1.0, 4.0]})

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from ood_lib import OODInputError
-from ood_lib.decide import (Replicates, bonferroni_level, conjunction, decisions_table, four_way,
+from ood_lib.findings.decide import (Replicates, bonferroni_level, conjunction, decisions_table, four_way,
                             min_resamples)
-from ood_lib.metrics import auroc, fpr95
-from ood_lib.paired import verdict as old_verdict
+from ood_lib.stats.metrics import auroc, fpr95
+from ood_lib.stats.paired import verdict as old_verdict
 
 B = 2000
 
@@ -53,7 +53,7 @@ def test_fpr95_of_the_resamples_equals_the_metric_on_the_resampled_arrays():
     ids = {"a": np.round(rng.normal(1, 1, 300), 1), "b": rng.normal(0.5, 1, 300)}
     ood = {"s": {"a": np.round(rng.normal(0, 1, 120), 1), "b": rng.normal(0, 1, 120)}}
     r = Replicates.paired(ids, ood, n_boot=5, seed=1)
-    from ood_lib.paired import PairedBootstrap
+    from ood_lib.stats.paired import PairedBootstrap
 
     pb = PairedBootstrap(ids, ood, n_boot=5, seed=1)
     for b in range(5):

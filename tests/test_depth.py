@@ -11,18 +11,18 @@ import torch
 from torch import nn
 
 from ood_lib import OODInputError
-from ood_lib.benchmarks import MNIST_STD
-from ood_lib.config import RunConfig
-from ood_lib.depth import (DEPTH_COLUMNS, GAIA_COLUMNS, GAIA_LAST, best_forward_only, depth_figure, depth_scores,
+from ood_lib.data.benchmarks import MNIST_STD
+from ood_lib.run.config import RunConfig
+from ood_lib.findings.depth import (DEPTH_COLUMNS, GAIA_COLUMNS, GAIA_LAST, best_forward_only, depth_figure, depth_scores,
                            depth_table, gaia_table, layer_blocks, odin_first_order, odin_terms)
 from ood_lib.detectors import ODIN, create
 from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
-from ood_lib.evaluate import Prepared, prepare
-from ood_lib.features import batch_loader
+from ood_lib.run.evaluate import Prepared, prepare
+from ood_lib.run.features import batch_loader
 from ood_lib.gradients import gradient_score
-from ood_lib.metrics import auroc
+from ood_lib.stats.metrics import auroc
 from ood_lib.models import CifarResNet, DenseNetBC, MnistCNN
-from ood_lib.paired import VERDICTS
+from ood_lib.stats.paired import VERDICTS
 from conftest import REPO, SHARED_DATA, needs_shared_data
 
 

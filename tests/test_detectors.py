@@ -96,7 +96,7 @@ def test_fit_accepts_fitdata_features_objects_and_arrays():
     g = np.random.default_rng(1)
     h, y = g.normal(size=(30, 3)), np.repeat([0, 1, 2], 10)
 
-    class Feats:  # anything with h / logits / labels, as ood_lib.features.Features
+    class Feats:  # anything with h / logits / labels, as ood_lib.run.features.Features
         def __init__(self):
             self.h, self.logits, self.labels = h, None, y
 

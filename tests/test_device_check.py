@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ood_lib.verify import recorded_checks
+from ood_lib.gradients.verify import recorded_checks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ from torch import nn
 import ood_lib
 from ood_lib.data import ArrayImages, ImageFiles, Split
 from ood_lib.cache import write_arrays
-from ood_lib.distributed import extract_benchmark, extract_sharded, shard_batches, shard_key, shard_path
-from ood_lib.features import cache_key, extract, read_features
+from ood_lib.run.distributed import extract_benchmark, extract_sharded, shard_batches, shard_key, shard_path
+from ood_lib.run.features import cache_key, extract, read_features
 from ood_lib.models import FeatureModel, MnistCNN
 
 SRC = str(Path(ood_lib.__file__).resolve().parents[1])
@@ -49,7 +49,7 @@ def test_shards_are_whole_contiguous_batches():
 
 
 def test_torchrun_two_cpu_ranks_write_the_single_process_cache(tmp_path):
-    """``torchrun --nproc-per-node 2 -m ood_lib.distributed extract`` on the embedded benchmark
+    """``torchrun --nproc-per-node 2 -m ood_lib extract`` on the embedded benchmark
     (subsampled, random CNN weights) gives byte-identical cache files to one process."""
     torch.manual_seed(5)
     ckpt = tmp_path / "cnn.pt"
@@ -57,7 +57,7 @@ def test_torchrun_two_cpu_ranks_write_the_single_process_cache(tmp_path):
     args = ["extract", "--benchmark", "embedded", "--checkpoint", str(ckpt), "--n-id", "200", "--n-ood", "100",
             "--n-fit", "300", "--batch-size", "32", "--device", "cpu", "--quiet"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "ood_lib.distributed"]
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "ood_lib"]
     run = subprocess.run(cmd + args + ["--cache-dir", str(tmp_path / "two")], env=loopback_env(),
                          capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -72,7 +72,7 @@ def test_torchrun_two_cpu_ranks_write_the_single_process_cache(tmp_path):
     for f in one.values():
         again = read_features(tmp_path / "two" / "features" / f"{f.key}.npz", f.key)
         np.testing.assert_array_equal(again.h, f.h)
-    from ood_lib.evaluate import prepare
+    from ood_lib.run.evaluate import prepare
 
     prep = prepare("embedded", checkpoint=str(ckpt), n_id=200, n_ood=100, n_fit=300, device="cpu",
                    cache_dir=tmp_path / "two", progress=False)

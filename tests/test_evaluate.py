@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ood_lib.evaluate as ev
+import ood_lib.run.evaluate as ev
 from ood_lib import OODInputError
-from ood_lib.benchmarks import get_benchmark
-from ood_lib.config import RunConfig
-from ood_lib.detectors import FitData, create, fitted
-from ood_lib.features import extract
-from ood_lib.results import method_rows
+from ood_lib.data.benchmarks import get_benchmark
+from ood_lib.run.config import RunConfig
+from ood_lib.detectors import KNN, FitData, Mahalanobis, ReAct, create
+from ood_lib.run.features import extract
+from ood_lib.run.results import method_rows
 
 SMALL = dict(n_id=200, n_ood=100, n_fit=400, progress=False)
 
@@ -56,7 +56,7 @@ def test_every_method_every_set(cache, tmp_path):
 def test_fitted_baselines_only_ever_see_the_id_training_split(tmp_path, monkeypatch):
     cache = tmp_path  # a fresh cache: cached scores would skip the fits being watched
     seen = []
-    for cls in (fitted.Mahalanobis, fitted.ReAct, fitted.KNN):
+    for cls in (Mahalanobis, ReAct, KNN):
 
         def recording_fit(self, train, logits=None, labels=None, real=cls.fit):
             t = FitData.of(train, logits, labels)
@@ -166,8 +166,31 @@ def test_one_run_configuration_for_api_and_command_line(cache):
     assert got.params_for("knn") == {"k": 7} and got.params_for("msp") == {}
 
 
+def test_the_benchmark_is_resolved_once_per_run(cache, monkeypatch):
+    """A run looks its benchmark up by name once and carries the object (``Prepared.benchmark``)."""
+    import ood_lib.data.benchmarks as B
+    from ood_lib.findings.study import run_study
+
+    lookups = []
+
+    class Counting(dict):
+        def __getitem__(self, name):
+            lookups.append(name)
+            return super().__getitem__(name)
+
+    monkeypatch.setattr(B, "BENCHMARKS", Counting(B.BENCHMARKS))
+    prep = ev.prepare("embedded", RunConfig(cache_dir=cache, **SMALL), with_train=False)
+    assert lookups == ["embedded"] and prep.benchmark is B.BENCHMARKS["embedded"] and prep.name == "embedded"
+    lookups.clear()
+    ev.run_benchmark("embedded", cache_dir=cache, methods=["msp", "odin"], **SMALL)
+    assert lookups == ["embedded"]
+    lookups.clear()
+    run_study("embedded", RunConfig(cache_dir=cache, **SMALL), n_boot=100)
+    assert lookups == ["embedded"]
+
+
 def test_analysis_scores_through_the_runners_dispatch(cache):
-    from ood_lib import analysis
+    from ood_lib.findings import analysis
 
     methods = ["msp", "gradnorm", "gradnorm_autograd", "knn"]
     prep = ev.prepare("embedded", cache_dir=cache, **SMALL)

@@ -11,9 +11,9 @@ import pytest
 from scipy import stats
 
 from ood_lib import OODInputError
-from ood_lib.explain import (distribution_figure, factor_figure, factor_table, histograms, histograms2d,
+from ood_lib.findings.explain import (distribution_figure, factor_figure, factor_table, histograms, histograms2d,
                              joint_figure, norm_effect)
-from ood_lib.metrics import auroc
+from ood_lib.stats.metrics import auroc
 
 
 def synthetic(seed: int = 0) -> tuple[dict, dict]:
@@ -159,6 +159,6 @@ def test_figures_have_the_expected_axes(tables):
 
 
 def test_import_does_not_load_pyplot():
-    code = "import sys, ood_lib.explain; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot loaded'"
+    code = "import sys, ood_lib.findings.explain; assert 'matplotlib.pyplot' not in sys.modules, 'pyplot loaded'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

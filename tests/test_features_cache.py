@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ood_lib.data import ArrayImages, ImageFiles
-from ood_lib.features import cache_key, extract, features_path, forward_batches, read_features, write_features
+from ood_lib.run.features import cache_key, extract, features_path, forward_batches, read_features, write_features
 from ood_lib.models import MnistCNN
-from ood_lib.transforms import mnist_array_transform, mnist_image_transform
+from ood_lib.data.transforms import mnist_array_transform, mnist_image_transform
 
 
 @pytest.fixture

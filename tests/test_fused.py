@@ -6,8 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ood_lib import OODInputError, fused
-from ood_lib.cost import FEW_MEMBERS, operator_calls
+from ood_lib import OODInputError
+from ood_lib.scores import fused
+from ood_lib.run.cost import FEW_MEMBERS, operator_calls
 from ood_lib.scores import SCORES, per_member_scores, score, score_matrix, scores, u_term, v_term
 
 ALL = list(SCORES)
@@ -103,8 +104,8 @@ def _prepared(tmp_path):
     """A Prepared with random cached features of three sets (no model, no images)."""
     import numpy as np
 
-    from ood_lib.config import RunConfig
-    from ood_lib.evaluate import Prepared
+    from ood_lib.run.config import RunConfig
+    from ood_lib.run.evaluate import Prepared
 
     g = np.random.default_rng(0)
     feats = {k: SimpleNamespace(h=np.abs(g.normal(size=(30, 6))).astype(np.float32),
@@ -117,7 +118,7 @@ def _prepared(tmp_path):
 def test_the_runner_scores_closed_forms_together_and_caches_each(tmp_path):
     import numpy as np
 
-    from ood_lib import evaluate as ev
+    from ood_lib.run import evaluate as ev
     from ood_lib.detectors import create
 
     prep = _prepared(tmp_path)

@@ -13,12 +13,12 @@ from matplotlib.text import Text  # noqa: E402
 
 from conftest import SHARED_DATA, needs_shared_data  # noqa: E402
 from ood_lib import OODInputError  # noqa: E402
-from ood_lib import embedded as E  # noqa: E402
-from ood_lib.benchmarks import get_benchmark  # noqa: E402
+from ood_lib.data import embedded as E  # noqa: E402
+from ood_lib.data.benchmarks import get_benchmark  # noqa: E402
 from ood_lib.data import subsample  # noqa: E402
-from ood_lib.gallery import (Thumbnails, gallery_figure, load_gallery, sample_images, save_gallery,  # noqa: E402
+from ood_lib.book.gallery import (Thumbnails, gallery_figure, load_gallery, sample_images, save_gallery,  # noqa: E402
                              to_uint8)
-from ood_lib.labels import set_label  # noqa: E402
+from ood_lib.findings.labels import set_label  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_cifar10_from_the_data_root():
 
 
 def test_samples_or_recorded_reads_recorded_thumbnails_and_says_when_there_are_none(tmp_path):
-    from ood_lib.gallery import samples_or_recorded
+    from ood_lib.book.gallery import samples_or_recorded
 
     assert samples_or_recorded("cifar10", None, tmp_path, live=False) is None
     samples = sample_images("embedded", n=2)

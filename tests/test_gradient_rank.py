@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ood_lib import OODInputError
-from ood_lib.gradient_rank import rank_one_residual, residual_of
-from ood_lib.layer_plots import NO_CLOSED_FORM, rank_one_figure
+from ood_lib.gradients.rank import rank_one_residual, residual_of
+from ood_lib.book.layer_plots import NO_CLOSED_FORM, rank_one_figure
 
 
 def conv_net(size: int, seed: int = 0) -> nn.Module:

@@ -11,7 +11,7 @@ from PIL import Image
 
 import ood_lib.data as D
 from ood_lib.data import ImageFiles, file_digest, image_folder
-from ood_lib.features import extract
+from ood_lib.run.features import extract
 
 
 class TwoChannels:

@@ -3,10 +3,10 @@
 import pandas as pd
 import pytest
 
-from ood_lib.benchmarks import BENCHMARKS
-from ood_lib.evaluate import available_methods
-from ood_lib.labels import group_label, method_label, model_name, relabel, set_label, short_pair, term_label
-from ood_lib.outputs import GRID_U, GRID_V, U_TERMS, V_TERMS
+from ood_lib.data.benchmarks import BENCHMARKS
+from ood_lib.run.evaluate import available_methods
+from ood_lib.findings.labels import group_label, method_label, model_name, relabel, set_label, short_pair, term_label
+from ood_lib.scores.terms import GRID_U, GRID_V, U_TERMS, V_TERMS
 from ood_lib.scores import PREREGISTERED
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from conftest import RESNET20, needs_shared_data
 from ood_lib import OODInputError
 from ood_lib.gradients import gradient_score
-from ood_lib.layer_gradients import (INPUT, fastest_method, gap_conv_closed_form, layer_grad_norms,
+from ood_lib.gradients.layers import (INPUT, fastest_method, gap_conv_closed_form, layer_grad_norms,
                                      linear_closed_form)
 from ood_lib.models import CifarResNet, DenseNetBC, FeatureModel, MnistCNN
 
@@ -220,7 +220,7 @@ def test_shared_linear_is_not_called_an_outer_product():
 
 
 def test_verify_layers_table():
-    from ood_lib.verify import verify_layers
+    from ood_lib.gradients.verify import verify_layers
 
     model, x = _model("gap")
     t = verify_layers(model.float(), x.float(), loss="pred")  # verify_layers runs in float64 itself
@@ -248,7 +248,7 @@ def test_verify_layers_command_on_the_real_resnet20(capsys):
 
 
 def test_cost_benchmark_has_the_per_layer_rows():
-    from ood_lib.cost import LAYER_PATHS, score_cost
+    from ood_lib.run.cost import LAYER_PATHS, score_cost
 
     model, x = _model("gap")
     t = score_cost(model.float(), x.float(), label="gap", repeats=1, paths=("forward",) + LAYER_PATHS)

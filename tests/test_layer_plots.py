@@ -3,7 +3,7 @@
 import pytest
 
 from ood_lib import OODInputError
-from ood_lib.layer_plots import rank_one_figure
+from ood_lib.book.layer_plots import rank_one_figure
 
 
 def test_rank_one_figure_marks_the_head():

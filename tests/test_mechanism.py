@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from ood_lib.mechanism import TAU, feature_norm_auroc, predict_feature_norm_effect
+from ood_lib.findings.mechanism import TAU, feature_norm_auroc, predict_feature_norm_effect
 
 PAGE = REPO / "book" / "preregistration.md"
 

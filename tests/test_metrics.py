@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from ood_lib.metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scores, fpr95, fpr_at_tpr
+from ood_lib.stats.metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scores, fpr95, fpr_at_tpr
 
 
 def sk_fpr95(id_s, ood_s):

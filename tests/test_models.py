@@ -14,10 +14,10 @@ from PIL import Image
 from torch import nn
 
 from ood_lib import OODInputError
-from ood_lib.transforms import CIFAR_MEAN as CIFAR_DENSENET_MEAN
-from ood_lib.transforms import CIFAR_STD as CIFAR_DENSENET_STD
-from ood_lib.transforms import LITE_MEAN as EFFICIENTNET_LITE_MEAN
-from ood_lib.transforms import LITE_STD as EFFICIENTNET_LITE_STD
+from ood_lib.data.transforms import CIFAR_MEAN as CIFAR_DENSENET_MEAN
+from ood_lib.data.transforms import CIFAR_STD as CIFAR_DENSENET_STD
+from ood_lib.data.transforms import LITE_MEAN as EFFICIENTNET_LITE_MEAN
+from ood_lib.data.transforms import LITE_STD as EFFICIENTNET_LITE_STD
 from ood_lib.models import (
     CifarResNet,
     DenseNetBC,

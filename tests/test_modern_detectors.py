@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from ood_lib import OODInputError
 from ood_lib.detectors import DETECTORS, FitData, create
-from ood_lib.detectors.modern import knn_k_for_bank, paper_setting, vim_principal_dim
+from ood_lib.detectors.settings import knn_k_for_bank, paper_setting, vim_principal_dim
 
 NAMES = ["vim", "ash", "scale", "dice", "gen", "fdbd", "nnguide"]
 

@@ -1,4 +1,4 @@
-"""ood_lib.newer: which newer detector needs a backward pass, and the GAIA summary rows."""
+"""ood_lib.book.newer: which newer detector needs a backward pass, and the GAIA summary rows."""
 
 import numpy as np
 import pandas as pd
@@ -6,9 +6,9 @@ import pytest
 
 from conftest import REPO
 from ood_lib import OODInputError
-from ood_lib.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, newer_table, odin_rows
-from ood_lib.study import load_tables
-from ood_lib.study import Study
+from ood_lib.book.newer import NEWER, RELATION, backward_pass, best_by_kind, gaia_rows, newer_table, odin_rows
+from ood_lib.findings.study import load_tables
+from ood_lib.findings.study import Study
 
 RECORDED = REPO / "results" / "recorded"
 

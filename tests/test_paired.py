@@ -7,8 +7,8 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from ood_lib import OODInputError
-from ood_lib.metrics import auroc
-from ood_lib.paired import VERDICTS, Difference, PairedBootstrap, holm, verdict
+from ood_lib.stats.metrics import auroc
+from ood_lib.stats.paired import VERDICTS, Difference, PairedBootstrap, holm, verdict
 
 
 def tied_scores(seed: int = 0):

@@ -11,9 +11,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-from ood_lib import plots, tables  # noqa: E402
+from ood_lib.book import plots, tables  # noqa: E402
 from ood_lib._checks import OODInputError  # noqa: E402
-from ood_lib.labels import method_label, set_label  # noqa: E402
+from ood_lib.findings.labels import method_label, set_label  # noqa: E402
 
 
 def assert_inside_canvas(fig):

@@ -1,9 +1,9 @@
 """The pre-registration page states exactly the claims the code decides, and no other page types a
-verdict: every verdict word the book shows comes from ood_lib.claims / ood_lib.study."""
+verdict: every verdict word the book shows comes from ood_lib.findings.claims / ood_lib.findings.study."""
 
 import re
 
-from ood_lib.claims import CLAIMS, IDENTITY_TOL, MARGINS, MIN_SEEDS, N_BOOT
+from ood_lib.findings.claims import CLAIMS, IDENTITY_TOL, MARGINS, MIN_SEEDS, N_BOOT
 from conftest import REPO
 
 PAGE = REPO / "book" / "preregistration.md"

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ood_lib.config import RunConfig
-from ood_lib.study import Study, differences, run_study, seed_table
+from ood_lib.run.config import RunConfig
+from ood_lib.findings.study import Study, differences, run_study, seed_table
 from conftest import REPO, SHARED_DATA, needs_shared_data
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -119,7 +119,7 @@ def test_recorded_seeds_reproduce(benchmark, tmp_path):
 @pytest.mark.parametrize("benchmark", STUDIES)
 def test_recorded_gallery_reproduces(benchmark):
     """The sample images the evaluation chapter shows without data are the ones the data give."""
-    from ood_lib.gallery import load_gallery, sample_images
+    from ood_lib.book.gallery import load_gallery, sample_images
 
     path = RECORDED / benchmark / "gallery.npz"
     assert path.is_file(), f"{benchmark}: no recorded gallery (tools/record_results.py writes it)"

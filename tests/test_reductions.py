@@ -3,7 +3,7 @@ models, then once the real CIFAR-10 ResNet-20), the fits by hand, the registered
 
 Differences are relative, except where autograd itself forms p_ŷ − 1 (a predicted-label target): there
 the difference is held in units of the feature factor times the bound of the output factor (as
-``ood_lib.verify`` does), since that subtraction loses ε / (1 − max p) of relative precision."""
+``ood_lib.gradients.verify`` does), since that subtraction loses ε / (1 − max p) of relative precision."""
 
 import copy
 import math
@@ -15,9 +15,10 @@ from torch import nn
 from conftest import SHARED_DATA, needs_shared_data
 from ood_lib import OODInputError
 from ood_lib.detectors import DETECTORS, FitData, create
-from ood_lib.gaia import gaia_autograd, gaia_last_closed_form, gap_map, hooked_modules, last_bn_name
+from ood_lib.gradients.gaia import gaia_autograd, gaia_last_closed_form, gap_map, hooked_modules
+from ood_lib.models.anatomy import last_bn_name
 from ood_lib.models import CifarResNet, MnistCNN
-from ood_lib.reductions import (GRADUNC_AGGREGATIONS, KFAC_TARGETS, grad_uncertainty_autograd,
+from ood_lib.gradients.reductions import (GRADUNC_AGGREGATIONS, KFAC_TARGETS, grad_uncertainty_autograd,
                                 grad_uncertainty_closed_form, gradorth_autograd, gradorth_closed_form,
                                 gradorth_subspace, kfac_autograd, kfac_closed_form, kfac_factors)
 
@@ -216,7 +217,7 @@ def test_bad_input_is_named(tiny_model, tiny_images):
 @needs_shared_data("CIFAR10-JPEG", "test")
 @needs_shared_data("weights", "resnet20-12fca82f.th")
 def test_every_reduction_on_the_real_resnet20(capsys):
-    from ood_lib.benchmarks import get_benchmark
+    from ood_lib.data.benchmarks import get_benchmark
 
     bench = get_benchmark("cifar10")
     model = copy.deepcopy(bench.load_model(SHARED_DATA)).double().eval()

@@ -18,14 +18,14 @@ import torch
 
 from conftest import REPO
 from ood_lib import OODInputError
-from ood_lib.analysis import log_variance_shares, rank_agreement
-from ood_lib.benchmarks import get_benchmark, mnist_array_transform
+from ood_lib.findings.analysis import log_variance_shares, rank_agreement
+from ood_lib.data.benchmarks import get_benchmark, mnist_array_transform
 from ood_lib.book import check_glue_value
 from ood_lib.cache import read_arrays, write_arrays
 from ood_lib.data import ArrayImages, DataNotFoundError, ImageFiles, data_root, image_folder
 from ood_lib.detectors import KNN, Mahalanobis
-from ood_lib.evaluate import run_benchmark
-from ood_lib.features import cache_key, extract, resolve_device
+from ood_lib.run.evaluate import run_benchmark
+from ood_lib.run.features import cache_key, extract, resolve_device
 from ood_lib.models import FeatureModel, MnistCNN, build_model
 
 SMALL = dict(n_id=50, n_ood=30, n_fit=100, progress=False)
@@ -279,7 +279,7 @@ def test_results_file_is_replaced_whole(tmp_path, record, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", boom)
-    from ood_lib.results import write_results
+    from ood_lib.run.results import write_results
 
     with pytest.raises(KeyboardInterrupt):
         write_results(df.assign(auroc=0.0), out)

@@ -13,9 +13,18 @@ import pytest  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from ood_lib import OODInputError  # noqa: E402
-from ood_lib.labels import method_label  # noqa: E402
-from ood_lib.metrics import auroc  # noqa: E402
-from ood_lib.roc import FPR_GRID, KEYS, roc_auroc, roc_figure, roc_points, roc_table  # noqa: E402
+from ood_lib.findings.labels import method_label  # noqa: E402
+from ood_lib.stats.metrics import auroc  # noqa: E402
+from ood_lib.book.roc_plot import roc_figure  # noqa: E402
+from ood_lib.findings.roc import FPR_GRID, KEYS, check_roc_table, roc_points, roc_table  # noqa: E402
+
+
+def roc_auroc(roc: pd.DataFrame, ood: str, method: str) -> float:
+    """Area (percent, trapezoid rule) under one thinned curve of a roc table."""
+    check_roc_table(roc, [method])
+    d = roc[roc["ood"] == ood]
+    assert not d.empty, ood
+    return float(100.0 * np.trapezoid(d[method].to_numpy(float), d["fpr"].to_numpy(float)))
 
 
 def scores(seed: int = 0) -> tuple[dict, dict]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ood_lib import OODInputError
-from ood_lib.gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD, flipped_name
+from ood_lib.scores.registry import GRADIENT_SCORES, RUNNER_AUTOGRAD, flipped_name
 from ood_lib.scores import (
     ALIASES, GRADIENT_FORMS, GRADNORM_FORM, GRID_U, GRID_V, PREREGISTERED, SCORES, U_TERMS, V_TERMS, canonical,
     grid_names, score, scores, u_term, uv_members, v_term,
@@ -235,8 +235,8 @@ def test_grid_heatmap_draws_the_honest_grid_and_outlines_two_cells():
     from matplotlib.patches import Rectangle
     from matplotlib.text import Text
 
-    from ood_lib.labels import term_label
-    from ood_lib.plots import grid_heatmap, simplex_figure
+    from ood_lib.findings.labels import term_label
+    from ood_lib.book.plots import grid_heatmap, simplex_figure
 
     names = grid_names()
     df = pd.DataFrame({"method": names + ["msp", "gradnorm"], "ood": "mean",

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from ood_lib._checks import OODInputError
-from ood_lib.claims import CLAIMS, IDENTITY_TOL
-from ood_lib.paired import verdict
-from ood_lib.roc import FPR_GRID, KEYS, roc_auroc
-from ood_lib.study import ROC_METHODS, TABLES, Study, differences, run_study, seed_summary
-from ood_lib import report
+from ood_lib.findings.claims import CLAIMS, IDENTITY_TOL
+from ood_lib.stats.paired import verdict
+from ood_lib.findings.roc import FPR_GRID, KEYS
+from test_roc import roc_auroc
+from ood_lib.findings.study import ROC_METHODS, TABLES, Study, differences, run_study, seed_summary
+from ood_lib.book import report
 
 SMALL = dict(n_id=300, n_ood=150, n_fit=500, progress=False,
              methods=("msp", "energy", "gradnorm_autograd", "exgrad_autograd", "exgrad", "knn"))

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ood_lib import OODInputError
-from ood_lib.tables import captioned
+from ood_lib.book.tables import captioned
 
 
 def test_caption_format_and_alignment():

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from ood_lib import OODInputError
-from ood_lib.benchmarks import get_benchmark, mnist_array_transform
+from ood_lib.data.benchmarks import get_benchmark, mnist_array_transform
 from ood_lib.cache import atomic_write_bytes, read_arrays, write_arrays
-from ood_lib.config import RunConfig
+from ood_lib.run.config import RunConfig
 from ood_lib.data import ArrayImages
-from ood_lib.evaluate import run_benchmark
-from ood_lib.features import extract
-from ood_lib.metrics import evaluate_scores
+from ood_lib.run.evaluate import run_benchmark
+from ood_lib.run.features import extract
+from ood_lib.stats.metrics import evaluate_scores
 from ood_lib.models import FeatureModel, MnistCNN, build_model, load_state_strict
 
 SMALL = dict(n_id=50, n_ood=30, n_fit=100, progress=False)
@@ -292,7 +292,7 @@ def test_repeated_methods_count_once(record):
 def test_verdicts_withheld_below_the_preregistered_resamples(record):
     import pandas as pd
 
-    from ood_lib.claims import N_BOOT
+    from ood_lib.findings.claims import N_BOOT
     from ood_lib.cli import withhold_verdicts
 
     v = pd.DataFrame({"verdict": ["supported", "refuted", "not run"], "lo": [float("nan"), 0.1, float("nan")]})

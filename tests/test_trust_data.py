@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from ood_lib import OODInputError
-from ood_lib import sources as S
-from ood_lib.benchmarks import LITE0_PREP, RESNET20_PREP, get_benchmark
+from ood_lib.data import sources as S
+from ood_lib.data.benchmarks import LITE0_PREP, RESNET20_PREP, get_benchmark
 from ood_lib.data import ImageFiles, read_idx
-from ood_lib.evaluate import run_benchmark
+from ood_lib.run.evaluate import run_benchmark
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # label order
 RUN = dict(checkpoint="random", methods=["msp"], n_ood=10, progress=False)

@@ -11,7 +11,8 @@ import torch
 from conftest import RESNET20, SHARED_DATA, needs_shared_data
 from ood_lib import OODInputError
 from ood_lib.models import CifarResNet, MnistCNN, load_checkpoint
-from ood_lib.verify import default_deeper, recorded_checks, verify
+from ood_lib.gradients.verify import recorded_checks, verify
+from ood_lib.models.anatomy import default_deeper
 
 
 @needs_shared_data("weights", "resnet20-12fca82f.th")
@@ -47,7 +48,7 @@ def test_verify_on_real_images_via_the_command_line():
 @needs_shared_data("CIFAR10-JPEG", "test")
 @needs_shared_data("weights", "resnet20-12fca82f.th")
 def test_verify_table_real_model():
-    from ood_lib.benchmarks import get_benchmark
+    from ood_lib.data.benchmarks import get_benchmark
 
     bench = get_benchmark("cifar10")
     model = bench.load_model(SHARED_DATA)
@@ -83,7 +84,7 @@ def test_verify_cli_reports_missing_images(tmp_path):
 
 
 def test_max_rel_diff_by_hand():
-    from ood_lib.verify import max_rel_diff
+    from ood_lib.gradients.verify import max_rel_diff
 
     t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     assert max_rel_diff(t([1.0, 2.0, 0.0]), t([1.0, 4.0, 0.0])) == 0.5  # |2 − 4| / 4; 0 where both are 0
@@ -92,7 +93,7 @@ def test_max_rel_diff_by_hand():
 
 
 def test_gaia_last_module():
-    from ood_lib.verify import gaia_last_module
+    from ood_lib.gradients.verify import gaia_last_module
 
     x = torch.randn(2, 3, 32, 32)
     assert gaia_last_module(CifarResNet().eval(), x) == "layer3.2.bn2"  # the last BatchNorm called

@@ -4,9 +4,9 @@
     python tools/record_depth.py --data-root DIR --only mnist imagenet_lite    # these
     python tools/record_depth.py --data-root DIR --tables gaia                 # only GAIA's table
 
-Writes ``results/recorded/<benchmark>/depth.csv`` (:func:`ood_lib.depth.depth_table`),
-``depth_odin.csv`` (:func:`ood_lib.depth.odin_first_order`) — together, ``--tables depth`` —,
-``gaia.csv`` (:func:`ood_lib.depth.gaia_table`, ``--tables gaia``) and ``depth.json`` (commit,
+Writes ``results/recorded/<benchmark>/depth.csv`` (:func:`ood_lib.findings.depth.depth_table`),
+``depth_odin.csv`` (:func:`ood_lib.findings.depth.odin_first_order`) — together, ``--tables depth`` —,
+``gaia.csv`` (:func:`ood_lib.findings.depth.gaia_table`, ``--tables gaia``) and ``depth.json`` (commit,
 versions, configuration, the chosen gradient-free reference, blocks, timings; GAIA's under the key
 ``gaia``). Recording only GAIA's table keeps the rest of ``depth.json`` as it is and requires the
 recorded configuration and reference to be the ones computed now. Every image is
@@ -26,16 +26,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ood_lib import depth as D  # noqa: E402
-from ood_lib.config import RunConfig  # noqa: E402
-from ood_lib.cost import LAYER_CHUNK  # noqa: E402
-from ood_lib.envinfo import environment  # noqa: E402
-from ood_lib.evaluate import prepare  # noqa: E402
-from ood_lib.features import batch_loader  # noqa: E402
-from ood_lib.gaia import hooked_modules  # noqa: E402
-from ood_lib.layer_gradients import fastest_method  # noqa: E402
-from ood_lib.study import git_state  # noqa: E402
-from ood_lib.verify import default_deeper  # noqa: E402
+from ood_lib.findings import depth as D  # noqa: E402
+from ood_lib.run.config import RunConfig  # noqa: E402
+from ood_lib.run.cost import LAYER_CHUNK  # noqa: E402
+from ood_lib.run.envinfo import environment  # noqa: E402
+from ood_lib.run.evaluate import prepare  # noqa: E402
+from ood_lib.run.features import batch_loader  # noqa: E402
+from ood_lib.gradients.gaia import hooked_modules  # noqa: E402
+from ood_lib.gradients.layers import fastest_method  # noqa: E402
+from ood_lib.findings.study import git_state  # noqa: E402
+from ood_lib.models.anatomy import default_deeper  # noqa: E402
 
 OUT = REPO / "results" / "recorded"
 # benchmark -> RunConfig overrides: the seeded subsets each recorded run uses

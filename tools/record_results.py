@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from ood_lib.config import RunConfig  # noqa: E402
-from ood_lib.gallery import sample_images, save_gallery  # noqa: E402
-from ood_lib.study import git_state, run_study, seed_summary, seed_table  # noqa: E402
+from ood_lib.run.config import RunConfig  # noqa: E402
+from ood_lib.book.gallery import sample_images, save_gallery  # noqa: E402
+from ood_lib.findings.study import git_state, run_study, seed_summary, seed_table  # noqa: E402
 from recorded_check import check_config, load_meta, run_check, save_check  # noqa: E402
 
 OUT = REPO / "results" / "recorded"
@@ -49,7 +49,7 @@ SEEDS = {"embedded": (0, 1, 2, 3, 4), "mnist": (0, 1, 2, 3, 4)}
 
 
 def _config(benchmark: str, root: str, overrides: dict) -> RunConfig:
-    from ood_lib.evaluate import default_methods
+    from ood_lib.run.evaluate import default_methods
 
     over = dict(overrides)
     exclude = over.pop("exclude", ())

@@ -1,7 +1,7 @@
 """The quick check of a recorded study: the same study, on a fixed seeded subset of its images.
 
 A recorded study (``results/recorded/<benchmark>/``) takes minutes to an hour to recompute. Beside
-it, :func:`save_check` records ``check/``: :func:`ood_lib.study.run_study` run with the study's
+it, :func:`save_check` records ``check/``: :func:`ood_lib.findings.study.run_study` run with the study's
 own configuration (model, data root, methods, seed, detector hyper-parameters) on seeded subsets
 (:data:`SUBSET`: ``n_id`` ID test images, ``n_ood`` images per OOD set, the detectors fitted on
 ``n_fit`` images of the fitting split) with :data:`N_BOOT` paired-bootstrap resamples. It holds
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ood_lib.config import RunConfig
-from ood_lib.study import Study, differences, run_study
+from ood_lib.run.config import RunConfig
+from ood_lib.findings.study import Study, differences, run_study
 
 SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 500}
 N_BOOT = 200

@@ -4,7 +4,7 @@ The last-layer gradient depends on the image only through h, so differentiating 
 cached h gives the same number as backpropagating from the image (:func:`ood_lib.gradients.
 head_gradient_score`). These detectors exist to show, in the results table, that the closed
 forms of :mod:`ood_lib.detectors.posthoc` are the gradient scores: ``<name>_autograd`` is
-registered for every score of :data:`ood_lib.gradient_registry.RUNNER_AUTOGRAD`.
+registered for every score of :data:`ood_lib.scores.registry.RUNNER_AUTOGRAD`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from ..gradient_registry import GRADIENT_SCORES, RUNNER_AUTOGRAD
-from ..gradients import head_gradient_score
-from ..scores import canonical as score_canonical
+from ..scores.registry import GRADIENT_SCORES, RUNNER_AUTOGRAD
+from ..gradients.autograd import head_gradient_score
+from ..scores.closed_forms import canonical as score_canonical
 from .base import Detector, Needs, add, head_of
 
 # per-sample head gradients are (C, D) each: keep a chunk of them near this many bytes

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .._checks import OODInputError, unknown_name
+from .._checks import OODInputError, check_features, check_logits, unknown_name
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class FitData:
     @classmethod
     def of(cls, train: Any, logits: Any = None, labels: Any = None) -> "FitData":
         """``train`` as FitData: FitData itself, anything with ``h``/``logits``/``labels``
-        attributes (e.g. :class:`ood_lib.features.Features`), or an (N, D) feature array."""
+        attributes (e.g. :class:`ood_lib.run.features.Features`), or an (N, D) feature array."""
         if isinstance(train, FitData):
             return train
         if hasattr(train, "h") and hasattr(train, "logits"):
@@ -185,3 +185,44 @@ def canonical(name: str) -> str:
 def as_numpy(s: Any) -> np.ndarray:
     """A score vector as a numpy array (dtype kept)."""
     return s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s)
+
+
+# --- shared checks of the feature-space detectors (distance.py, shaping.py) ------------------
+def _head64(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    head = head_of(model)
+    w = head.weight.detach().cpu().double()
+    b = head.bias.detach().cpu().double() if head.bias is not None else torch.zeros(len(w), dtype=torch.float64)
+    return w, b
+
+
+def _h(features: Any, w: torch.Tensor) -> torch.Tensor:
+    """(N, D) float64 features; D must be the head's (or the bank's) width, ``w.shape[1]``."""
+    h = check_features(features).double()
+    if h.shape[1] != w.shape[1]:
+        raise OODInputError(f"features: have D = {h.shape[1]} columns but the detector takes D = {w.shape[1]}")
+    return h
+
+
+def _f(logits: Any, n: int, c: int | None) -> torch.Tensor:
+    f = check_logits(logits).double()
+    if f.shape[0] != n:
+        raise OODInputError(f"logits: have {f.shape[0]} rows but the features have {n}; they must be the same samples")
+    if c is not None and f.shape[1] != c:
+        raise OODInputError(f"logits: have C = {f.shape[1]} columns but the head has C = {c} classes")
+    return f
+
+
+def _percent(p: float, name: str) -> float:
+    p = float(p)
+    if not 0.0 <= p < 100.0:
+        raise OODInputError(f"{name} must be in [0, 100), got {p}")
+    return p
+
+
+def _n_kept(d: int, percentile: float) -> int:
+    """Activations kept above the percentile, as the ASH / SCALE code counts them (at least one)."""
+    return max(1, d - int(np.round(d * percentile / 100.0)))
+
+
+def _top_mask(h: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.zeros_like(h, dtype=torch.bool).scatter_(1, h.topk(k, dim=1).indices, True)

@@ -1,7 +1,7 @@
 """Gradient detectors published after GradNorm, in their closed forms where they have one.
 
 Each class says what it reads, whether it needs a backward pass, and the published definition it
-reduces (derivations: :mod:`ood_lib.reductions`, :mod:`ood_lib.gaia`; chapter *Gradient scores
+reduces (derivations: :mod:`ood_lib.gradients.reductions`, :mod:`ood_lib.gradients.gaia`; chapter *Gradient scores
 and their closed forms*). Fits see the ID training split only; hyper-parameters are the papers'
 where a paper fixes one, never tuned on OOD data.
 
@@ -20,9 +20,15 @@ from typing import Any
 import torch
 
 from .._checks import OODInputError
-from ..gaia import gaia_autograd, gaia_last_closed_form, gap_map
-from ..reductions import (GRADORTH_THRESHOLD, grad_uncertainty_closed_form, gradorth_closed_form, gradorth_subspace,
-                          kfac_closed_form, kfac_factors)
+from ..gradients.gaia import gaia_autograd, gaia_last_closed_form, gap_map
+from ..gradients.reductions import (
+    GRADORTH_THRESHOLD,
+    grad_uncertainty_closed_form,
+    gradorth_closed_form,
+    gradorth_subspace,
+    kfac_closed_form,
+    kfac_factors,
+)
 from .base import Detector, FitData, FittedDetector, Needs, add, head_of, register
 
 
@@ -134,7 +140,7 @@ def _batches(loader: Any, device: torch.device | str, chunk: int):
 
 
 class GAIALast(Detector):
-    """GAIA (Chen et al., NeurIPS 2023) at the last layer, in closed form (:mod:`ood_lib.gaia`):
+    """GAIA (Chen et al., NeurIPS 2023) at the last layer, in closed form (:mod:`ood_lib.gradients.gaia`):
     GAIA-A_last = Σ_c ρ_c² / (S · ‖Wᵀ(1 − C p)‖₁), GAIA-Z_last = mean_c (ρ_c 1[W_{k*,c} ≠ 0])², with ρ_c
     the activation density of channel c of the last map; −abnormality, higher = ID.
 

@@ -13,7 +13,7 @@ has the sign of ∇ₓ, so in the model's input space the step is
 exactly what the authors' code does (it divides the gradient's sign by the normalisation std), so
 that ε is measured in units of the [0, 1] pixel range. ``epsilon=0`` is the control:
 temperature-scaled MSP. To first order the step raises log S_T by ε‖∇_pixel log S_T‖₁, which
-:func:`ood_lib.depth.odin_first_order` measures (chapter *Gradient scores and their closed forms*,
+:func:`ood_lib.findings.depth.odin_first_order` measures (chapter *Gradient scores and their closed forms*,
 section on depth). Where the gradient is exactly 0, ``sign`` is 0 and that pixel stays put.
 """
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import OODInputError, check_temperature
-from ..layer_signals import channel_std
+from ..gradients.signals import channel_std
 from .base import Detector, Needs, register
 
 

@@ -2,19 +2,21 @@
 
 Every U·V grid member, MSP, MaxLogit and Energy, and the closed form of every gradient score
 (both readings for the mixed-orientation ones), as computed by :mod:`ood_lib.scores`. Every name of
-:data:`ood_lib.scores.SCORES` is registered here, with its aliases declared there.
+:data:`ood_lib.scores.SCORES` is registered here, with its aliases declared there. Then GEN, a
+generalised entropy of p.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from .._checks import unknown_name
-from ..gradient_registry import GRADIENT_FORMS, flipped_name
-from ..scores import ALIASES, SCORES, grid_names, scores
-from .base import Detector, Needs, add
+from .._checks import OODInputError, check_logits, unknown_name
+from ..scores.registry import GRADIENT_FORMS, flipped_name
+from ..scores.closed_forms import ALIASES, SCORES, grid_names, scores
+from .base import Detector, Needs, add, register
 
 
 class ClosedFormScore(Detector):
@@ -89,3 +91,28 @@ for _g in GRADIENT_FORMS.values():
     if _g.flippable:
         add(flipped_name(_g.name), GradientClosedForm, gradient=_g.name, flipped=True,
             **_alias(flipped_name(_g.name)))
+
+
+@register("gen")
+class GEN(Detector):
+    """GEN (Liu, Lochman & Zach, CVPR 2023): −Σ_{j in the top M of p} p_j^γ (1 − p_j)^γ, p = softmax(f).
+
+    γ = 0.1, M = 100: the paper's values (and the authors' ``benchmark.py`` defaults); with fewer
+    than M classes, all C. U·V: a pure V term (a generalised entropy of p), U = 1.
+    """
+
+    needs = Needs(logits=True)
+
+    def __init__(self, gamma: float = 0.1, top_m: int = 100) -> None:
+        try:
+            g, m = float(gamma), int(top_m)
+        except (TypeError, ValueError) as exc:
+            raise OODInputError(f"GEN needs a number gamma and an integer top_m, got {gamma!r}, {top_m!r}") from exc
+        if not (math.isfinite(g) and g > 0) or m < 1:
+            raise OODInputError(f"GEN needs gamma > 0 (finite) and top_m ≥ 1, got gamma={gamma!r}, top_m={top_m!r}")
+        self.gamma, self.top_m = g, m
+
+    def score(self, features: Any, logits: Any) -> torch.Tensor:
+        p = torch.softmax(check_logits(logits).double(), dim=1)
+        top = p.topk(min(self.top_m, p.shape[1]), dim=1).values
+        return -(top.pow(self.gamma) * (1 - top).pow(self.gamma)).sum(1)

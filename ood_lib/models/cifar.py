@@ -19,7 +19,7 @@ from .base import FeatureModel
 from .checkpoint import load_checkpoint, read_state_dict
 
 # Each checkpoint's input normalisation is part of its benchmark's preprocessing
-# (ood_lib.benchmarks; constants in ood_lib.transforms).
+# (ood_lib.data.benchmarks; constants in ood_lib.data.transforms).
 
 
 # --- CIFAR ResNet-6n+2 ("option A" shortcuts) ----------------------------------------------

