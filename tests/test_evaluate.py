@@ -127,13 +127,32 @@ def test_not_applicable_methods_get_rows_and_a_reason(cache, tmp_path):
 
 
 def test_group_rows_only_for_groups_present():
-    prep = SimpleNamespace(benchmark="b", ood_keys=["a", "b"], id_accuracy=90.0,
+    prep = SimpleNamespace(name="b", ood_keys=["a", "b"], id_accuracy=90.0,
                            splits={"a": SimpleNamespace(group="far"), "b": SimpleNamespace(group="far")})
     det = create("msp")
     s = {"id_test": np.arange(10.0), "a": np.arange(10.0) - 3, "b": np.arange(10.0) - 5}
     rows = method_rows(prep, det, s, seconds=0.0, from_cache=False, config=RunConfig())
     assert [r["ood"] for r in rows] == ["a", "b", "far", "mean"]
     assert rows[2]["auroc"] == rows[3]["auroc"] == (rows[0]["auroc"] + rows[1]["auroc"]) / 2
+
+
+def test_the_mean_row_leaves_covariate_sets_out():
+    """One definition of ``mean`` (results.in_mean): the runner's row and the chapters' table agree."""
+    from ood_lib.findings.analysis import metric_table
+
+    groups = {"a": "near", "b": "far", "c": "covariate"}
+    prep = SimpleNamespace(name="b", ood_keys=list(groups), id_accuracy=90.0,
+                           splits={k: SimpleNamespace(group=g) for k, g in groups.items()})
+    s = {"id_test": np.arange(10.0), "a": np.arange(10.0) - 3, "b": np.arange(10.0) - 5, "c": np.arange(10.0)}
+    rows = {r["ood"]: r for r in method_rows(prep, create("msp"), s, seconds=0.0, from_cache=False, config=RunConfig())}
+    assert list(rows) == ["a", "b", "c", "near", "far", "covariate", "mean"]
+    assert rows["mean"]["auroc"] == (rows["a"]["auroc"] + rows["b"]["auroc"]) / 2 != rows["c"]["auroc"]
+    assert rows["mean"]["n_ood"] == 20
+    t = metric_table({k: {"msp": v} for k, v in s.items()}, groups=groups)
+    assert t.loc["mean", "msp"] == rows["mean"]["auroc"] and t.loc["covariate", "msp"] == rows["c"]["auroc"]
+    only_cov = SimpleNamespace(name="b", ood_keys=["c"], id_accuracy=90.0, splits={"c": SimpleNamespace(group="covariate")})
+    assert "mean" not in [r["ood"] for r in method_rows(only_cov, create("msp"), s, seconds=0.0, from_cache=False,
+                                                        config=RunConfig())]
 
 
 def test_score_cache_is_keyed_by_device(cache, monkeypatch):

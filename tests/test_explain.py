@@ -11,8 +11,7 @@ import pytest
 from scipy import stats
 
 from ood_lib import OODInputError
-from ood_lib.findings.explain import (distribution_figure, factor_figure, factor_table, histograms, histograms2d,
-                             joint_figure, norm_effect)
+from ood_lib.findings.explain import distribution_figure, factor_table, histograms, norm_effect
 from ood_lib.stats.metrics import auroc
 
 
@@ -92,10 +91,6 @@ def test_histograms_keep_every_sample_on_shared_edges():
         e = np.array(next(iter(edges.values())))
         steps = np.diff(np.log10(e)) if log else np.diff(e)
         assert np.allclose(steps, steps[0])
-    h2 = histograms2d({k: p["u"] for k, p in s.items()}, {k: p["v"] for k, p in s.items()}, bins=12)
-    for key, g in h2.groupby("set"):
-        assert g["count"].sum() == len(s[key]["u"]) and len(g) == 144
-    assert h2.groupby("set")[["u_left", "v_left"]].apply(lambda g: tuple(map(tuple, g.to_numpy()))).nunique() == 1
 
 
 @pytest.mark.parametrize("mutate,match", [
@@ -120,8 +115,6 @@ def test_other_bad_input_is_named():
         histograms({"id": np.ones(5), "x": np.r_[1.0, 0.0]}, "ood", log=True)
     with pytest.raises(OODInputError, match="non-finite"):
         histograms({"id": np.r_[1.0, np.inf]}, "u")
-    with pytest.raises(OODInputError, match="u has 3 values but v has 2"):
-        histograms2d({"a": np.ones(3)}, {"a": np.ones(2)})
     with pytest.raises(OODInputError, match="bins must be a positive integer"):
         histograms({"a": np.ones(3)}, "u", bins=0)
     with pytest.raises(OODInputError, match="missing column"):
@@ -139,21 +132,17 @@ def tables():
     import matplotlib.pyplot as plt
 
     s, groups = synthetic()
-    u, v = ({k: p[n] for k, p in s.items()} for n in ("u", "v"))
-    yield factor_table(s, groups, "u", "v"), histograms(u, "u", log=True), histograms2d(u, v, bins=15)
+    u = {k: p["u"] for k, p in s.items()}
+    yield histograms(u, "u", log=True)
     plt.close("all")
 
 
 def test_figures_have_the_expected_axes(tables):
-    t, hu, h2 = tables
+    hu = tables
     fig = distribution_figure(hu, "u", "‖h‖₁", names={"low_norm": "Low norm"})
     assert len(fig.axes) == 1 and fig.dpi >= 150 and fig.axes[0].get_xscale() == "log"
     assert len(fig.axes[0].lines) == 2 and len(fig.axes[0].collections) == 1  # OOD lines, ID fill
     assert "Low norm" in [x.get_text() for x in fig.legends[0].get_texts()]
-    fig = joint_figure(h2, "‖h‖₁", "max p", ["low_norm", "high_norm", "low_norm"], ncols=2)
-    assert len(fig.axes) == 3 and fig.dpi >= 150
-    fig = factor_figure(t)
-    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 3 * len(t)
     with pytest.raises(OODInputError, match="no rows for quantity 'v'"):
         distribution_figure(hu, "v", "V")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ood_lib.data as D
+import ood_lib.data.files as D
 from ood_lib.data import ImageFiles, file_digest, image_folder
 from ood_lib.run.features import extract
 

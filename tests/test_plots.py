@@ -9,11 +9,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
 
 from ood_lib.book import plots, tables  # noqa: E402
 from ood_lib._checks import OODInputError  # noqa: E402
-from ood_lib.findings.labels import method_label, set_label  # noqa: E402
 
 
 def assert_inside_canvas(fig):
@@ -23,13 +21,6 @@ def assert_inside_canvas(fig):
     w, h = fig.get_size_inches()
     assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= w + 0.01 and drawn.y1 <= h + 0.01, \
         f"drawn area {drawn.bounds} exceeds the {w} × {h} in canvas"
-
-
-def results(methods=("msp", "gradnorm", "l1*msp"), sets=("font_letters", "textures")):
-    rng = np.random.default_rng(0)
-    rows = [{"method": m, "ood": s, "auroc": a, "auroc_lo": a - 1.0, "auroc_hi": min(a + 1.5, 100.0),
-             "fpr95": 100 - a} for m in methods for s, a in zip(sets, rng.uniform(60, 95, len(sets)))]
-    return pd.DataFrame(rows)
 
 
 def cost_table(ratios_a, ratios_b):
@@ -65,31 +56,6 @@ def test_joint_figure_keeps_the_margins_free_of_labels_and_fits_its_canvas():
         plots.joint_uv_figure(u_id, np.zeros(300), u_ood, np.ones(500), "Digits", "U", "V")
     with pytest.raises(OODInputError, match="same, non-zero length"):
         plots.joint_uv_figure(u_id, np.ones(3), u_ood, np.ones(500), "Digits", "U", "V")
-
-
-def test_metric_bars_start_at_a_stated_floor_with_intervals_and_display_names():
-    df = results()
-    fig = plots.metric_bars(df, ["msp", "gradnorm", "l1*msp"], benchmark="embedded")
-    ax = fig.axes[0]
-    assert fig.dpi >= 150
-    assert ax.get_ylim()[0] == 50 and "axis from 50 (chance)" in ax.get_ylabel()
-    assert [t.get_text() for t in ax.get_xticklabels()] == [set_label(s, "embedded") for s in ("font_letters", "textures")]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [method_label(m) for m in ("msp", "gradnorm", "l1*msp")]
-    whiskers = [c for c in ax.collections if isinstance(c, LineCollection)]
-    assert len(whiskers) == 3  # one set of intervals per method
-    tops = sorted(p.get_y() + p.get_height() for p in ax.patches)
-    assert np.allclose(tops, sorted(df.auroc))  # each bar ends at its value, not at value − floor
-    assert_inside_canvas(fig)
-    plt.close(fig)
-    fig = plots.metric_bars(df.drop(columns=["auroc_lo", "auroc_hi"]), ["msp"], metric="fpr95")
-    ax = fig.axes[0]
-    assert ax.get_ylim()[0] == 0 and "FPR at 95 % TPR (%)" in ax.get_ylabel()
-    assert not [c for c in ax.collections if isinstance(c, LineCollection)]
-    plt.close(fig)
-    with pytest.raises(OODInputError, match="none of the methods"):
-        plots.metric_bars(df, ["knn"])
-    with pytest.raises(OODInputError, match="several rows"):
-        plots.metric_bars(pd.concat([df, df]), ["msp"])
 
 
 def test_cost_figure_draws_ratios_from_a_line_at_one():

@@ -33,7 +33,7 @@ from ood_lib.findings.study import Study, differences, run_study
 
 SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 500}
 N_BOOT = 200
-# The tables small enough to record for every benchmark; hist, hist2d and roc are functions of the
+# The tables small enough to record for every benchmark; hist and roc are functions of the
 # per-image scores, which are compared one by one.
 TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors")
 TOL = 1e-6

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .._checks import OODInputError
-from ..findings.labels import method_label, set_label, term_label
+from ..findings.labels import method_label, term_label
 from ..scores.closed_forms import GRADNORM_FORM, GRID_U, GRID_V, PREREGISTERED, U_TERMS, V_TERMS, grid_names, v_term
 from .tables import cost_path_label, metric_label, model_label
 
@@ -218,48 +218,6 @@ def joint_uv_figure(u_id, v_id, u_ood, v_ood, ood_name: str, u_label: str, v_lab
     key.legend(handles=handles, loc="center", frameon=False, fontsize=8, handletextpad=0.3, borderaxespad=0)
     return fig
 
-
-def metric_bars(df: pd.DataFrame, methods: Sequence[str], metric: str = "auroc", *,
-                benchmark: str | None = None, floor: float | None = None) -> Figure:
-    """Grouped bars: one group per OOD set (display names), one bar per method; the 95 % interval
-    drawn where ``df`` has ``<metric>_lo`` and ``<metric>_hi``.
-
-    The value axis starts at ``floor`` and says so; by default 50 for AUROC (a detector at chance)
-    and 0 otherwise."""
-    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
-
-    _require(df, ("method", "ood", metric), "results")
-    methods = list(dict.fromkeys(methods))
-    d = df[df.method.isin(methods)]
-    if d.empty:
-        raise OODInputError(f"none of the methods {methods} is in the results table")
-    if d.duplicated(["method", "ood"]).any():
-        raise OODInputError("several rows per method and OOD set: pass one benchmark's table")
-    floor = (50.0 if metric == "auroc" else 0.0) if floor is None else float(floor)
-    sets = list(dict.fromkeys(d.ood))
-    width = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(6.5, 3.4), dpi=DPI)
-    has_ci = {f"{metric}_lo", f"{metric}_hi"} <= set(d.columns)
-    for j, m in enumerate(methods):
-        rows = d[d.method == m].set_index("ood").reindex(sets)
-        x = np.arange(len(sets)) - 0.4 + (j + 0.5) * width
-        y = rows[metric].to_numpy(float)
-        ax.bar(x, y - floor, width, bottom=floor, label=method_label(m))
-        if has_ci:
-            lo, hi = rows[f"{metric}_lo"].to_numpy(float), rows[f"{metric}_hi"].to_numpy(float)
-            ok = np.isfinite(lo) & np.isfinite(hi)
-            ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", ecolor="black",
-                        elinewidth=0.8, capsize=1.5)
-    top = 100.0 if metric != "fpr95" else max(float(np.nanmax(d[metric])) * 1.05, floor + 1)
-    ax.set_ylim(floor, top)
-    ax.set_ylabel(f"{metric_label(metric)}\naxis from {floor:g}" + (" (chance)" if metric == "auroc"
-                                                                    and floor == 50 else ""))
-    ax.set_xticks(np.arange(len(sets)), [set_label(s, benchmark) for s in sets], fontsize=8,
-                  rotation=25, ha="right", rotation_mode="anchor")
-    ax.legend(fontsize=8, frameon=False, ncol=min(4, len(methods)), loc="lower center", bbox_to_anchor=(0.5, 1.0))
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    return fig
 
 
 def _times_text(v: float, _pos=None) -> str:

@@ -9,6 +9,7 @@ from scipy import stats
 from .._checks import OODInputError, check_scores
 from ..detectors import create
 from ..run.evaluate import Prepared, detector_scores
+from ..run.results import in_mean
 from ..stats.metrics import auroc, evaluate_scores
 
 
@@ -47,8 +48,9 @@ def metric_table(s: dict[str, dict[str, np.ndarray]], metric: str = "auroc",
             continue
         rows[key] = {m: evaluate_scores(s["id_test"][m], v)[metric] for m, v in per.items()}
     t = pd.DataFrame(rows).T
-    cov = [k for k in t.index if groups is not None and groups.get(k) == "covariate"]
-    t.loc["mean"] = t.drop(index=cov).mean()
+    counted = in_mean({k: (groups or {}).get(k, "") for k in t.index})
+    cov = [k for k in t.index if k not in counted]
+    t.loc["mean"] = t.loc[counted].mean()
     if cov:
         t.loc["covariate"] = t.loc[cov].mean()
     return t

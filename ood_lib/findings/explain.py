@@ -157,30 +157,6 @@ def histograms(values: Mapping[str, np.ndarray], quantity: str, bins: int = 40, 
     return pd.concat(rows, ignore_index=True)
 
 
-def histograms2d(u: Mapping[str, np.ndarray], v: Mapping[str, np.ndarray], bins: int = 30, log_u: bool = True,
-                 log_v: bool = False) -> pd.DataFrame:
-    """Long table (set, u_scale, v_scale, u_left, u_right, v_left, v_right, count) of the joint
-    (U, V) counts per set on shared edges (log10-spaced along an axis with ``log_*``)."""
-    if set(u) != set(v):
-        raise OODInputError(f"u and v name different sets: {sorted(set(u) ^ set(v))}")
-    xu, xv = _values(u, "u", log_u), _values(v, "v", log_v)
-    for k in xu:
-        if len(xu[k]) != len(xv[k]):
-            raise OODInputError(f"set {k!r}: u has {len(xu[k])} values but v has {len(xv[k])}")
-    eu, ev = _edges(xu, bins), _edges(xv, bins)
-    iu, iv = np.meshgrid(np.arange(len(eu) - 1), np.arange(len(ev) - 1), indexing="ij")
-    iu, iv = iu.ravel(), iv.ravel()
-    rows = []
-    for k in xu:
-        c, _, _ = np.histogram2d(xu[k], xv[k], bins=[eu, ev])
-        rows.append(pd.DataFrame({"set": k, "u_scale": "log10" if log_u else "linear",
-                                  "v_scale": "log10" if log_v else "linear",
-                                  "u_left": _unscale(eu[iu], log_u), "u_right": _unscale(eu[iu + 1], log_u),
-                                  "v_left": _unscale(ev[iv], log_v), "v_right": _unscale(ev[iv + 1], log_v),
-                                  "count": c.ravel().astype(np.int64)}))
-    return pd.concat(rows, ignore_index=True)
-
-
 def _name(names: Mapping[str, str] | None, key: str) -> str:
     return (names or {}).get(key, "ID (test)" if key == ID else key)
 
@@ -229,95 +205,5 @@ def distribution_figure(hist: pd.DataFrame, quantity: str, label: str, sets_orde
     ax.set_xlabel(label + (" (log scale)" if log else ""))
     ax.set_ylabel("density per log₁₀ unit" if log else "density")
     ax.set_ylim(bottom=0)
-    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
-    return fig
-
-
-def _mass_levels(p: np.ndarray, masses=(0.95, 0.8, 0.5)) -> list[float]:
-    """Density thresholds of the highest-density regions holding ``masses`` of the probability."""
-    q = np.sort(p.ravel())[::-1]
-    cum = np.cumsum(q)
-    return sorted({float(q[min(np.searchsorted(cum, m), len(q) - 1)]) for m in masses})
-
-
-def joint_figure(h2: pd.DataFrame, u_label: str, v_label: str, sets: list[str],
-                 names: Mapping[str, str] | None = None, ncols: int = 4) -> Figure:
-    """One panel per OOD set in ``sets``: the ID joint density of (U, V) as grey shading (log colour
-    scale, so its tails show), the set's as coloured contours around its 50, 80 and 95 %
-    highest-density regions (of the histogram smoothed by a one-bin Gaussian); shared axes."""
-    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
-    from matplotlib.colors import LogNorm
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from scipy.ndimage import gaussian_filter
-
-    if not sets:
-        raise OODInputError("joint_figure: no OOD sets to draw")
-    eu = np.unique(np.r_[h2["u_left"], h2["u_right"]])
-    ev = np.unique(np.r_[h2["v_left"], h2["v_right"]])
-    log_u, log_v = (h2["u_scale"] == "log10").all(), (h2["v_scale"] == "log10").all()
-    cu = np.sqrt(eu[:-1] * eu[1:]) if log_u else (eu[:-1] + eu[1:]) / 2
-    cv = np.sqrt(ev[:-1] * ev[1:]) if log_v else (ev[:-1] + ev[1:]) / 2
-
-    def grid(key: str) -> np.ndarray:
-        g = h2[h2["set"] == key]
-        if g.empty:
-            raise OODInputError(f"h2: no rows for set {key!r}")
-        m = g.pivot_table(index="u_left", columns="v_left", values="count", aggfunc="sum")
-        m = m.reindex(index=eu[:-1], columns=ev[:-1], fill_value=0).to_numpy(float)
-        return m / m.sum()
-
-    pid = grid(ID)
-    ncols = min(ncols, len(sets))
-    nrows = int(np.ceil(len(sets) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.3 * nrows + 0.5), dpi=150, sharex=True,
-                             sharey=True, squeeze=False, layout="constrained")
-    for ax, key, colour in zip(axes.flat, sets, _colours(len(sets))):
-        ax.pcolormesh(eu, ev, np.ma.masked_equal(pid, 0).T, cmap="Greys", norm=LogNorm(), shading="flat")
-        p = gaussian_filter(grid(key), sigma=1.0, mode="constant")
-        ax.contour(cu, cv, p.T, levels=_mass_levels(p), colors=[colour], linewidths=[0.7, 1.0, 1.5])
-        ax.set_title(f"ID vs {_name(names, key)}", fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(sets):]:
-        fig.delaxes(ax)
-    for ax in axes.flat:
-        ax.label_outer()
-    if log_u:
-        axes.flat[0].set_xscale("log")
-        _log_ticks(axes.flat[0].xaxis)
-    if log_v:
-        axes.flat[0].set_yscale("log")
-        _log_ticks(axes.flat[0].yaxis)
-    fig.supxlabel(u_label + (" (log scale)" if log_u else ""), fontsize=9)
-    fig.supylabel(v_label + (" (log scale)" if log_v else ""), fontsize=9)
-    fig.legend(handles=[Patch(color="0.5", label="ID density (grey, log shading)"),
-                        Line2D([], [], color="k", label="OOD set: 50 / 80 / 95 % highest-density contours")],
-               loc="outside upper center", ncols=2, fontsize=8, frameon=False)
-    return fig
-
-
-def factor_figure(table: pd.DataFrame, names: Mapping[str, str] | None = None) -> Figure:
-    """Grouped bars per OOD set: AUROC of U alone, V alone and U·V, with a line at 50 (chance). The
-    y axis starts at the highest multiple of 10 at least 5 below every bar (at most 40, so the
-    chance line shows), stated in the axis label."""
-    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
-
-    missing = [c for c in FACTOR_COLUMNS + ("ood", "group") if c not in table.columns]
-    if missing or table.empty:
-        raise OODInputError(f"table: empty or missing column(s) {', '.join(missing)} (use factor_table)")
-    t = table.sort_values("group", key=lambda g: g.map({"near": 0, "far": 1}), kind="stable")
-    cols, labels = ["auroc_u", "auroc_v", "auroc_uv"], ["U alone", "V alone", "U·V"]
-    vals = t[cols].to_numpy(float)
-    floor = float(min(40.0, max(0.0, 10 * np.floor((vals.min() - 5) / 10))))
-    x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(t) + 2.5), 3.2), dpi=150, layout="constrained")
-    for i, (col, lab, colour) in enumerate(zip(cols, labels, ["#7f7f7f", "#1f77b4", "#d62728"])):
-        ax.bar(x + (i - 1) * 0.27, t[col] - floor, 0.27, bottom=floor, color=colour, label=lab)
-    ax.axhline(50, color="k", lw=0.8, ls="--", label="chance (50)")
-    ax.set_xticks(x, [f"{_name(names, k)}\n({g})" for k, g in zip(t["ood"], t["group"])],
-                  rotation=30 if len(t) > 5 else 0, ha="right" if len(t) > 5 else "center",
-                  rotation_mode="anchor", fontsize=8)
-    ax.set_ylim(floor, 100)
-    ax.set_ylabel("AUROC (%)" + (f", axis from {floor:.0f}" if floor > 0 else ""))
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     return fig

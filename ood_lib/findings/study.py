@@ -10,7 +10,7 @@
 * ``ranks`` — where GradNorm and the pre-registered member rank;
 * ``selection`` — a best member chosen without peeking: for each OOD set, the member best on the
   *other* sets, reported on the held-out one;
-* ``factors``, ``hist``, ``hist2d`` — why: AUROC of U alone, V alone and U·V per set, and the
+* ``factors``, ``hist`` — why: AUROC of U alone, V alone and U·V per set, and the
   distributions of ‖h‖₁ and max p (small histograms, enough to draw the figures again);
 * ``roc`` — the ROC curves of :data:`ROC_METHODS` per OOD set and per group (its sets pooled with
   equal weight), read on a 201-point FPR grid (:func:`ood_lib.findings.roc.roc_table`).
@@ -43,13 +43,13 @@ from ..detectors.base import head_of
 from ..run.evaluate import C_PASS_AUTOGRAD, EXPECTATION_AUTOGRAD_MAX_CLASSES, default_methods, prepare, score_methods
 from ..scores.registry import GRADIENT_SCORES
 from ..stats.paired import PairedBootstrap, verdict
-from ..run.results import device_label, metadata
+from ..run.results import device_label, in_mean, metadata
 from ..scores.terms import u_term
 from ..scores.closed_forms import PREREGISTERED, closed_form, uv_members
 
 HEADLINE = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "react", "knn", "vim", "ash", "scale", "dice", "gen",
             "fdbd", "nnguide", "gradnorm", "exgrad", "exgrad_flipped", "l1*one", "one*pu_l1", "l1*msp")
-TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors", "hist", "hist2d", "roc")
+TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors", "hist", "roc")
 # the ROC figure's methods: output baselines, the strongest feature baselines, GradNorm, the pre-registered member
 ROC_METHODS = ("msp", "energy", "knn", "vim", "gradnorm", PREREGISTERED)
 VOLATILE = ("seconds", "from_cache")  # columns that differ between two identical runs: not recorded
@@ -217,7 +217,7 @@ def _why(scores, groups_of: dict[str, str]) -> dict[str, pd.DataFrame]:
     u = {k: v["u"] for k, v in s.items()}
     msp = {k: v["msp"] for k, v in s.items()}
     hist = pd.concat([explain.histograms(u, "l1", log=True), explain.histograms(msp, "msp")], ignore_index=True)
-    return {"factors": factors, "hist": hist, "hist2d": explain.histograms2d(u, msp)}
+    return {"factors": factors, "hist": hist}
 
 
 def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None = None, *, n_boot: int = N_BOOT,
@@ -250,7 +250,7 @@ def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None 
     metrics["auroc_lo"] = metrics["auroc_hi"] = np.nan
     for i, r in metrics.iterrows():
         if r.method in HEADLINE and r.method in scores:
-            sets = groups.get(r.ood, prep.ood_keys if r.ood == "mean" else [r.ood])
+            sets = groups.get(r.ood, in_mean(group_of) if r.ood == "mean" else [r.ood])
             metrics.loc[i, ["auroc_lo", "auroc_hi"]] = pb.interval(r.method, sets=sets, level=LEVEL)
     tables = {"metrics": metrics, "verdicts": _verdict_rows(pb, scores, groups, members, prep)}
     tables["family"] = pd.concat([pb.family(members, "gradnorm", sets=v, level=LEVEL).assign(group=g)

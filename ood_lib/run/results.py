@@ -2,7 +2,8 @@
 
 Per method: one row per OOD set (with its ``group``, "near", "far" or "covariate"), one row per group present
 (``ood == "near"`` / ``"far"``: the mean of the metrics over the group's sets, ``n_ood`` their
-sum) and one row ``ood == "mean"`` over every set. ``canonical`` names the detector a method
+sum) and one row ``ood == "mean"`` over the OOD sets (:func:`in_mean`: covariate-shift sets hold the
+ID classes and are never in it). ``canonical`` names the detector a method
 repeats (itself unless it is an alias: :func:`ood_lib.detectors.canonical`), so that a count or a
 ranking of methods can leave aliases out.
 """
@@ -28,6 +29,13 @@ from ..stats.metrics import METRICS, bootstrap_ci, evaluate_scores
 
 GROUPS = OOD_GROUPS  # the order of the group rows; "covariate": the same classes under a shift
 SUMMARY_ROWS = GROUPS + ("mean",)  # values of ``ood`` that are not an OOD set
+NOT_IN_MEAN = ("covariate",)  # the same classes under a shift: not OOD, so never averaged with OOD sets
+
+
+def in_mean(group_of: dict[str, str]) -> list[str]:
+    """The sets (of ``{set: group}``) that the ``mean`` row averages: every set not in :data:`NOT_IN_MEAN`.
+    The one definition of the mean row, for the runner, the study's intervals and the chapters' tables."""
+    return [k for k, g in group_of.items() if g not in NOT_IN_MEAN]
 
 
 def device_label(dev: torch.device) -> str:
@@ -44,7 +52,9 @@ def _with_summaries(base: dict, per_set: list[dict]) -> list[dict]:
     groups = [g for g in dict.fromkeys([*GROUPS, *(r["_group"] for r in per_set)])
               if any(r["_group"] == g for r in per_set)]
     summaries = [_summary(base, g, g, [r for r in per_set if r["_group"] == g]) for g in groups]
-    return per_set + summaries + [_summary(base, "mean", "all", per_set)]
+    counted = set(in_mean({r["ood"]: r["_group"] for r in per_set}))
+    mean = [r for r in per_set if r["ood"] in counted]
+    return per_set + summaries + ([_summary(base, "mean", "all", mean)] if mean else [])
 
 
 def _finish(rows: list[dict], prep, det: Detector, seconds: float, from_cache: bool, note: str) -> list[dict]:
