@@ -31,9 +31,9 @@ if [ "$DRY" = 1 ]; then
   # random weights: the dry run checks the script, not a model (no training, no weights needed)
   DEV=cpu; SMALL=(--n-id 60 --n-ood 40 --n-fit 80 --checkpoint random)
   METHODS=(--methods msp energy gradnorm gradnorm_autograd exgrad_autograd "l1*msp" mahalanobis react knn odin); COST=(--repeats 1 --loop-images 2 --exgrad-images 1 --models resnet20)
-  B_LARGE=8; VERIFY_N=8
+  B_LARGE=8; VERIFY_N=8; EMB_N=4; PER_LAYER=()
 else
-  DEV=cuda; SMALL=(); METHODS=(); COST=(--repeats 5); B_LARGE=256; VERIFY_N=128
+  DEV=cuda; SMALL=(); METHODS=(); COST=(--repeats 5); B_LARGE=256; VERIFY_N=128; EMB_N=16; PER_LAYER=(--per-layer resnet20)
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'device_check.sh: no CUDA device (use --dry-run on a CPU)')"
 fi
 mkdir -p "$OUT"
@@ -80,8 +80,8 @@ if [ -n "$ROOT" ] && [ -f "$ROOT/weights/resnet20-12fca82f.th" ]; then
     "$PY" -m ood_lib verify --checkpoint "$ROOT/weights/resnet20-12fca82f.th" --data-root "$ROOT" \
       --device "$DEV" --n "$VERIFY_N" --quiet --csv "$OUT/verify_resnet20.csv"
 fi
-step "verify, embedded CNN, float64, 16 images" "$OUT/verify_embedded.log" \
-  "$PY" -m ood_lib verify --benchmark embedded --device "$DEV" --n 16 --quiet \
+step "verify, embedded CNN, float64, $EMB_N images" "$OUT/verify_embedded.log" \
+  "$PY" -m ood_lib verify --benchmark embedded --device "$DEV" --n "$EMB_N" --quiet \
     $([ "$DRY" = 1 ] && echo --checkpoint random) --csv "$OUT/verify_embedded.csv"
 
 # every parameter tensor's per-sample gradient norms, batched and by layer hooks against the batch-1 loop
@@ -101,7 +101,7 @@ step "torchrun extract $SB, 1 rank" "$OUT/torchrun.log" \
 # what each way of scoring costs on this device, at a large batch and at batch 1
 step "cost benchmark, batch $B_LARGE" "$OUT/score_cost_b$B_LARGE.log" \
   "$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 "$B_LARGE" --batch-resnet50 "$B_LARGE" \
-    --no-grid --per-layer resnet20 --out "$OUT/score_cost_b$B_LARGE.csv" --ops-out "$OUT/score_ops_b$B_LARGE.csv"
+    --no-grid "${PER_LAYER[@]}" --out "$OUT/score_cost_b$B_LARGE.csv" --ops-out "$OUT/score_ops_b$B_LARGE.csv"
 step "cost benchmark, batch 1" "$OUT/score_cost_b1.log" \
   "$PY" benchmarks/score_cost.py --device "$DEV" "${COST[@]}" --batch-resnet20 1 --batch-resnet50 1 --no-grid \
     --out "$OUT/score_cost_b1.csv" --ops-out "$OUT/score_ops_b1.csv"

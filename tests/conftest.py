@@ -147,11 +147,14 @@ def real_training(monkeypatch, _train_once):
 
 @pytest.fixture(scope="session")
 def embedded_model_cache(tmp_path_factory):
-    """A cache folder holding the embedded benchmark's trained CNN (trained once per session)."""
+    """A cache folder holding the embedded benchmark's trained CNN (trained once per session). With
+    ``$OOD_TEST_CACHE`` (``make test`` sets one folder for its two pytest sessions) the folder is
+    that one: the book session reads the CNN the first session trained (a self-checking cache entry)."""
     import ood_lib.models.train as T
     from ood_lib.data.benchmarks import get_benchmark
 
-    folder = tmp_path_factory.mktemp("models-cache")
+    shared = os.environ.get("OOD_TEST_CACHE")
+    folder = Path(shared) if shared else tmp_path_factory.mktemp("models-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "train_classifier", _train_once_per_session(T.train_classifier))
         get_benchmark("embedded").load_model(cache_dir=folder)

@@ -66,7 +66,7 @@ def test_a_clean_book_passes_and_each_page_is_photographed(chromium, site, tmp_p
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in shots.iterdir())
 
 
-@pytest.mark.parametrize("kind, body, head", [
+PROBLEMS = [
     ("raw-tex", "<p>The score \\(U(h)\\) is a norm.</p>", ""),
     ("raw-tex", "<p>$$\\sum_k p_k$$</p>", ""),
     ("js-error", "<p>x</p><script>const A = 1;</script><script>const A = 2;</script>", ""),
@@ -78,11 +78,16 @@ def test_a_clean_book_passes_and_each_page_is_photographed(chromium, site, tmp_p
     ("image", "<img src='missing.png' alt='gone'>", ""),
     ("link", "<a href='nowhere.html'>a missing page</a>", ""),
     ("link", "<a href='sub/other.html#no-such-anchor'>a missing anchor</a>", ""),
-])
-def test_each_kind_of_problem_is_found(chromium, site, kind, body, head):
-    html = site("bad.html", body, head)
-    problems = browser_check.check_book(html, browser=chromium)
-    assert [(p.page, p.kind) for p in problems] == [("bad.html", kind)], problems
+]
+
+
+def test_each_kind_of_problem_is_found(chromium, site):
+    """One page per kind of problem, all in one browser run: each page shows exactly its own problem."""
+    for i, (_kind, body, head) in enumerate(PROBLEMS):
+        site(f"bad{i:02d}.html", body, head)
+    problems = browser_check.check_book(site.root, browser=chromium)
+    got = sorted((p.page, p.kind) for p in problems)
+    assert got == [(f"bad{i:02d}.html", kind) for i, (kind, _b, _h) in enumerate(PROBLEMS)], problems
 
 
 def test_the_bundled_mathjax_typesets_offline(chromium, site):

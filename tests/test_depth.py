@@ -217,7 +217,7 @@ TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def mnist_recorded():
+def mnist_recorded(tmp_path_factory):
     """The recorded MNIST run's benchmark, restricted to the ID test set and its first OOD set, and
     the recorded reference's scores on it.
 
@@ -226,13 +226,20 @@ def mnist_recorded():
     recomputing that set (3000 of the 6000 images) checks its rows exactly, within the time a test
     may take (the full run back-propagates every image of every set). Not recomputed: the other
     sets and the group rows, the choice of the gradient-free reference among all forward-only
-    methods (the recorded one is scored) and the ODIN table. The cache is the recorded run's
-    (``cache_dir`` as recorded: the default one, which holds the trained CNN).
+    methods (the recorded one is scored) and the ODIN table. The cache is a fresh one holding the
+    recorded study's trained CNN (``results/recorded/mnist/model``: the model is not trained again).
     """
+    import sys
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import recorded_check
+
     meta = json.loads((RECORDED / "depth.json").read_text())
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    kept = {k: v for k, v in meta["config"].items() if k in fields and k not in ("data_root", "progress")}
-    full = prepare("mnist", RunConfig(**kept, data_root=SHARED_DATA, progress=False), with_train=True)
+    kept = {k: v for k, v in meta["config"].items() if k in fields and k not in ("data_root", "progress", "cache_dir")}
+    cache = tmp_path_factory.mktemp("mnist-cache")
+    recorded_check.seed_model_cache(RECORDED, cache)
+    full = prepare("mnist", RunConfig(**kept, data_root=SHARED_DATA, cache_dir=cache, progress=False), with_train=True)
     keep = ("id_train", "id_test", full.ood_keys[0])
     prep = dataclasses.replace(full, splits={k: v for k, v in full.splits.items() if k in keep},
                                feats={k: v for k, v in full.feats.items() if k in keep}, _as64={})

@@ -19,17 +19,18 @@ sys.path.insert(0, str(REPO / "tools"))
 import run_notebook  # noqa: E402
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
-CIFAR = {
-    "01_gradient_closed_forms": {"N_VERIFY": 8},
-    "02_feature_norm_output": {"N_ID": 1000, "N_OOD": 300},
-    "03_evaluation": {"REAL": "cifar10", "N_ID": 1000, "N_OOD": 300, "N_FIT": 1000, "N_BOOT": 50},
+CIFAR = {  # small sizes: the run checks that the chapters work on real data, not their numbers
+    "01_gradient_closed_forms": {"N_VERIFY": 2},
+    "02_feature_norm_output": {"N_ID": 128, "N_OOD": 64},
+    "03_evaluation": {"REAL": "cifar10", "N_ID": 128, "N_OOD": 64, "N_FIT": 200, "N_BOOT": 50},
 }
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """One cache for every kernel of this module."""
+def cache(tmp_path_factory, embedded_model_cache):
+    """One cache for every kernel of this module, holding the CNN the session trained."""
     folder = tmp_path_factory.mktemp("nbcache")
+    shutil.copytree(embedded_model_cache / "models", folder / "models")
     mp = pytest.MonkeyPatch()
     mp.setenv("OOD_CACHE_DIR", str(folder))
     mp.delenv("OOD_DATA_ROOT", raising=False)

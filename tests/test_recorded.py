@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import torch
 import pytest
 
 from ood_lib.run.config import RunConfig
@@ -71,6 +72,7 @@ def test_every_recorded_study_has_its_quick_check(benchmark):
 @pytest.mark.parametrize("benchmark", STUDIES)
 def test_recorded_study_quick_check(benchmark, tmp_path):
     meta = check.load_meta(RECORDED / benchmark)
+    check.seed_model_cache(RECORDED / benchmark, tmp_path / "cache")  # a model trained here: its recorded weights
     live = check.run_check(benchmark, check.check_config(meta, SHARED_DATA, tmp_path / "cache"))
     assert check.check_differences(live, RECORDED / benchmark / "check", tol=TOL) == []
 
@@ -83,6 +85,23 @@ def test_recorded_study_reproduces(benchmark, tmp_path):
     live = run_study(benchmark, _config(rec.meta, tmp_path / "cache"), n_boot=rec.meta["n_boot"])
     again = Study.load(live.save(tmp_path / "live"))
     assert differences(again, rec, tol=TOL) == []
+
+
+@pytest.mark.parametrize("benchmark", STUDIES)
+def test_a_model_trained_here_is_recorded_with_its_study(benchmark):
+    """The quick check reads a trained model's recorded weights: they must be the study's model (the
+    fingerprint of the weights themselves, not only the one the cache entry states)."""
+    from ood_lib.data.benchmarks import get_benchmark
+    from ood_lib.models import build_model, weights_fingerprint
+
+    files = sorted((RECORDED / benchmark / check.MODEL).glob("*.pt"))
+    spec = get_benchmark(benchmark).model
+    assert len(files) == (spec.train_epochs is not None)
+    for f in files:
+        entry = torch.load(f, map_location="cpu", weights_only=True)
+        model = build_model(spec.arch)
+        model.load_state_dict(entry["state_dict"])
+        assert weights_fingerprint(model) == entry["fingerprint"] == check.load_meta(RECORDED / benchmark)["model_fingerprint"]
 
 
 def _recorded_seeds(benchmark: str) -> tuple[int, ...]:

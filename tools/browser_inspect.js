@@ -12,10 +12,11 @@
   };
 
   // 1. typesetting, fonts and images have finished. MathJax may not have started when the page's
-  // load event fires (on a busy machine): wait for it while the page holds TeX or a MathJax config.
+  // load event fires (on a busy machine): wait for it while the page loads MathJax or holds its
+  // config (a page with TeX and no MathJax at all shows raw TeX at once: no wait).
   const started = () => window.MathJax && MathJax.startup && MathJax.startup.promise;
-  const hasTex = /\\\(|\\\[|\$\$/.test(document.body ? document.body.textContent : "");
-  for (const t0 = Date.now(); (hasTex || window.MathJax) && !started() && Date.now() - t0 < 30000;) {
+  const loadsMathJax = !!document.querySelector("script[src*='mathjax' i]:not([src^='http']), script[id*='mathjax' i]");
+  for (const t0 = Date.now(); (loadsMathJax || window.MathJax) && !started() && Date.now() - t0 < 30000;) {
     await new Promise((ok) => setTimeout(ok, 100));
   }
   if (started()) {

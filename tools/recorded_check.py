@@ -12,8 +12,11 @@ own configuration (model, data root, methods, seed, detector hyper-parameters) o
 * ``meta.json`` — the run's provenance (configuration with the subset sizes, fingerprints of the
   model and of each subset's images) and the recorded study's model fingerprint it was made with.
 
-:func:`check_differences` recomputes it from the images (a fresh cache: every feature, fit, score
-and, for a model trained here, the training again) and lists what moved beyond :data:`TOL`.
+:func:`check_differences` recomputes it from the images (a fresh cache: every feature, fit and
+score) and lists what moved beyond :data:`TOL`. A model trained here is not trained again by the
+check: its weights are recorded beside the study (``model/``, the model cache's own self-checking
+entry: key and weights fingerprint) and :func:`seed_model_cache` puts them in the check's cache;
+``make reproduce`` trains it again and compares.
 ``tests/test_recorded.py`` also requires the check's model to be the recorded study's. The full
 study is recomputed by ``make reproduce``.
 """
@@ -38,6 +41,22 @@ N_BOOT = 200
 TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors")
 TOL = 1e-6
 NOT_PASSED = ("data_root", "cache_dir", "progress")  # where the run reads and writes, not what it computes
+
+
+MODEL = "model"  # the recorded study's trained model, as its model-cache entry (models trained here only)
+
+
+def seed_model_cache(directory: str | Path, cache_dir: str | Path) -> list[Path]:
+    """Copy the recorded trained model of the study in ``directory`` (if any) into ``cache_dir``'s
+    model cache, where the run finds it under its key (and checks its fingerprint) instead of training."""
+    import shutil
+
+    target = Path(cache_dir) / "models"
+    out = []
+    for f in sorted((Path(directory) / MODEL).glob("*.pt")):
+        target.mkdir(parents=True, exist_ok=True)
+        out.append(Path(shutil.copy2(f, target / f.name)))
+    return out
 
 
 def check_config(study_meta: dict[str, Any], data_root: str | Path, cache_dir: str | Path | bool) -> RunConfig:
