@@ -20,13 +20,14 @@
 # **Claim.** For the gradient of a loss with respect to a classifier's *last* linear layer, every
 # gradient-norm OOD score in use equals a closed form $c \cdot U(h)\,V(p)$: a norm of the
 # penultimate features times a function of the softmax output. **Answer on this page's model**
-# ({glue:text}`nb01_what`): every one of the {glue:text}`nb01_n_scores` last-layer scores agrees with
+# ({glue:text}`nb01_model`, {glue:text}`nb01_n_images` ID test images): every one of the {glue:text}`nb01_n_scores` last-layer scores agrees with
 # its closed form to {glue:text}`nb01_worst_v:.1e` (in units of $V$), for both the batched and the
 # one-image-at-a-time autograd paths. The same outer product makes the gradient norm of *every*
 # linear layer a product $\lVert\delta\rVert\,\lVert a\rVert$ (here {glue:text}`nb01_linear_layers`,
 # to {glue:text}`nb01_linear_worst:.1e`), although below the head $\delta$ depends on more than
 # $p$; the last convolution before global average pooling keeps a *sum* of per-channel products
-# ({glue:text}`nb01_gap_short`). It stops at the other convolutions, which share their weights
+# (here {glue:text}`nb01_gap_conv`, which {glue:text}`nb01_gap_is` followed by global average
+# pooling). It stops at the other convolutions, which share their weights
 # across positions: their per-sample gradients are far from one outer product (median rank-one
 # residual {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`), so their
 # norms have to be computed. What such a norm adds to OOD detection is measured in
@@ -42,21 +43,18 @@ from IPython.display import display
 
 from ood_lib import OODInputError
 from ood_lib import data as D
-from ood_lib.book import plots, tables
-from ood_lib.data.benchmarks import get_benchmark
-from ood_lib.gradients import reductions as R
-from ood_lib.book import glue
-from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
-from ood_lib.gradients.gaia import gaia_autograd, gaia_last_closed_form, gap_map
-from ood_lib.gradients.rank import rank_one_residual
-from ood_lib.findings.labels import method_label, model_name
-from ood_lib.gradients.layers import (NORMS, gap_conv_closed_form, last_conv_name,
-                                     layer_grad_norms, linear_closed_form)
+from ood_lib.book import glue, plots, tables
 from ood_lib.book.layer_plots import rank_one_figure
+from ood_lib.data.benchmarks import get_benchmark
+from ood_lib.detectors.model_access import log_msp_and_input_gradient, odin_perturb
+from ood_lib.findings.labels import method_label, model_name
+from ood_lib.gradients import reductions as R
+from ood_lib.gradients.gaia import gaia_autograd, gaia_last_closed_form, gap_map
+from ood_lib.gradients.layers import NORMS, gap_conv_closed_form, last_conv_name, layer_grad_norms, linear_closed_form
+from ood_lib.gradients.rank import rank_one_residual
 from ood_lib.gradients.signals import channel_std
+from ood_lib.gradients.verify import gaia_last_module, max_rel_diff, recorded_layer_rows, verify
 from ood_lib.scores import closed_form
-from ood_lib.gradients.verify import (gaia_last_module, max_rel_diff, recorded_layer_rows,
-                            verify)
 
 plt.rcParams.update(plots.BOOK_STYLE)
 
@@ -129,10 +127,8 @@ with torch.no_grad():
     h, f = m64.forward_features(x64)
 
 # %% tags=["remove-cell"]
-on = f"{model_name(BENCHMARK)} on {split.name.split(' (')[0]}"
-glue("nb01_model", on, display=False)
-glue("nb01_n_images", len(x), display=False)
-glue("nb01_what", f"{on}, {len(x)} ID test images", display=False)
+glue("nb01_model", f"{model_name(BENCHMARK)} on {split.name.split(' (')[0]}")
+glue("nb01_n_images", len(x))
 
 # %% [markdown]
 # ## GradNorm by hand
@@ -169,8 +165,7 @@ tables.book_table(
     "‖h‖₁ · ‖p − u‖₁ / T written out and as the library computes it")
 
 # %% tags=["remove-cell"]
-glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()),
-     display=False)
+glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()))
 
 # %% [markdown]
 # The three columns agree: the largest relative difference is
@@ -195,22 +190,18 @@ glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()),
 # %%
 table = verify(model, x, temperature=TEMPERATURE, deeper=[])
 last = table[table.wrt.isin(["W", "W,b"])]
+# the largest difference over images, paths and heads: per score in units of V, and relative
+# (a closed form of 0, the mean gradient's, has no relative difference)
+worst_v = last.groupby("score")[["v_diff_vmap", "v_diff_loop"]].max().max(axis=1)
+zero = last.closed_form.astype(str) == "0"
+worst_rel = last.loc[~zero, ["rel_diff_vmap", "rel_diff_loop"]].to_numpy().max()
 
 # %% tags=["remove-cell"]
-diffs = ["v_diff_vmap", "v_diff_loop"]
-worst_v = float(last[diffs].to_numpy().max())
-rels = ["rel_diff_vmap", "rel_diff_loop"]
-# a closed form of 0 (the mean gradient) has no relative difference
-zero = last.closed_form.astype(str) == "0"
-worst_rel = float(last.loc[~zero, rels].to_numpy().max())
-glue("nb01_n_scores", int(last.score.nunique()), display=False)
-glue("nb01_worst_v", worst_v, display=False)
-glue("nb01_worst_rel", worst_rel, display=False)
-glue("nb01_head_spread", float(last.spread.max()), display=False)
-quoted = ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred")
-for name in quoted:
-    worst = last.loc[last.score == name, diffs].to_numpy().max()
-    glue(f"nb01_v_{name}", float(worst), display=False)
+for key, value in {"n_scores": len(worst_v), "worst_v": worst_v.max(), "worst_rel": worst_rel,
+                   "head_spread": last.spread.max(),
+                   **{f"v_{n}": worst_v[n] for n in ("gradnorm", "gradnorm_official", "exgrad", "fisher", "ce_pred")}
+                   }.items():
+    glue(f"nb01_{key}", value.item() if hasattr(value, "item") else value)
 
 # %% tags=["hide-input"]
 order = list(dict.fromkeys(last.score))
@@ -316,44 +307,37 @@ tables.book_table(
     "and the batch-1 autograd loop, for every parameter tensor that has "
     "a closed form")
 
-# %% tags=["remove-cell"]
+# %% [markdown]
+# The linear layers, their worst agreement, and whether the last convolution has the second form;
+# the same form on the pretrained CIFAR networks, from the float64 checks of every layer recorded
+# on a GPU (`results/device/`):
+
+# %%
 linear = below[below["closed form"].str.endswith("(linear)")]
-conv_rows = below[below["closed form"].str.endswith("(conv)")]
 modules = [n for n, _ in m64.named_modules()]
 lin_modules = sorted({n.rsplit(".", 1)[0] for n in linear.tensor}, key=modules.index)
-glue("nb01_linear_layers", ", ".join(lin_modules), display=False)
-glue("nb01_linear_worst", float(linear[list(NORMS)].to_numpy().max()), display=False)
-if len(conv_rows):
-    gap_worst = float(conv_rows[list(NORMS)].to_numpy().max())
-    gap_short = f"here {conv}, to {gap_worst:.1e}"
-    gap_long = (f"On this model the last convolution, {conv}, is followed by global average "
-                f"pooling, and its closed form matches autograd to {gap_worst:.1e}.")
-else:
-    gap_short = f"this model has none: {conv} is not followed by global average pooling"
-    gap_long = (f"On this model the last convolution, {conv}, is not followed by global average "
-                "pooling: the signal back-propagated into it varies over positions beyond the "
-                "ReLU mask (the check printed above), so the second form does not apply.")
-glue("nb01_gap_short", gap_short, display=False)
-glue("nb01_gap_long", gap_long, display=False)
-# the same form on the pretrained CIFAR networks, as the recorded float64
-# checks of every layer found it (results/device, written on a GPU)
+gap_rows = below[below["closed form"].str.endswith("(conv)")]
 rec = recorded_layer_rows("../results/device")
-rec = rec[rec.get("closed_form", pd.Series(dtype=str)).fillna("")
-          .str.startswith("conv")]
-glue("nb01_gap_recorded",
-     "In the recorded float64 checks of every layer of "
-     + " and ".join(map(model_name, dict.fromkeys(rec.name)))
-     + f" (results/device/), it matches autograd to "
-     f"{rec.rel_diff_closed.max():.1e}." if len(rec) else
-     "No recorded check of this form on a pretrained network is in this "
-     "copy of the study.", display=False)
+rec = rec[rec.closed_form.fillna("").str.startswith("conv")]
+
+# %% tags=["remove-cell"]
+for key, value in {"linear_layers": ", ".join(lin_modules), "linear_worst": linear[list(NORMS)].to_numpy().max(),
+                   "gap_conv": conv, "gap_is": "is" if len(gap_rows) else "is not",
+                   "gap_recorded_models": " and ".join(map(model_name, dict.fromkeys(rec.name))),
+                   "gap_recorded_worst": rec.rel_diff_closed.max()}.items():
+    glue(f"nb01_{key}", value.item() if hasattr(value, "item") else value)
 
 # %% [markdown]
 # On this page's model the linear layers are {glue:text}`nb01_linear_layers`; their closed forms
-# match autograd to {glue:text}`nb01_linear_worst:.1e`. {glue:text}`nb01_gap_long` On the CIFAR
-# ResNet-20 and DenseNet-BC-100 the last convolution is followed by global average pooling, and the
-# form applies. {glue:text}`nb01_gap_recorded` (With `BENCHMARK = "cifar10"` above, the page
-# checks both forms there itself.)
+# match autograd to {glue:text}`nb01_linear_worst:.1e`. The last convolution, {glue:text}`nb01_gap_conv`,
+# {glue:text}`nb01_gap_is` followed by global average pooling: where it is, the table above checks
+# its form (the rows "Σ_c g_c ā_cᵀ (conv)"); where it is not, the signal back-propagated into it
+# varies over positions beyond the ReLU mask (the check printed above says which), and the second
+# form does not apply. On the CIFAR ResNet-20 and DenseNet-BC-100 the last convolution is followed
+# by global average pooling, and the form applies: in the recorded float64 checks of every layer
+# of {glue:text}`nb01_gap_recorded_models`, it matches autograd to
+# {glue:text}`nb01_gap_recorded_worst:.1e`. (With `BENCHMARK = "cifar10"` above, the page checks
+# both forms there itself.)
 
 # %% [markdown]
 # (sec-where-it-stops)=
@@ -389,23 +373,23 @@ head_w = next(n for n, w in m64.named_parameters()
 fig = rank_one_figure(
     residual, {n: labels_of[k] for n, k in form_of.items()},
     head=head_w if head_w in residual else None)
-glue("nb01_fig_rank", fig, display=False)
+glue("nb01_fig_rank", fig)
 plt.close(fig)
 
+# %% [markdown]
+# The median residual of each convolution without a closed form, and the largest of the linear
+# layers:
+
+# %%
+median = pd.Series({n: float(r.median()) for n, r in residual.items()})
+open_convs = median.drop(list(form_of))
+worst_linear = max(residual[n].max() for n, k in form_of.items() if k == "linear")
+
 # %% tags=["remove-cell"]
-median = {n: float(v.median()) for n, v in residual.items()}
-open_convs = [n for n in residual if n not in form_of]
-lin_w = [n for n, k in form_of.items() if k == "linear"]
-glue("nb01_rank_linear", float(max(residual[n].max() for n in lin_w)), display=False)
-glue("nb01_n_open", len(open_convs), display=False)
-glue("nb01_rank_open_lo", min(median[n] for n in open_convs), display=False)
-glue("nb01_rank_open_hi", max(median[n] for n in open_convs), display=False)
-gap_w = [n for n, k in form_of.items() if k == "conv"]
-glue("nb01_rank_gap_sentence",
-     f"The last convolution, whose norm does have a closed form, has a median residual of "
-     f"{median[gap_w[0]]:.2f}: its closed form is a sum of per-channel products, not one product."
-     if gap_w else "This model has no convolution with a closed form to set beside them.",
-     display=False)
+for key, value in {"rank_linear": float(worst_linear), "n_open": len(open_convs),
+                   "rank_open_lo": open_convs.min(), "rank_open_hi": open_convs.max(),
+                   "n_gap_weights": sum(k == "conv" for k in form_of.values())}.items():
+    glue(f"nb01_{key}", value.item() if hasattr(value, "item") else value)
 
 # %% [markdown]
 # ```{glue:figure} nb01_fig_rank
@@ -424,7 +408,9 @@ glue("nb01_rank_gap_sentence",
 # output-side and an input-side norm and has to be computed from the per-sample gradient (its
 # squared Frobenius norm can be had from the $\delta_\sigma$ and $A_\sigma$ without forming $G$,
 # $\sum_{\sigma,\tau} (\delta_\sigma\cdot\delta_\tau)(A_\sigma\cdot A_\tau)$, but that still takes
-# the backward pass). {glue:text}`nb01_rank_gap_sentence` A residual says nothing about
+# the backward pass). A last convolution with a closed form gets a colour of its own in the figure
+# (weight tensors with that form on this model: {glue:text}`nb01_n_gap_weights`): its form is a
+# sum of per-channel products, not one product, so its residual need not be small. A residual says nothing about
 # whether such a norm helps to detect OOD inputs: {ref}`sec-depth` measures that, block by block,
 # against the last-layer closed form and the best forward-only score.
 
@@ -460,13 +446,10 @@ cosine = torch.cosine_similarity(
     (g / std).flatten(1), (g_kl / std).flatten(1))
 
 # %% tags=["remove-cell"]
-glue("nb01_odin_t", ODIN_TEMPERATURE, display=False)
-glue("nb01_odin_eps", ODIN_EPSILON, display=False)
-glue("nb01_odin_ratio_med", float(rise_ratio.median()), display=False)
-glue("nb01_odin_ratio_lo", float(rise_ratio.min()), display=False)
-glue("nb01_odin_ratio_hi", float(rise_ratio.max()), display=False)
-glue("nb01_odin_cos_med", float(cosine.median()), display=False)
-glue("nb01_odin_cos_min", float(cosine.min()), display=False)
+for key, value in {"t": ODIN_TEMPERATURE, "eps": ODIN_EPSILON, "ratio_med": rise_ratio.median(),
+                   "ratio_lo": rise_ratio.min(), "ratio_hi": rise_ratio.max(),
+                   "cos_med": cosine.median(), "cos_min": cosine.min()}.items():
+    glue(f"nb01_odin_{key}", float(value))
 
 # %% [markdown]
 # With $\varepsilon =$ {glue:text}`nb01_odin_eps:.4f`, the actual rise of $\log S_T$ is
@@ -503,7 +486,7 @@ glue("nb01_odin_cos_min", float(cosine.min()), display=False)
 # %% tags=["hide-input"]
 terms = ["msp", "pu_l1", "p_l2sq", "kl_u", "maxlogit_gap", "lse_gap"]
 fig = plots.simplex_figure(terms)
-glue("nb01_fig_simplex", fig, display=False)
+glue("nb01_fig_simplex", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -568,33 +551,31 @@ tables.book_table(
     "Largest difference between autograd and the closed form over the "
     "images, relative to the closed form")
 
-# %% tags=["remove-cell"]
-glue("nb01_newer_worst_name", method_label(max(worst, key=worst.get)),
-     display=False)
-glue("nb01_newer_worst", max(worst.values()), display=False)
-rest = [k for k in worst if k not in ("kfac_natgrad", "gradunc_l2")]
-glue("nb01_newer_rest", max(worst[k] for k in rest), display=False)
-glue("nb01_kfac_rel", worst["kfac_natgrad"], display=False)
-# conditioning of the fitted factors (A⁻¹, G⁻¹ have that of A, G)
-kappa_a = float(torch.linalg.cond(factors.a_inv))
-kappa_g = float(torch.linalg.cond(factors.g_inv))
-glue("nb01_kappa_a", kappa_a, display=False)
-glue("nb01_kappa_g", kappa_g, display=False)
-eps64 = torch.finfo(torch.float64).eps
-glue("nb01_kfac_bound", eps64 * kappa_a * kappa_g, display=False)
+# %% [markdown]
+# Two rows need a second look. The K-FAC one is set against the conditioning of the fitted factors
+# ($A^{-1}$, $G^{-1}$ have that of $A$, $G$) and checked again with 100 times the damping; the
+# gradient-uncertainty $\ell_2$ one is measured in units of $\lVert h\rVert_2$ as well, beside
+# the smallest $1 - \max_k p_k$ over the images:
+
+# %%
+kappa_a, kappa_g = (float(torch.linalg.cond(m)) for m in (factors.a_inv, factors.g_inv))
 damped = R.kfac_factors(h, f, damping=100 * 1e-3)  # 100× the default
-glue("nb01_kfac_damped", max_rel_diff(
-    R.kfac_autograd(head, h, damped), R.kfac_closed_form(h, f, damped)),
-    display=False)
-glue("nb01_kappa_damped", float(torch.linalg.cond(damped.a_inv)
-                               * torch.linalg.cond(damped.g_inv)),
-     display=False)
-glue("nb01_gradunc_rel", worst["gradunc_l2"], display=False)
+kfac_damped = max_rel_diff(R.kfac_autograd(head, h, damped), R.kfac_closed_form(h, f, damped))
+kappa_damped = float(torch.linalg.cond(damped.a_inv) * torch.linalg.cond(damped.g_inv))
 a_gu, c_gu = pairs["gradunc_l2"]
-glue("nb01_gradunc_units",
-     float(((a_gu - c_gu).abs() / h.norm(dim=1)).max()), display=False)
-glue("nb01_min_miss", float((1 - torch.softmax(f, 1).amax(1)).min()),
-     display=False)
+gradunc_units = float(((a_gu - c_gu).abs() / h.norm(dim=1)).max())
+min_miss = float((1 - torch.softmax(f, 1).amax(1)).min())
+
+# %% tags=["remove-cell"]
+rest = [k for k in worst if k not in ("kfac_natgrad", "gradunc_l2")]
+for key, value in {"newer_worst_name": method_label(max(worst, key=worst.get)),
+                   "newer_worst": max(worst.values()), "newer_rest": max(worst[k] for k in rest),
+                   "kfac_rel": worst["kfac_natgrad"], "kappa_a": kappa_a, "kappa_g": kappa_g,
+                   "kfac_bound": torch.finfo(torch.float64).eps * kappa_a * kappa_g,
+                   "kfac_damped": kfac_damped, "kappa_damped": kappa_damped,
+                   "gradunc_rel": worst["gradunc_l2"], "gradunc_units": gradunc_units,
+                   "min_miss": min_miss}.items():
+    glue(f"nb01_{key}", value.item() if hasattr(value, "item") else value)
 
 # %% [markdown]
 # The largest difference is the {glue:text}`nb01_newer_worst_name` row's
@@ -628,7 +609,8 @@ glue("nb01_min_miss", float((1 - torch.softmax(f, 1).amax(1)).min()),
 #   (agreement {glue:text}`nb01_linear_worst:.1e` on {glue:text}`nb01_linear_layers`); below the
 #   head $\delta$ depends on more than $p$.
 # * The last convolution before global average pooling has a closed form that is a sum of
-#   per-channel products, not one product ({glue:text}`nb01_gap_short`).
+#   per-channel products, not one product (here {glue:text}`nb01_gap_conv`, which
+#   {glue:text}`nb01_gap_is` followed by global average pooling).
 # * The other convolutions' per-sample gradients are far from one outer product (median rank-one
 #   residual {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`): their norms
 #   have to be computed. Whether that buys any OOD information is measured in {ref}`sec-depth`.

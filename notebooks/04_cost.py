@@ -19,17 +19,17 @@
 #
 # **Claim.** A $U\cdot V$ score costs one forward pass; GradNorm as published costs a backward pass
 # per image at batch size 1, and exact ExGrad $C$ of them. **Answer on {glue:text}`nb04_device`:**
-# for ResNet-50 ({glue:text}`nb04_r50_timing`) the published GradNorm loop costs
-# {glue:text}`nb04_r50_published:.1f`× the batched forward pass and exact ExGrad by autograd
-# {glue:text}`nb04_r50_exgrad:.0f`×. Scoring every closed form from cached features costs
-# {glue:text}`nb04_r50_cf_overhead`× the forward pass; forward pass and every closed form
-# together take {glue:text}`nb04_r50_cf_total:.2f`× the forward pass alone
-# ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`× over the repeats).
-# Exact per-sample gradient norms of *every* parameter tensor of {glue:text}`nb04_layer_model`
-# cost {glue:text}`nb04_layer_hooks_fb:.2f`× one batched forward + backward
-# ({glue:text}`nb04_layer_hooks_fb_lo:.2f`–{glue:text}`nb04_layer_hooks_fb_hi:.2f`× over the
-# repeats) and run {glue:text}`nb04_layer_loop_speedup:.1f`× faster than the batch-1 loop. The
-# recorded GPU timings are in {ref}`sec-cost-gpu`.
+# for ResNet-50 (batch {glue:text}`nb04_r50_batch`, medians of {glue:text}`nb04_r50_repeats`
+# repeats) the published GradNorm loop costs {glue:text}`nb04_r50_published:.1f`× the batched
+# forward pass and exact ExGrad by autograd {glue:text}`nb04_r50_exgrad:.0f`×. Scoring every
+# closed form from cached features costs {glue:text}`nb04_r50_cf_overhead`× the forward pass;
+# forward pass and every closed form together take {glue:text}`nb04_r50_cf_total:.2f`× the
+# forward pass alone ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`×
+# over the repeats). Exact per-sample gradient norms of *every* parameter tensor of
+# {glue:text}`nb04_layer_model` cost {glue:text}`nb04_layer_hooks_over_fb:.2f`× one batched
+# forward + backward ({glue:text}`nb04_layer_hooks_over_fb_lo:.2f`–{glue:text}`nb04_layer_hooks_over_fb_hi:.2f`×
+# over the repeats) and run {glue:text}`nb04_layer_loop_over_hooks:.1f`× faster than the batch-1
+# loop. The recorded GPU timings are in {ref}`sec-cost-gpu`.
 
 # %% tags=["remove-cell"]
 from pathlib import Path
@@ -39,17 +39,13 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from ood_lib.book import plots, tables
-from ood_lib.book import glue
-from ood_lib.run.cost import (ALL_CLOSED_FORM, FEW_MEMBERS, LAYER_CHUNK,
-                          LAYER_LOOP_PATHS, LAYER_PATHS, PATHS,
-                          grid_cost, layer_ratios, ms_per_call, path_value,
-                          score_cost, scoring_ops)
-from ood_lib.run.features import resolve_device
+from ood_lib.book import glue, plots, tables
 from ood_lib.findings.labels import model_name, short_pair
-from ood_lib.models import build_model
-from ood_lib.book.report import step_label
 from ood_lib.gradients.verify import recorded_checks
+from ood_lib.models import build_model
+from ood_lib.run.cost import (ALL_CLOSED_FORM, FEW_MEMBERS, LAYER_CHUNK, LAYER_LOOP_PATHS, LAYER_PATHS,
+                              PATHS, grid_cost, layer_ratios, score_cost, scoring_ops)
+from ood_lib.run.features import resolve_device
 
 plt.rcParams.update(plots.BOOK_STYLE)
 
@@ -106,56 +102,43 @@ else:
 ratio = cost.pivot(index="path", columns="model",
                    values="ratio_to_forward")
 
-# %% tags=["remove-cell"]
+# %% [markdown]
+# The ratios the text quotes, per network; for the end-to-end closed forms also their range over
+# the repeats (fastest and slowest run ÷ the median forward pass), and what was timed:
+
+# %%
 ms = cost.pivot(index="path", columns="model", values="ms_per_image")
+row = cost.drop_duplicates(["path", "model"]).set_index(["path", "model"])
+quoted = pd.DataFrame({
+    "published": ratio.loc["gradnorm_published"],
+    "exgrad": ratio.loc["exgrad_loop"],
+    "vmap": ratio.loc["vmap_head"],
+    "cf_overhead": ratio.loc["closed_form_scoring_only"].map(tables.ratio_text),
+    "cf_total": ratio.loc["closed_form"],
+    "cf_total_lo": row.loc["closed_form"].ms_min / ms.loc["forward"],
+    "cf_total_hi": row.loc["closed_form"].ms_max / ms.loc["forward"],
+    "forward_ms": ms.loc["forward"],
+    "batch": row.loc["gradnorm_published"].batch,
+    "repeats": row.loc["gradnorm_published"].repeats,
+    "loop_images": row.loc["gradnorm_published"].images_timed,
+    "exgrad_images": row.loc["exgrad_loop"].images_timed,
+}).rename(index=lambda m: m.replace("resnet", "r"))
+# networks on which that range includes 1×: no measurable cost there
+n_within = int(((quoted.cf_total_lo <= 1) & (quoted.cf_total_hi >= 1)).sum())
 device = str(cost.device.iloc[0])
 here = "CPU" if device == "cpu" else device
-if COST_CSV:  # a recorded table: its own device, not this kernel's
-    name = cost.device_name.iloc[0] if "device_name" in cost else device
-    glue("nb04_device", f"{'a CPU' if device == 'cpu' else 'a GPU'} ({name}; a table "
-         "recorded by benchmarks/score_cost.py)", display=False)
-else:
-    glue("nb04_device",
-         f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
-         else f"{device} "
-              f"({torch.cuda.get_device_name(torch.device(device))})",
-         display=False)
-within = {}
-for m in ("resnet20", "resnet50"):
-    short = m.replace("resnet", "r")
-    for key, path in (("published", "gradnorm_published"),
-                      ("exgrad", "exgrad_loop"), ("vmap", "vmap_head")):
-        glue(f"nb04_{short}_{key}", float(ratio.loc[path, m]),
-             display=False)
-    # scoring alone, from features already computed: a ratio to the
-    # forward pass, as the tables print it
-    glue(f"nb04_{short}_cf_overhead",
-         tables.ratio_text(ratio.loc["closed_form_scoring_only", m]),
-         display=False)
-    # forward + every closed form, end to end, with its range over repeats
-    cf = cost[(cost.model == m) & (cost.path == "closed_form")].iloc[0]
-    glue(f"nb04_{short}_cf_total", float(cf.ratio_to_forward), display=False)
-    for end, col in (("lo", "ms_min"), ("hi", "ms_max")):
-        glue(f"nb04_{short}_cf_total_{end}",
-             float(cf[col] / ms.loc["forward", m]), display=False)
-    within[m] = cf.ms_min <= ms.loc["forward", m] <= cf.ms_max
-    row = cost[(cost.model == m) & (cost.path == "gradnorm_published")]
-    r0 = row.iloc[0]
-    n_ex = int(cost[(cost.model == m) & (cost.path == "exgrad_loop")]
-               .images_timed.iloc[0])
-    glue(f"nb04_{short}_timing",
-         f"batch {r0.batch}, the GradNorm loop timed on {r0.images_timed} "
-         f"images and the ExGrad loop on {n_ex} image{'s' * (n_ex != 1)}, "
-         f"medians of {r0.repeats} repeats", display=False)
-    glue(f"nb04_{short}_forward_ms", float(ms.loc["forward", m]),
-         display=False)
 
-glue("nb04_cf_total_note",
-     ": on both networks the range over the repeats includes 1×, so on "
-     "this run the closed forms add no measurable time to the forward pass."
-     if all(within.values()) else
-     " (ranges: the closed form's fastest and slowest run ÷ the median "
-     "forward pass).", display=False)
+# %% tags=["remove-cell"]
+for net, numbers in quoted.to_dict("index").items():
+    for key, value in numbers.items():
+        glue(f"nb04_{net}_{key}", value)
+glue("nb04_n_within", n_within)
+glue("nb04_n_nets", len(quoted))
+glue("nb04_here", here)
+name = cost.device_name.iloc[0] if "device_name" in cost else device
+glue("nb04_device", f"{'a CPU' if device == 'cpu' else 'a GPU'} ({name}; a table recorded by benchmarks/score_cost.py)"
+     if COST_CSV else f"the CPU ({torch.get_num_threads()} threads)" if device == "cpu"
+     else f"{device} ({torch.cuda.get_device_name(torch.device(device))})")
 
 # %% tags=["hide-input"]
 order = list(dict.fromkeys(cost.path))
@@ -167,21 +150,25 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
                   f"Time per image ÷ batched forward pass, on {here}")
 
 # %% [markdown]
-# On ResNet-20 the batched forward pass takes {glue:text}`nb04_r20_forward_ms:.2f` ms per image;
-# GradNorm's published loop costs {glue:text}`nb04_r20_published:.1f`× that, exact ExGrad
-# {glue:text}`nb04_r20_exgrad:.1f`×, and the batched per-sample head gradient
-# {glue:text}`nb04_r20_vmap:.2f`× ({glue:text}`nb04_r20_timing`; ResNet-50:
-# {glue:text}`nb04_r50_timing`). The rows "from cached h" time the scoring alone: every closed
-# form costs {glue:text}`nb04_r20_cf_overhead`× (ResNet-20) and
-# {glue:text}`nb04_r50_cf_overhead`× (ResNet-50) the forward pass. Measured end to end,
-# forward pass and every closed form take {glue:text}`nb04_r20_cf_total:.2f`×
+# On ResNet-20 (batch {glue:text}`nb04_r20_batch`) the batched forward pass takes
+# {glue:text}`nb04_r20_forward_ms:.2f` ms per image; GradNorm's published loop costs
+# {glue:text}`nb04_r20_published:.1f`× that, exact ExGrad {glue:text}`nb04_r20_exgrad:.1f`×, and
+# the batched per-sample head gradient {glue:text}`nb04_r20_vmap:.2f`×. The loops are timed on a
+# few images of the batch (GradNorm's on {glue:text}`nb04_r20_loop_images`, ExGrad's on
+# {glue:text}`nb04_r20_exgrad_images`; on ResNet-50, batch {glue:text}`nb04_r50_batch`:
+# {glue:text}`nb04_r50_loop_images` and {glue:text}`nb04_r50_exgrad_images`), and every time is a
+# median over {glue:text}`nb04_r20_repeats` repeats. The rows "cached h" time the
+# scoring alone: every closed form costs {glue:text}`nb04_r20_cf_overhead`× (ResNet-20) and
+# {glue:text}`nb04_r50_cf_overhead`× (ResNet-50) the forward pass. Measured end to end, forward
+# pass and every closed form take {glue:text}`nb04_r20_cf_total:.2f`×
 # ({glue:text}`nb04_r20_cf_total_lo:.2f`–{glue:text}`nb04_r20_cf_total_hi:.2f`× over the
 # repeats) and {glue:text}`nb04_r50_cf_total:.2f`×
 # ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`×) the forward
-# pass alone{glue:text}`nb04_cf_total_note` On a CPU a
-# batch-1 backward pass is relatively cheap; on a GPU, where batch size 1 leaves the device
-# idle, the loops fall much further behind. At this page's default sizes (small batches, few
-# repeats, a machine shared with other work) ratios close to 1× can come out in either order —
+# pass alone. On {glue:text}`nb04_n_within` of the {glue:text}`nb04_n_nets` networks that range
+# includes 1×: there, on this run, the closed forms add no measurable time to the forward pass.
+# On a CPU a batch-1 backward pass is relatively cheap; on a GPU, where batch size 1 leaves the
+# device idle, the loops fall much further behind. At this page's default sizes (small batches,
+# few repeats, a machine shared with other work) ratios close to 1× can come out in either order —
 # a path that includes another may time a little faster than it; the ranges over the repeats in
 # the figure below say how far each ratio can be trusted, and the recorded GPU runs
 # ({ref}`sec-cost-gpu`) are the ones to quote.
@@ -201,21 +188,15 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
 # %%
 # medians ÷ forward + backward, and the batch-1 loop's slowdown
 lr = layer_ratios(cost).iloc[0]
+layer_rows = cost[cost.model == lr.model].set_index("path")
 
 # %% tags=["remove-cell"]
-layer_rows = cost[cost.model == lr.model].set_index("path")
-glue("nb04_layer_model", tables.model_label(lr.model), display=False)
-glue("nb04_layer_batch", int(layer_rows.batch.iloc[0]), display=False)
-glue("nb04_layer_loop_images",
-     int(layer_rows.loc["per_layer_loop", "images_timed"]), display=False)
-for key, col in (("fb", "fb_over_forward"), ("hooks_fb", "hooks_over_fb"),
-                 ("hooks_fb_lo", "hooks_over_fb_lo"),
-                 ("hooks_fb_hi", "hooks_over_fb_hi"),
-                 ("all_fb", "all_over_fb")):
-    glue(f"nb04_layer_{key}", float(lr[col]), display=False)
-glue("nb04_layer_loop_speedup", float(lr.loop_over_hooks), display=False)
-glue("nb04_layer_loop_all_speedup", float(lr.loop_over_all), display=False)
-glue("nb04_layer_repeats", int(layer_rows.repeats.iloc[0]), display=False)
+for key, value in {**lr.filter(like="_over_").astype(float).to_dict(),
+                   "model": tables.model_label(lr.model),
+                   "batch": int(layer_rows.batch.iloc[0]),
+                   "repeats": int(layer_rows.repeats.iloc[0]),
+                   "loop_images": int(layer_rows.loc["per_layer_loop", "images_timed"])}.items():
+    glue(f"nb04_layer_{key}", value)
 
 # %% tags=["hide-input"]
 layer_paths = ["forward", "closed_form", "forward_backward",
@@ -232,15 +213,15 @@ tables.book_table(
 
 # %% [markdown]
 # On {glue:text}`nb04_layer_model` (batch {glue:text}`nb04_layer_batch`) one batched forward +
-# backward costs {glue:text}`nb04_layer_fb:.1f`× the forward pass. The per-sample norms of every
-# layer by hooks cost {glue:text}`nb04_layer_hooks_fb:.2f`× that forward + backward, plain
-# `torch.func` {glue:text}`nb04_layer_all_fb:.2f`×; the batch-1 loop (timed on
-# {glue:text}`nb04_layer_loop_images` images) is {glue:text}`nb04_layer_loop_speedup:.1f`× slower
-# than hooks and {glue:text}`nb04_layer_loop_all_speedup:.1f`× slower than `torch.func`. Over
+# backward costs {glue:text}`nb04_layer_fb_over_forward:.1f`× the forward pass. The per-sample
+# norms of every layer by hooks cost {glue:text}`nb04_layer_hooks_over_fb:.2f`× that forward +
+# backward, plain `torch.func` {glue:text}`nb04_layer_all_over_fb:.2f`×; the batch-1 loop (timed
+# on {glue:text}`nb04_layer_loop_images` images) is {glue:text}`nb04_layer_loop_over_hooks:.1f`×
+# slower than hooks and {glue:text}`nb04_layer_loop_over_all:.1f`× slower than `torch.func`. Over
 # the {glue:text}`nb04_layer_repeats` repeats, the hooks cost
-# {glue:text}`nb04_layer_hooks_fb_lo:.2f`–{glue:text}`nb04_layer_hooks_fb_hi:.2f`× one forward +
-# backward (fastest hooks run ÷ slowest forward + backward, and the converse). The spread of
-# every path over the repeats is drawn in {numref}`fig-cost`.
+# {glue:text}`nb04_layer_hooks_over_fb_lo:.2f`–{glue:text}`nb04_layer_hooks_over_fb_hi:.2f`× one
+# forward + backward (fastest hooks run ÷ slowest forward + backward, and the converse). The
+# spread of every path over the repeats is drawn in {numref}`fig-cost`.
 
 # %% [markdown]
 # (sec-cost-gpu)=
@@ -249,163 +230,99 @@ tables.book_table(
 # `benchmarks/device_check.sh` is the one prepared script for a GPU: every benchmark end to end,
 # the identities in float64, `torchrun` extraction, and this cost benchmark at batch 1 and 256.
 # Its recorded results live in `results/device/` (committed, with the device name and versions);
-# this section shows them beside the CPU numbers above, and says what is still missing.
+# this section shows them beside the CPU numbers above, and says what is still missing. The
+# script's steps that did not finish, the float64 checks (`verify_*.csv`) and the cost tables
+# at each batch size:
 
-# %% tags=["remove-cell"]
+# %%
 gpu_dir = Path(DEVICE_RESULTS)
-found = {n: gpu_dir / f"{n}.csv"
-         for n in ("runs", "environment", "steps")}
-found = {n: pd.read_csv(f) for n, f in found.items() if f.is_file()}
-runs, steps = found.get("runs"), found.get("steps")
-gpu_env = found["environment"].iloc[0] if "environment" in found else None
-gpu_cost = [pd.read_csv(f)
-            for f in sorted(gpu_dir.glob("score_cost_b*.csv"))]
-
-
-todo = steps[steps.status != "ok"] if steps is not None else None
-notes = []
-if todo is not None and not todo.empty:
-    check = todo.step.str.startswith("verify")
-    if (~check).any():
-        notes.append("Not recorded on a GPU: " + "; ".join(
-            f"{step_label(r.step)} ({r.status})"
-            for r in todo[~check].itertuples()) + ".")
-    if check.any():
-        notes.append(
-            "The identity check in float64 on the GPU (verify) failed in "
-            "the recorded run and has not been re-run since (its code has "
-            "changed), so no GPU identity check is reported here; "
-            f"see {str(gpu_dir).removeprefix('../')}/steps.csv.")
-glue("nb04_gpu_missing", " ".join(notes), display=False)
-# the float64 checks the GPU run recorded (verify_*.csv), in one sentence
+gpu_env = pd.read_csv(gpu_dir / "environment.csv").iloc[0]
+runs = pd.read_csv(gpu_dir / "runs.csv").query("status == 'ok'")
+steps = pd.read_csv(gpu_dir / "steps.csv").query("status != 'ok'")
+not_done = steps.step.str.replace(  # benchmark ids by their display names
+    r"^(\w+) end to end$", lambda m: f"{short_pair(m[1])} end to end", regex=True)
 checks = recorded_checks(gpu_dir)
-last_checks = checks[checks.check == "last layer"]
-layer_checks = checks[checks.check == "every layer"]
-said = []
-if len(last_checks):
-    said.append(
-        f"the last-layer closed forms match autograd to "
-        f"{last_checks.worst.max():.0e} in units of V ({len(last_checks)} models)")
-if len(layer_checks):
-    said.append(
-        "the per-sample gradient norms of every parameter tensor ("
-        + ", ".join(f"{r.rows} of {model_name(r.name)}"
-                    for r in layer_checks.itertuples())
-        + f") match the batch-1 loop to {layer_checks.worst.max():.0e}, relative")
-glue("nb04_gpu_verify",
-     f"In float64 on the {gpu_env.device_name}, " + "; ".join(said) + "."
-     if said and gpu_env is not None else
-     "No float64 identity check on a GPU is recorded.", display=False)
-if runs is None or gpu_env is None:
-    glue("nb04_gpu_runs",
-         "No GPU run is recorded in this copy of the study.",
-         display=False)
-else:
-    ok = runs[runs.status == "ok"]
-    cold, warm = ok.seconds_cold, ok.seconds_warm
-    glue("nb04_gpu_runs",
-         f"On one {gpu_env.device_name} (torch {gpu_env.torch}), "
-         f"{len(ok)} benchmarks ran end to end "
-         f"({', '.join(map(short_pair, ok.benchmark))}): "
-         f"{cold.min():.0f}–{cold.max():.0f} s each with feature "
-         f"extraction, {warm.min():.0f}–{warm.max():.0f} s from the caches.",
-         display=False)
-
-
-gpu_layer = [t for t in gpu_cost if set(LAYER_PATHS) <= set(t.path)]
-if gpu_layer:  # the largest batch: at batch 1 there is nothing to batch
-    t = max(gpu_layer, key=lambda t: t.batch.iloc[0])
-    b = int(t.batch.iloc[0])
-    own_loop = "per_layer_loop" in set(t.path)
-    g = layer_ratios(t, loop="per_layer_loop" if own_loop
-                     else "gradnorm_published").iloc[0]
-    text = (
-        f"On the {t.device_name.iloc[0]} at batch {b}, the per-sample norms "
-        f"of every layer of {tables.model_label(g.model)} cost "
-        f"{g.hooks_over_fb:.1f}× one batched forward + backward by hooks "
-        f"(on {here} above: {lr.hooks_over_fb:.2f}×) and "
-        f"{g.all_over_fb:.1f}× by plain torch.func, and run "
-        f"{g.loop_over_hooks:.1f}× faster than "
-        + ("the all-layer batch-1 loop." if own_loop else
-           "GradNorm's published batch-1 loop (whose backward fills every "
-           "gradient but takes no norms, so the speed-up over an all-layer "
-           "batch-1 loop is at least this)."))
-    one = [u for u in gpu_layer if u.batch.iloc[0] == 1]
-    chunks = -(-b // LAYER_CHUNK)
-    hooks_chunk = ms_per_call(t, g.model, "per_layer_hooks") / chunks
-    fb_call = ms_per_call(t, g.model, "forward_backward")
-    if one and chunks > 1:
-        hooks_one = ms_per_call(one[0], g.model, "per_layer_hooks")
-        text += (
-            f" The batched forward + backward of all {b} images takes "
-            f"{fb_call:.1f} ms; the hooks take {hooks_chunk:.1f} ms per "
-            f"chunk of {LAYER_CHUNK} images and {hooks_one:.1f} ms for a "
-            "single image.")
-        if hooks_one > hooks_chunk / 2:  # most of a chunk's time is fixed
-            text += (
-                " Their time thus goes with the number of chunks, not of "
-                "images: the per-layer rebuild is many small operations, "
-                "each with a fixed cost that the cheap batched backward of "
-                "a GPU does not hide.")
-    glue("nb04_gpu_layer", text, display=False)
-else:
-    glue("nb04_gpu_layer",
-         "No per-layer timing on a GPU is recorded: how much faster than the "
-         "batch-1 loop the batched all-layer paths run on a GPU is not "
-         "measured here.", display=False)
-
-# closed forms from cached features on the GPU, smallest and largest batch
-text = ""
-if len(gpu_cost) >= 2:
-    lo_t = min(gpu_cost, key=lambda u: u.batch.iloc[0])
-    hi_t = max(gpu_cost, key=lambda u: u.batch.iloc[0])
-    m = str(lo_t.model.iloc[0])
-    b_lo, b_hi = int(lo_t.batch.iloc[0]), int(hi_t.batch.iloc[0])
-    cf = "closed_form_scoring_only"
-    vm = "vmap_head_scoring_only"
-    cf_lo, cf_hi, vm_lo, vm_hi = (
-        path_value(u, m, p, "ratio_to_forward")
-        for p in (cf, vm) for u in (lo_t, hi_t))
-    slower = cf_lo > vm_lo and cf_hi > vm_hi
-    on_cpu = ratio.loc[cf, m] > ratio.loc[vm, m] if m in ratio else None
-    text = (
-        f"From cached features on the GPU, every closed form costs "
-        f"{cf_lo:.2f}× a {tables.model_label(m)} forward pass at "
-        f"batch {b_lo} and {cf_hi:.2f}× at batch {b_hi}, the "
-        f"per-sample head gradient by vmap {vm_lo:.2f}× and {vm_hi:.2f}×"
-        + (" (on the CPU above the closed forms are the cheaper)"
-           if slower and on_cpu is False else "") + ". ")
-    call_lo, call_hi = ms_per_call(lo_t, m, cf), ms_per_call(hi_t, m, cf)
-    text += (f"One call of the closed forms takes {call_lo:.1f} ms for "
-             f"{b_lo} image{'s' * (b_lo > 1)} and {call_hi:.1f} ms "
-             f"for {b_hi}")
-    if b_hi >= 10 * b_lo and call_hi < 2 * call_lo:
-        text += (": the time is a fixed cost per call, not work per image "
-                 f"— the many small operations of {len(ALL_CLOSED_FORM)} "
-                 "scores, whose launch overhead dominates at this size.")
-    else:
-        text += "."
-glue("nb04_gpu_cf", text, display=False)
-settings = [cost.assign(
-    setting=f"{here}, " + ("recorded" if COST_CSV else "measured here"))]
-settings += [t.assign(setting=f"GPU, batch {t.batch.iloc[0]}")
-             for t in gpu_cost]
-glue("nb04_gpu_cost",
-     "The cost benchmark's GPU rows are in the tables and the figure "
-     "below, beside the CPU rows." if gpu_cost else
-     "The cost benchmark's GPU rows (batch 1 and 256) are not recorded "
-     "yet: the GPU run stopped before that step, so every ratio on this "
-     "page is measured on the CPU.", display=False)
+last, every_layer = (checks[checks.check == c] for c in ("last layer", "every layer"))
+gpu_cost = [pd.read_csv(f) for f in sorted(gpu_dir.glob("score_cost_b*.csv"))]
+gpu = pd.concat(gpu_cost, ignore_index=True)
+b_lo, b_hi = gpu.batch.min(), gpu.batch.max()
 
 # %% [markdown]
-# {glue:text}`nb04_gpu_runs` {glue:text}`nb04_gpu_cost` {glue:text}`nb04_gpu_missing`
-# {glue:text}`nb04_gpu_verify`
+# Where the per-layer paths were timed, their ratios at the largest batch (at batch 1 there is
+# nothing to batch), and the time of one call of a batched path, its time per image × the batch
+# size, at the smallest and the largest batch:
+
+# %%
+big = gpu[gpu.batch == b_hi]
+loop = "per_layer_loop" if "per_layer_loop" in set(big.path) else "gradnorm_published"
+g = layer_ratios(big, loop=loop).iloc[0]
+net = gpu[gpu.model == g.model]
+gpu_ratio = net.pivot(index="path", columns="batch", values="ratio_to_forward")
+call_ms = net.pivot(index="path", columns="batch", values="ms_per_image") * [b_lo, b_hi]
+hooks_chunk = call_ms.loc["per_layer_hooks", b_hi] / -(-b_hi // LAYER_CHUNK)
+# a single image's share of the time of a chunk of LAYER_CHUNK images
+one_of_chunk = call_ms.loc["per_layer_hooks", b_lo] / hooks_chunk
+cf, vm = "closed_form_scoring_only", "vmap_head_scoring_only"  # from cached h
+
+# %% tags=["remove-cell"]
+for key, value in {
+        "name": gpu_env.device_name, "torch": gpu_env.torch, "n_runs": len(runs),
+        "cold_lo": runs.seconds_cold.min(), "cold_hi": runs.seconds_cold.max(),
+        "warm_lo": runs.seconds_warm.min(), "warm_hi": runs.seconds_warm.max(),
+        "not_done": "; ".join(f"{s} ({w})" for s, w in zip(not_done, steps.status)) or "none",
+        "last_worst": last.worst.max(), "last_n": len(last),
+        "layer_worst": every_layer.worst.max(), "layer_tensors": every_layer.rows.sum(),
+        "layer_models": " and ".join(map(model_name, every_layer.name)),
+        "b_lo": b_lo, "b_hi": b_hi, "model": tables.model_label(g.model),
+        **g[["hooks_over_fb", "all_over_fb", "loop_over_hooks"]].astype(float).to_dict(),
+        "loop": tables.cost_path_label(loop),
+        "fb_call": call_ms.loc["forward_backward", b_hi], "hooks_chunk": hooks_chunk,
+        "hooks_one": call_ms.loc["per_layer_hooks", b_lo], "chunk": LAYER_CHUNK,
+        "one_of_chunk": 100 * one_of_chunk, "n_scores": len(ALL_CLOSED_FORM),
+        "cf_lo": gpu_ratio.loc[cf, b_lo], "cf_hi": gpu_ratio.loc[cf, b_hi],
+        "vm_lo": gpu_ratio.loc[vm, b_lo], "vm_hi": gpu_ratio.loc[vm, b_hi],
+        "cf_call_lo": call_ms.loc[cf, b_lo], "cf_call_hi": call_ms.loc[cf, b_hi]}.items():
+    glue(f"nb04_gpu_{key}", value.item() if hasattr(value, "item") else value)
+
+# %% [markdown]
+# On one {glue:text}`nb04_gpu_name` (torch {glue:text}`nb04_gpu_torch`),
+# {glue:text}`nb04_gpu_n_runs` benchmarks ran end to end (the last table below):
+# {glue:text}`nb04_gpu_cold_lo:.0f`–{glue:text}`nb04_gpu_cold_hi:.0f` s each with feature
+# extraction, {glue:text}`nb04_gpu_warm_lo:.0f`–{glue:text}`nb04_gpu_warm_hi:.0f` s from the
+# caches. The cost benchmark's GPU rows, at batch {glue:text}`nb04_gpu_b_lo` and
+# {glue:text}`nb04_gpu_b_hi`, are in the tables and the figure below, beside the CPU rows. Not
+# recorded on a GPU: {glue:text}`nb04_gpu_not_done`. In float64 on the GPU, the last-layer closed
+# forms match autograd to {glue:text}`nb04_gpu_last_worst:.0e` in units of V
+# ({glue:text}`nb04_gpu_last_n` models), and the per-sample gradient norms of all
+# {glue:text}`nb04_gpu_layer_tensors` parameter tensors of {glue:text}`nb04_gpu_layer_models`
+# match the batch-1 loop to {glue:text}`nb04_gpu_layer_worst:.0e`, relative.
 #
-# {glue:text}`nb04_gpu_cf`
+# From cached features on the GPU, every closed form costs {glue:text}`nb04_gpu_cf_lo:.2f`× a
+# {glue:text}`nb04_gpu_model` forward pass at batch {glue:text}`nb04_gpu_b_lo` and
+# {glue:text}`nb04_gpu_cf_hi:.2f`× at batch {glue:text}`nb04_gpu_b_hi`, the per-sample head
+# gradient by vmap {glue:text}`nb04_gpu_vm_lo:.2f`× and {glue:text}`nb04_gpu_vm_hi:.2f`×. One call
+# of the closed forms takes {glue:text}`nb04_gpu_cf_call_lo:.1f` ms at batch
+# {glue:text}`nb04_gpu_b_lo` and {glue:text}`nb04_gpu_cf_call_hi:.1f` ms at batch
+# {glue:text}`nb04_gpu_b_hi`: the time is a fixed cost per call, not work per image — the
+# many small operations of {glue:text}`nb04_gpu_n_scores` scores, whose launch overhead dominates
+# at this size.
 #
-# {glue:text}`nb04_gpu_layer`
+# At batch {glue:text}`nb04_gpu_b_hi`, the per-sample norms of every layer of
+# {glue:text}`nb04_gpu_model` cost {glue:text}`nb04_gpu_hooks_over_fb:.1f`× one batched forward +
+# backward by hooks (on {glue:text}`nb04_here` above: {glue:text}`nb04_layer_hooks_over_fb:.2f`×)
+# and {glue:text}`nb04_gpu_all_over_fb:.1f`× by plain torch.func, and run
+# {glue:text}`nb04_gpu_loop_over_hooks:.1f`× faster than the batch-1 loop (the row
+# “{glue:text}`nb04_gpu_loop`” below). The batched forward + backward of all
+# {glue:text}`nb04_gpu_b_hi` images takes {glue:text}`nb04_gpu_fb_call:.1f` ms; the hooks take
+# {glue:text}`nb04_gpu_hooks_chunk:.1f` ms per chunk of {glue:text}`nb04_gpu_chunk` images and
+# {glue:text}`nb04_gpu_hooks_one:.1f` ms for a single image, {glue:text}`nb04_gpu_one_of_chunk:.0f` %
+# of a chunk's time. Their time thus goes with the number of chunks, not of images: the
+# per-layer rebuild is many small operations, each with a fixed cost that the cheap batched
+# backward of a GPU does not hide.
 
 # %% tags=["hide-input"]
+settings = [cost.assign(setting=f"{here}, " + ("recorded" if COST_CSV else "measured here"))]
+settings += [t.assign(setting=f"GPU, batch {t.batch.iloc[0]}") for t in gpu_cost]
 every = pd.concat(settings, ignore_index=True)
 for m, t in every.groupby("model", sort=False):
     side = t.pivot(index="path", columns="setting",
@@ -418,20 +335,18 @@ for m, t in every.groupby("model", sort=False):
         side.style.format(tables.ratio_text),
         f"{tables.model_label(m)}: time per image ÷ forward pass "
         "at the same batch size"))
-if runs is not None:
-    named = runs[runs.status == "ok"].assign(
-        benchmark=lambda d: d.benchmark.map(short_pair))
-    named = named[["benchmark", "seconds_cold", "seconds_warm"]].rename(
-        columns={"benchmark": "benchmark · model",
-                 "seconds_cold": "with extraction (s)",
-                 "seconds_warm": "from caches (s)"})
-    display(tables.book_table(
-        named.style.hide(axis="index").format(precision=0),
-        "End-to-end runs on the GPU", numbers=False))
+named = runs.assign(benchmark=runs.benchmark.map(short_pair))
+named = named[["benchmark", "seconds_cold", "seconds_warm"]].rename(
+    columns={"benchmark": "benchmark · model",
+             "seconds_cold": "with extraction (s)",
+             "seconds_warm": "from caches (s)"})
+display(tables.book_table(
+    named.style.hide(axis="index").format(precision=0),
+    "End-to-end runs on the GPU", numbers=False))
 
 # %% tags=["hide-input"]
 fig = plots.cost_figure(every, panel="setting")
-glue("nb04_fig_cost", fig, display=False)
+glue("nb04_fig_cost", fig)
 plt.close(fig)
 
 # %% [markdown]
@@ -463,50 +378,25 @@ plt.close(fig)
 with torch.inference_mode():
     h_r20, f_r20 = build_model("resnet20").to(dev).eval().forward_features(
         torch.randn(BATCH_RESNET20, 3, 32, 32, device=dev))
-ops = scoring_ops(h_r20, f_r20)
-
-# %% tags=["remove-cell"]
+ops = scoring_ops(h_r20, f_r20)  # for FEW_MEMBERS and for all members
+n_all, n_few = len(ALL_CLOSED_FORM), len(FEW_MEMBERS)
 calls = ops.pivot(index="members", columns="path", values="operator_calls")
 syncs = ops.pivot(index="members", columns="path", values="host_syncs")
-n_all, n_few = len(ALL_CLOSED_FORM), len(FEW_MEMBERS)
+# scoring alone from cached features, all members fused and one at a time
+fused = ratio.reindex(["closed_form_scoring_only",
+                       "closed_form_per_member_scoring_only"])["resnet20"]
+fused_x = fused.iloc[1] / fused.iloc[0]  # one at a time ÷ one call
+# GPU tables recorded with the fused call (older ones time members one at a time)
+n_fused_gpu = sum("closed_form_per_member" in set(t.path) for t in gpu_cost)
+
+# %% tags=["remove-cell"]
 for key, path in (("fused", "fused"), ("pm", "per_member")):
-    glue(f"nb04_{key}_ops_all", f"{int(calls.loc[n_all, path]):,}", display=False)
-    glue(f"nb04_{key}_ops_few", f"{int(calls.loc[n_few, path]):,}", display=False)
-    glue(f"nb04_{key}_syncs_all", f"{int(syncs.loc[n_all, path]):,}", display=False)
-glue("nb04_fused_members", n_all, display=False)
-glue("nb04_fused_batch", int(ops.batch.iloc[0]), display=False)
-pm, cf = "closed_form_per_member", "closed_form"
-fused_text = ""
-if f"{pm}_scoring_only" in ratio.index:
-    r20 = ratio["resnet20"]
-    fused_text = (
-        f"Timed on {here} from cached features (ResNet-20, batch "
-        f"{int(cost[cost.model == 'resnet20'].batch.iloc[0])}), all members "
-        f"in one call cost {tables.ratio_text(r20[cf + '_scoring_only'])}× "
-        f"the forward pass and one member at a time "
-        f"{tables.ratio_text(r20[pm + '_scoring_only'])}×, "
-        f"{r20[pm + '_scoring_only'] / r20[cf + '_scoring_only']:.1f}× as "
-        "much (end to end, with the forward pass: the first table).")
-glue("nb04_fused_cpu", fused_text, display=False)
-fused_gpu = [t for t in gpu_cost if pm in set(t.path)]
-if fused_gpu:
-    t = max(fused_gpu, key=lambda u: u.batch.iloc[0])
-    gm = str(t.model.iloc[0])
-    g_text = (
-        f"On the {t.device_name.iloc[0]} at batch {int(t.batch.iloc[0])}, "
-        f"forward pass and every closed form take "
-        f"{path_value(t, gm, cf, 'ratio_to_forward'):.2f}× the forward pass "
-        f"fused and {path_value(t, gm, pm, 'ratio_to_forward'):.2f}× one "
-        "member at a time.")
-elif gpu_cost:
-    g_text = (
-        "The GPU rows of the tables and the figure above were "
-        "recorded before this change: their closed-form rows are the "
-        "per-member path, one call per member, and stay so until "
-        "benchmarks/device_check.sh is run again on a GPU.")
-else:
-    g_text = "No GPU timing of the fused call is recorded."
-glue("nb04_fused_gpu", g_text, display=False)
+    for name, n in (("ops_all", calls.loc[n_all, path]), ("ops_few", calls.loc[n_few, path]), ("syncs_all", syncs.loc[n_all, path])):
+        glue(f"nb04_{key}_{name}", f"{int(n):,}")
+for key, value in {"members": n_all, "batch": int(ops.batch.iloc[0]), "one_call": tables.ratio_text(fused.iloc[0]),
+                   "per_member": tables.ratio_text(fused.iloc[1]), "x": "—" if pd.isna(fused_x) else f"{fused_x:.1f}",
+                   "n_gpu": n_fused_gpu, "n_gpu_tables": len(gpu_cost)}.items():
+    glue(f"nb04_fused_{key}", value)
 
 # %% tags=["hide-input"]
 ops_table = pd.DataFrame({
@@ -528,8 +418,13 @@ tables.book_table(
 # {glue:text}`nb04_fused_syncs_all` host syncs, those of the input checks and the one finiteness
 # check. One member at a time the same scores take {glue:text}`nb04_pm_ops_few` operator calls
 # for ten members and {glue:text}`nb04_pm_ops_all` for all, with
-# {glue:text}`nb04_pm_syncs_all` host syncs. {glue:text}`nb04_fused_cpu`
-# {glue:text}`nb04_fused_gpu`
+# {glue:text}`nb04_pm_syncs_all` host syncs. Timed on {glue:text}`nb04_device` from cached
+# features (ResNet-20, batch {glue:text}`nb04_r20_batch`), all members in one call cost
+# {glue:text}`nb04_fused_one_call`× the forward pass and one member at a time
+# {glue:text}`nb04_fused_per_member`×, {glue:text}`nb04_fused_x`× as much (end to end, with the
+# forward pass: the first table). Of the {glue:text}`nb04_fused_n_gpu_tables` recorded GPU cost
+# tables, {glue:text}`nb04_fused_n_gpu` time the fused call; a table recorded before it has the per-member path in its closed-form rows, one call per member, until
+# `benchmarks/device_check.sh` is run again on a GPU.
 
 # %% [markdown]
 # ## Scoring from cached features
@@ -542,11 +437,8 @@ tables.book_table(
 g = grid_cost(N_GRID, GRID_CLASSES, GRID_DIM, repeats=REPEATS, seed=SEED)
 
 # %% tags=["remove-cell"]
-glue("nb04_grid_seconds", g["seconds"], display=False)
-glue("nb04_grid_n", f"{g['n']:,}", display=False)
-glue("nb04_grid_members", g["members"], display=False)
-glue("nb04_grid_classes", f"{g['classes']:,}", display=False)
-glue("nb04_grid_dim", f"{g['dim']:,}", display=False)
+for key, value in g.items():
+    glue(f"nb04_grid_{key}", f"{value:,}" if isinstance(value, int) else value)
 
 # %% [markdown]
 # All {glue:text}`nb04_grid_members` closed-form scores for {glue:text}`nb04_grid_n` samples ×
@@ -565,7 +457,7 @@ glue("nb04_grid_dim", f"{g['dim']:,}", display=False)
 #   gradient costs {glue:text}`nb04_r50_vmap:.2f`× the forward pass on ResNet-50 — but it still only
 #   reproduces a closed form.
 # * Below the head, exact per-sample norms of every layer cost
-#   {glue:text}`nb04_layer_hooks_fb:.2f`× one batched forward + backward
-#   ({glue:text}`nb04_layer_hooks_fb_lo:.2f`–{glue:text}`nb04_layer_hooks_fb_hi:.2f`× over the
-#   repeats) on {glue:text}`nb04_layer_model`, {glue:text}`nb04_layer_loop_speedup:.1f`× faster
+#   {glue:text}`nb04_layer_hooks_over_fb:.2f`× one batched forward + backward
+#   ({glue:text}`nb04_layer_hooks_over_fb_lo:.2f`–{glue:text}`nb04_layer_hooks_over_fb_hi:.2f`× over the
+#   repeats) on {glue:text}`nb04_layer_model`, {glue:text}`nb04_layer_loop_over_hooks:.1f`× faster
 #   than the batch-1 loop.

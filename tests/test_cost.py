@@ -130,19 +130,3 @@ def test_per_layer_paths_batch_in_chunks_of_layer_chunk(monkeypatch):
     fns = path_functions(model, x)
     fns["per_layer_all"](), fns["per_layer_hooks"]()
     assert [c for _, c in seen] == [LAYER_CHUNK, LAYER_CHUNK] and seen[1][0] == "hooks"
-
-
-def test_path_value_and_ms_per_call_read_one_row_and_name_what_is_missing():
-    import pandas as pd
-
-    from ood_lib.run.cost import ms_per_call, path_value
-    from ood_lib.book.report import step_label
-
-    t = pd.DataFrame({"model": ["resnet20", "resnet20"], "path": ["forward", "closed_form"],
-                      "batch": [256, 256], "ms_per_image": [0.01, 0.04], "ratio_to_forward": [1.0, 4.0]})
-    assert path_value(t, "resnet20", "closed_form", "ratio_to_forward") == 4.0
-    assert ms_per_call(t, "resnet20", "closed_form") == pytest.approx(0.04 * 256)
-    with pytest.raises(OODInputError, match="no 'ratio_to_forward' for model 'resnet50'"):
-        path_value(t, "resnet50", "forward", "ratio_to_forward")
-    assert step_label("cifar10_densenet end to end") == "CIFAR-10 · DenseNet-BC-100 end to end"
-    assert step_label("cost benchmark, batch 1") == "cost benchmark, batch 1"

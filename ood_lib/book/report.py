@@ -1,4 +1,4 @@
-"""Tables and sentences the book builds from several studies (chapter *The evaluation*, *Discussion*).
+"""Tables, counts and figures the book builds from several studies (chapter *The evaluation*, *Discussion*).
 
 Everything here reads :class:`ood_lib.findings.study.Study` tables; no number or verdict word is typed.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import OODInputError
-from ..findings.claims import CLAIMS
+from ..findings.claims import CLAIMS, get_claim
 from ..data.files import data_root
 from ..run.evaluate import default_methods
 from ..findings.labels import method_label, set_label, short_pair
@@ -23,12 +23,6 @@ from .tables import bold_best
 SUBSET_NAMES = {"n_id": "ID test", "n_ood": "per OOD set", "n_fit": "ID fit"}
 # how a verdict on "the feature norm helps MSP" reads in a sentence
 NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference"}
-
-
-def step_label(step: str) -> str:
-    """A recorded device-check step (``"<benchmark> end to end"``) with the benchmark's display name."""
-    head, sep, rest = step.partition(" end to end")
-    return f"{short_pair(head)} end to end" if sep and not rest else step
 
 
 def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **run: object) -> dict[str, Study]:
@@ -118,11 +112,6 @@ def split_claims(studies: Mapping[str, Study]) -> list[str]:
     return out
 
 
-def count_text(studies: Mapping[str, Study], claim: str) -> str:
-    """``"supported 3, refuted 2, inconclusive 1"``: :func:`verdict_counts` as text, zeros left out."""
-    return ", ".join(f"{w} {n}" for w, n in verdict_counts(studies, claim).items() if n)
-
-
 def group_value(study: Study, method: str, group: str, metric: str = "auroc") -> float:
     """A method's mean metric over one group of OOD sets."""
     m = study["metrics"]
@@ -167,9 +156,9 @@ def verdict_table(studies: Mapping[str, Study], group: str) -> pd.DataFrame:
         sub = v[v.group == group].set_index("claim").verdict
         if len(sub):
             cols[short_pair(b)] = sub
-    keys = [c.key for c in CLAIMS if (c.kind == "identity") == (group == "all")]
-    t = pd.DataFrame(cols).reindex(keys).fillna("")
-    t.index = [next(c.short for c in CLAIMS if c.key == k) for k in keys]
+    claims = [c for c in CLAIMS if (c.kind == "identity") == (group == "all")]
+    t = pd.DataFrame(cols).reindex([c.key for c in claims]).fillna("")
+    t.index = [c.short for c in claims]
     return t
 
 
@@ -236,7 +225,6 @@ def factor_rows(studies: Mapping[str, Study], v_term: str = "msp") -> pd.DataFra
 def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.DataFrame:
     """Mean ± s.d. over training seeds of each recorded quantity: quantities (rows) × group, for
     ``benchmark`` (default: every study with seed runs, columns prefixed by the pair)."""
-    short = {c.key: c.short for c in CLAIMS}
     parts = []
     for b, s in studies.items():
         if "seeds" not in s.tables or (benchmark is not None and b != benchmark):
@@ -245,7 +233,7 @@ def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.
         t["column"] = t.group if benchmark is not None else short_pair(b) + " · " + t.group
         t["cell"] = [f"{m:.1f} ±{sd:.1f}" for m, sd in zip(t["mean"], t["sd"])]
         t["row"] = [("AUROC " + method_label(q[6:])) if q.startswith("auroc:") else
-                    ("difference: " + short[q[5:]]) if q.startswith("diff:") else "ID accuracy (%)"
+                    ("difference: " + get_claim(q[5:]).short) if q.startswith("diff:") else "ID accuracy (%)"
                     for q in t.quantity]
         parts.append(t)
     if not parts:
@@ -308,8 +296,7 @@ def seed_ranges(study: Study) -> pd.DataFrame:
 def seed_sign_changes(studies: Mapping[str, Study]) -> pd.DataFrame:
     """The claim differences whose sign changes between training seeds: pair, group, claim, the
     smallest and largest difference over seeds. A verdict there rests on seed 0 alone."""
-    short = {c.key: c.short for c in CLAIMS}
-    rows = [{"pair": short_pair(b), "group": r.group, "claim": short[r.claim],
+    rows = [{"pair": short_pair(b), "group": r.group, "claim": get_claim(r.claim).short,
              "min over seeds": round(float(r.min), 2), "max over seeds": round(float(r.max), 2)}
             for b, s in studies.items() for r in seed_ranges(s).itertuples() if r.sign_changes]
     cols = ["pair", "group", "claim", "min over seeds", "max over seeds"]

@@ -313,16 +313,3 @@ def grid_cost(n: int = 100_000, classes: int = 1000, dim: int = 2048, repeats: i
     sec = median_seconds(lambda: scores(ALL_CLOSED_FORM, h, f), repeats=repeats)
     return {"n": n, "classes": classes, "dim": dim, "members": len(ALL_CLOSED_FORM), "seconds": sec}
 
-
-def path_value(table: pd.DataFrame, model: str, path: str, column: str) -> float:
-    """One number of a cost table (as :func:`score_cost` returns it): ``column`` of ``model``'s
-    ``path`` row; an :class:`OODInputError` names what is missing."""
-    rows = table[(table.model == model) & (table.path == path)]
-    if rows.empty or column not in rows:
-        raise OODInputError(f"the cost table has no {column!r} for model {model!r}, path {path!r}")
-    return float(rows[column].iloc[0])
-
-
-def ms_per_call(table: pd.DataFrame, model: str, path: str) -> float:
-    """Milliseconds per call of a batched path: its time per image × the batch size."""
-    return path_value(table, model, path, "ms_per_image") * path_value(table, model, path, "batch")
