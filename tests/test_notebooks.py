@@ -97,6 +97,28 @@ def test_notebooks_glue_through_the_checked_glue():
         assert "from ood_lib.book import glue" in text and "myst_nb" not in text, nb.name
 
 
+def hidden_share(path: Path) -> float:
+    """The share of a py:percent notebook's code lines (not blank, not comments) in cells tagged remove-cell."""
+    code = hidden = 0
+    kind, head = None, ""
+    for line in path.read_text().splitlines():
+        m = re.match(r"# %%(.*)$", line)
+        if m:
+            head = m.group(1)
+            kind = "md" if "[markdown]" in head else "code"
+            continue
+        if kind == "code" and line.strip() and not line.strip().startswith("#"):
+            code += 1
+            hidden += "remove-cell" in head
+    return hidden / code if code else 0.0
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_notebook_shows_most_of_its_code(nb):
+    """Bookkeeping is hidden, computation is shown: at most 30 % of a chapter's code lines hidden."""
+    assert hidden_share(nb) <= 0.30, f"{nb.name}: {hidden_share(nb):.0%} of its code lines are hidden"
+
+
 def test_no_function_is_defined_in_a_notebook():
     for nb in NOTEBOOKS:
         assert not re.search(r"^\s*(def|class) ", nb.read_text(), re.M), nb.name

@@ -27,8 +27,9 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from ood_lib.run.config import RunConfig  # noqa: E402
 from ood_lib.book.gallery import sample_images, save_gallery  # noqa: E402
+from ood_lib.data.benchmarks import get_benchmark  # noqa: E402
 from ood_lib.findings.study import git_state, run_study, seed_summary, seed_table  # noqa: E402
-from recorded_check import check_config, load_meta, run_check, save_check  # noqa: E402
+from recorded_check import check_config, load_meta, run_check, save_check, save_model, seed_model_cache  # noqa: E402
 
 OUT = REPO / "results" / "recorded"
 # benchmark -> RunConfig overrides of its recorded run (and why, where it is not the default)
@@ -63,6 +64,7 @@ def record_check(benchmark: str, root: str) -> None:
     meta = load_meta(OUT / benchmark)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ood-check-") as cache:
+        seed_model_cache(OUT / benchmark, cache)  # a model trained here: the recorded study's weights
         study = run_check(benchmark, check_config(meta, root, cache))
     if study.meta["model_fingerprint"] != meta["model_fingerprint"]:
         print(f"{benchmark}: WARNING: the model is not the recorded study's (record the study again)", flush=True)
@@ -84,6 +86,8 @@ def main() -> int:
             t0 = time.perf_counter()
             study = run_study(b, _config(b, args.data_root, over))
             print(f"{b}: {study.save(OUT / b)} in {time.perf_counter() - t0:.0f} s", flush=True)
+            if get_benchmark(b).model.train_epochs is not None:  # trained here: its weights beside the study
+                print(f"{b}: model {save_model(OUT / b, study.meta['config'].get('cache_dir'), study.meta['model_fingerprint'])}")
             save_gallery(sample_images(b, args.data_root, **GALLERY), OUT / b / "gallery.npz")
         record_check(b, args.data_root)
     if args.no_seeds or args.check_only:

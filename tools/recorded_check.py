@@ -34,7 +34,7 @@ import pandas as pd
 from ood_lib.run.config import RunConfig
 from ood_lib.findings.study import Study, differences, run_study
 
-SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 500}
+SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 200}
 N_BOOT = 200
 # The tables small enough to record for every benchmark; hist and roc are functions of the
 # per-image scores, which are compared one by one.
@@ -57,6 +57,27 @@ def seed_model_cache(directory: str | Path, cache_dir: str | Path) -> list[Path]
         target.mkdir(parents=True, exist_ok=True)
         out.append(Path(shutil.copy2(f, target / f.name)))
     return out
+
+
+def save_model(directory: str | Path, cache_dir: str | Path | None, fingerprint: str) -> Path | None:
+    """Record the trained model of the study in ``directory``: the model-cache entry (under
+    ``cache_dir``, default the user's cache) whose weights have ``fingerprint``, copied to
+    ``directory/model/`` in place of any earlier one. None when no entry has it (a pretrained model)."""
+    import shutil
+
+    import torch
+
+    from ood_lib.cache import default_cache_dir
+
+    models = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "models"
+    for f in sorted(models.glob("*.pt")):
+        entry = torch.load(f, map_location="cpu", weights_only=True)
+        if isinstance(entry, dict) and entry.get("fingerprint") == fingerprint:
+            target = Path(directory) / MODEL
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            return Path(shutil.copy2(f, target / f.name))
+    return None
 
 
 def check_config(study_meta: dict[str, Any], data_root: str | Path, cache_dir: str | Path | bool) -> RunConfig:
