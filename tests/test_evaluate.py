@@ -215,7 +215,7 @@ def test_analysis_scores_through_the_runners_dispatch(cache):
     prep = ev.prepare("embedded", cache_dir=cache, **SMALL)
     s = analysis.set_scores(prep, methods)
     df = ev.run_benchmark("embedded", cache_dir=cache, methods=methods, **SMALL)
-    table = analysis.metric_table(s, "auroc")
+    table = analysis.metric_table(s, "auroc", {k: prep.splits[k].group for k in prep.ood_keys})
     for m in methods:
         ours = df[(df.method == m) & (df.ood == "mean")].auroc.iloc[0]
         assert table.loc["mean", m] == pytest.approx(ours, abs=1e-12), m
