@@ -164,15 +164,14 @@ def detector_scores(prep: Prepared, det: Detector, sets: list[str] | None = None
 
 @functools.lru_cache(maxsize=1)
 def _code_fingerprint() -> str:
-    """A hash of the modules that compute scores: editing a formula invalidates cached scores."""
-    from .. import detectors
-    from ..scores import fused, registry as gradient_registry, terms as outputs, closed_forms as scores
-    from ..gradients import gaia, autograd as gradients, signals as layer_signals, reductions
+    """A hash of the modules that compute scores (every module of ``scores/`` and ``detectors/``, and
+    the gradient modules detectors call): editing a formula invalidates cached scores."""
+    from .. import detectors, scores
+    from ..gradients import autograd, gaia, reductions, signals
 
+    files = [*sorted(Path(scores.__file__).parent.glob("*.py")), *sorted(Path(detectors.__file__).parent.glob("*.py")),
+             *(Path(m.__file__) for m in (autograd, signals, reductions, gaia))]
     d = hashlib.sha256()
-    files = [Path(m.__file__) for m in (outputs, fused, gradient_registry, scores, gradients, layer_signals, reductions,
-                                        gaia)]
-    files += sorted(Path(detectors.__file__).parent.glob("*.py"))
     for f in files:
         d.update(f.read_bytes())
     return d.hexdigest()
