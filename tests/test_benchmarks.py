@@ -278,3 +278,17 @@ def test_evaluate_and_verify_take_a_cifar_resnet_of_any_depth(tmp_path):
     v = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--benchmark", "cifar10", *common, "--n", "2",
                         "--no-loop", "--quiet"], capture_output=True, text=True)
     assert v.returncode == 0 and "cifar_resnet from resnet32.th" in v.stdout, v.stderr[-2000:]
+
+
+def test_every_far_set_has_the_kind_the_rule_of_7_december_fixes():
+    from ood_lib.data.benchmarks import BENCHMARKS, OODSet
+
+    gray = {"mnist", "kmnist", "notmnist", "fashion_mnist"}
+    for b in BENCHMARKS.values():
+        colour = b.model.arch != "mnist_cnn"
+        for o in b.ood:
+            synthetic = o.generated or (colour and o.key in gray)
+            assert o.kind == ("synthetic" if synthetic else "natural"), (b.name, o.key)
+            assert o.decision_group == (f"far-{o.kind}" if o.group == "far" else o.group)
+    with pytest.raises(OODInputError, match="kind must be one of natural, synthetic"):
+        OODSet("x", "x", "far", None, kind="gray")

@@ -3,7 +3,7 @@ verdict: every verdict word the book shows comes from ood_lib.findings.claims / 
 
 import re
 
-from ood_lib.findings.claims import CLAIMS, IDENTITY_TOL, MARGINS, MIN_SEEDS, N_BOOT
+from ood_lib.findings.claims import CLAIMS, CONJUNCTION, IDENTITY_TOL, MARGINS, MIN_SEEDS, N_BOOT
 from conftest import REPO
 
 PAGE = REPO / "book" / "preregistration.md"
@@ -12,7 +12,16 @@ VERDICT_WORDS = re.compile(r"\b(supported|refuted|inconclusive)\b", re.I)
 
 def test_the_page_lists_every_claim_of_the_code_and_no_other():
     rows = re.findall(r"^\| `([a-z_]+)` \|", PAGE.read_text(), re.M)
-    assert rows == [c.key for c in CLAIMS]
+    assert rows == [CONJUNCTION.key, *(c.key for c in CLAIMS)]
+
+
+def test_the_page_states_which_verdicts_support_each_claim():
+    text = PAGE.read_text()
+    match_or_beat = [c.key for c in CLAIMS if c.supported_by == ("better", "equivalent")]
+    assert match_or_beat == ["preregistered_beats_gradnorm", "some_member_beats_gradnorm"]
+    assert all(c.supported_by == ("better",) for c in (*CLAIMS, CONJUNCTION) if c.key not in match_or_beat
+               and c.kind != "identity")
+    assert "Claim.supported_by" in text and "OODSet.kind" in text
 
 
 def test_the_page_states_the_rule_the_code_applies():

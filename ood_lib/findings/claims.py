@@ -49,6 +49,9 @@ class Claim:
     a: str  # the method (for a family: the family's name)
     b: str
     direction: int = +1  # +1: AUROC(a) − AUROC(b) is claimed > 0
+    # the four-way verdicts that support it (rule of 7 December 2026): "match or beat" is
+    # supported by better or equivalent, "beats" by better only
+    supported_by: tuple[str, ...] = ("better",)
 
     @property
     def per_group(self) -> bool:
@@ -68,22 +71,26 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("norm_helps_msp", "claim 4", "‖h‖₁·MSP beats MSP alone (the feature norm helps)",
           "‖h‖₁·MSP > MSP", "difference", "l1*msp", "msp"),
     Claim("preregistered_beats_gradnorm", "claim 5", "‖h‖₁·MSP, chosen before any result, beats GradNorm",
-          "‖h‖₁·MSP > GradNorm", "difference", "l1*msp", "gradnorm"),
+          "‖h‖₁·MSP > GradNorm", "difference", "l1*msp", "gradnorm", supported_by=("better", "equivalent")),
     Claim("some_member_beats_gradnorm", "claim 5", "some gradient-free U·V member beats GradNorm",
-          "some U·V member > GradNorm", "family", "uv_members", "gradnorm"),
+          "some U·V member > GradNorm", "family", "uv_members", "gradnorm", supported_by=("better", "equivalent")),
     Claim("gradnorm_beats_msp", "GradNorm paper", "GradNorm beats MSP", "GradNorm > MSP", "difference", "gradnorm", "msp"),
     Claim("gradnorm_beats_energy", "GradNorm paper", "GradNorm beats Energy", "GradNorm > Energy", "difference", "gradnorm", "energy"),
 )
+
+# Claim 4 as stated (rule of 6 December 2026): the conjunction of its two halves in one cell
+CONJUNCTION = Claim("u_and_v_weaker", "claim 4", "‖h‖₁ alone and ‖p − u‖₁ alone are each weaker than GradNorm",
+                    "GradNorm > U and > V", "conjunction", "product_beats_v", "product_beats_u")
 
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
 
 def get_claim(key: str) -> Claim:
     """The claim named ``key``."""
-    for c in CLAIMS:
+    for c in (*CLAIMS, CONJUNCTION):
         if c.key == key:
             return c
-    raise unknown_name("claim", key, CLAIM_KEYS)
+    raise unknown_name("claim", key, (*CLAIM_KEYS, CONJUNCTION.key))
 
 
 def identity_verdict(worst: float) -> str:
