@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ood_lib import OODInputError
-from ood_lib.findings.decide import (Replicates, bonferroni_level, conjunction, decisions_table, four_way,
-                            min_resamples)
+from ood_lib.findings.decide import (Replicates, bonferroni_level, conjunction, decisions_table, family_verdict,
+                                    four_way, min_resamples)
 from ood_lib.stats.metrics import auroc, fpr95
 from ood_lib.stats.paired import verdict as old_verdict
 
@@ -162,3 +162,27 @@ def test_fpr95_is_decided_lower_is_better():
 ])
 def test_claim_four_as_a_conjunction(a, b, want):
     assert conjunction(a, b) == want
+
+
+@pytest.mark.parametrize("verdicts, want", [
+    (["worse", "better", "inconclusive"], "better"), (["worse", "equivalent", "inconclusive"], "equivalent"),
+    (["worse", "worse"], "worse"), (["worse", "inconclusive"], "inconclusive"),
+])
+def test_the_family_verdict_of_7_december(verdicts, want):
+    assert family_verdict(verdicts) == want
+
+
+def test_a_family_with_one_clearly_better_member_is_better_with_simultaneous_intervals():
+    rng = np.random.default_rng(5)
+    ids, ood = _scores(rng, 3000, 3000, {"ref": 0.0, "same": 0.0, "up": 0.3, "down": -0.3})
+    r = Replicates.paired(*_one_set(ids, ood), n_boot=B)
+    verdict, fam = r.family(["same", "up", "down"], "ref", cells=1)
+    assert verdict == "better" and fam.set_index("member").verdict.to_dict() == {
+        "same": "equivalent", "up": "better", "down": "worse"}
+    one = r.decide("up", "ref")
+    row = fam.set_index("member").loc["up"]
+    assert row.hi - row.lo > one.hi - one.lo  # simultaneous over three members: wider than one alone
+    verdict, _ = r.family(["down"], "ref", cells=1)
+    assert verdict == "worse"
+    with pytest.raises(OODInputError, match="exclude 'ref'"):
+        r.family(["ref", "up"], "ref")

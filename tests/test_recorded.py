@@ -82,7 +82,9 @@ def test_recorded_study_quick_check(benchmark, tmp_path):
 @pytest.mark.parametrize("benchmark", STUDIES)
 def test_recorded_study_reproduces(benchmark, tmp_path):
     rec = Study.load(RECORDED / benchmark)
-    live = run_study(benchmark, _config(rec.meta, tmp_path / "cache"), n_boot=rec.meta["n_boot"])
+    d = rec.meta["decision"]  # the verdicts' seeds, cells (counted with the other units) and resamples
+    live = run_study(benchmark, _config(rec.meta, tmp_path / "cache"), n_boot=rec.meta["n_boot"],
+                     seeds=tuple(d["seeds"]), cells=d["cells"], decide_boot=d["n_boot"])
     again = Study.load(live.save(tmp_path / "live"))
     assert differences(again, rec, tol=TOL) == []
 

@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 
 from ood_lib._checks import OODInputError
-from ood_lib.findings.claims import CLAIMS, IDENTITY_TOL
+from ood_lib.findings.claims import CLAIMS, CONJUNCTION, IDENTITY_TOL, MARGINS, get_claim
+from ood_lib.findings.decide import conjunction, four_way, min_resamples
 from ood_lib.stats.paired import verdict
 from ood_lib.findings.roc import FPR_GRID, KEYS
 from test_roc import roc_auroc
 from ood_lib.findings.study import ROC_METHODS, TABLES, Study, differences, run_study, seed_summary
 from ood_lib.book import report
+from ood_lib.book import verdicts as bv
 
 SMALL = dict(n_id=300, n_ood=150, n_fit=500, progress=False,
              methods=("msp", "energy", "gradnorm_autograd", "exgrad_autograd", "exgrad", "knn"))
@@ -24,8 +26,8 @@ def study(embedded_model_cache):
     return run_study("embedded", cache_dir=embedded_model_cache, n_boot=200, **SMALL)
 
 
-def test_every_claim_gets_a_verdict_from_its_interval(study):
-    v = study["verdicts"]
+def test_every_claim_gets_a_verdict_from_its_interval_under_the_november_rule(study):
+    v = study["verdicts_nov"]
     assert set(v.claim) == {c.key for c in CLAIMS}
     assert set(v.group) == {"all", "near", "far", "covariate"}
     for _, r in v[v.group != "all"].iterrows():
@@ -37,8 +39,40 @@ def test_every_claim_gets_a_verdict_from_its_interval(study):
     assert (ident.estimate <= IDENTITY_TOL).all() and (ident.verdict == "supported").all()
 
 
+def test_the_december_verdicts_are_four_way_per_cell_and_metric(study):
+    v = study["verdicts"]
+    assert set(v.claim) == {c.key for c in CLAIMS} | {CONJUNCTION.key}
+    assert set(v.group) == {"all", "near", "far-natural", "far-synthetic"}  # covariate: not decided
+    assert set(v[v.group != "all"].metric) == {"auroc", "fpr95"}
+    cells = study.meta["decision"]["cells"]
+    assert cells == 3 and (v.cells == 3).all() and study.meta["decision"]["interval"] == "images"
+    for r in v[(v.group != "all") & v.lo.notna()].itertuples():
+        assert r.n_boot >= min_resamples(cells) and r.level == pytest.approx(1 - 0.05 / cells)
+        assert (r.verdict, r.cause) == four_way(r.lo, r.hi, MARGINS[r.metric]) or r.claim == "some_member_beats_gradnorm"
+        assert r.supports == (r.verdict in get_claim(r.claim).supported_by)
+    conj = v[v.claim == CONJUNCTION.key].set_index(["group", "metric"])
+    halves = v.set_index(["claim", "group", "metric"]).verdict
+    for (g, m), r in conj.iterrows():
+        assert r.verdict == conjunction(halves[(CONJUNCTION.a, g, m)], halves[(CONJUNCTION.b, g, m)])
+
+
+def test_a_study_decided_again_with_more_cells_widens_its_intervals(study):
+    import copy
+
+    again = copy.copy(study)
+    again.tables = dict(study.tables)
+    again.meta = dict(study.meta)
+    again.redecide(5)
+    a, b = study["verdicts"], again["verdicts"]
+    one = (a.metric == "auroc") & (a.claim == "gradnorm_beats_msp")
+    assert ((b[one].hi - b[one].lo).to_numpy() > (a[one].hi - a[one].lo).to_numpy()).all()
+    assert (b.cells == 5).all() and again.meta["decision"]["cells"] == 5
+    with pytest.raises(OODInputError, match="resamples"):
+        again.redecide(60)  # 60 cells need 24,000 resamples
+
+
 def test_family_verdict_follows_the_simultaneous_intervals(study):
-    fam, v = study["family"], study["verdicts"].set_index(["claim", "group"])
+    fam, v = study["family"], study["verdicts_nov"].set_index(["claim", "group"])
     for g, f in fam.groupby("group"):
         word = v.loc[("some_member_beats_gradnorm", g), "verdict"]
         assert word == ("supported" if (f.lo > 0).any() else "refuted" if (f.hi < 0).all() else "inconclusive")
@@ -112,10 +146,23 @@ def test_fewer_resamples_than_the_rule_are_flagged(study):
 def test_report_tables(study):
     studies = {"embedded": study}
     t = report.answer_table(studies)
-    assert list(t.index.get_level_values("group")) == [g for g in study.groups if g != "covariate"]
+    assert list(t.index.get_level_values("cell")) == ["near", "far-natural", "far-synthetic"]
     assert t.map(lambda c: isinstance(c, str) and c != "").all().all()
-    verdicts = report.verdict_table(studies, "far")
+    verdicts = report.verdict_table(studies, "far")  # the November rule's words
     assert set(np.unique(verdicts.values)) <= {"supported", "refuted", "inconclusive", ""}
+    grid = bv.verdict_grid({"embedded": study, "mnist": study}).data
+    assert grid.shape == (len(bv.COMPARISONS), 6)
+    assert {c.split(" ")[0] for c in grid.values.ravel()} <= {"better", "equivalent", "worse", "inconclusive"}
+    # the embedded run is a sanity run, not a unit: only "mnist" is counted
+    n = bv.counts({"embedded": study, "mnist": study})
+    assert (n.units == 1).all() and set(n.group) == {"near", "far-natural", "far-synthetic"}
+    v = study["verdicts"]
+    holds = v[(v.metric == "auroc") & (v.claim == "gradnorm_beats_msp")].set_index("group").supports
+    assert n.set_index(["claim", "group"]).loc["gradnorm_beats_msp"].holds.to_dict() == holds.astype(int).to_dict()
+    assert len(bv.rule_change_table({"mnist": study})) == 2 * (len(CLAIMS) - 2)  # near, far per comparison
+    inc = bv.inconclusive_table({"mnist": study})
+    assert len(inc) == int(((v.metric == "auroc") & (v.verdict == "inconclusive")).sum())
+    assert set(bv.count_phrases({"mnist": study})) == {c.key for c in bv.COMPARISONS}
 
 
 def test_seed_sign_changes_are_marked_once_per_difference(study):

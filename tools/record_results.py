@@ -28,6 +28,8 @@ sys.path.insert(0, str(REPO / "tools"))
 from ood_lib.run.config import RunConfig  # noqa: E402
 from ood_lib.book.gallery import sample_images, save_gallery  # noqa: E402
 from ood_lib.data.benchmarks import get_benchmark  # noqa: E402
+from ood_lib.findings import verdicts as four  # noqa: E402
+from ood_lib.findings.decide import min_resamples  # noqa: E402
 from ood_lib.findings.study import git_state, run_study, seed_summary, seed_table  # noqa: E402
 from recorded_check import check_config, load_meta, run_check, save_check, save_model, seed_model_cache  # noqa: E402
 
@@ -36,17 +38,33 @@ OUT = REPO / "results" / "recorded"
 STUDIES = {
     "mnist": {},
     "cifar10": {},
-    # DenseNet-BC-100 and EfficientNet-Lite0 on this 2-core CPU: the full sets take most of an hour
-    # (ODIN alone needs a backward pass through the network per image), more than the CI check
-    # that recomputes every recorded number can spend. Recorded on seeded subsets, without ODIN
-    # (and, for the 1,000-class model, without the extra autograd readings of the head gradient;
-    # GradNorm by autograd stays, for the identity claim). A data root computes them in full.
-    "cifar10_densenet": {"n_id": 2000, "n_ood": 500, "n_fit": 2000, "exclude": ("odin",)},
+    # Without ODIN on DenseNet-BC-100 and EfficientNet-Lite0: it needs a backward pass through the
+    # network per image, most of an hour on this 2-core CPU. The ImageNet stand-in samples its OOD
+    # sets (and leaves out the extra autograd readings of the 1,000-class head; GradNorm by
+    # autograd stays, for the identity claim).
+    "cifar10_densenet": {"exclude": ("odin",)},
     "imagenet_lite": {"n_ood": 300, "exclude": ("odin", "gradnorm_official_autograd", "ce_pred_autograd")},
 }
 # the sample images each chapter shows (``gallery.npz``, beside the study's tables)
 GALLERY = {"n": 8, "seed": 0}
 SEEDS = {"embedded": (0, 1, 2, 3, 4), "mnist": (0, 1, 2, 3, 4)}
+# units of evidence (rule of 6 December 2026): every study but the sanity runs (four.SANITY_RUNS).
+# Their cells are counted together for the Bonferroni level.
+SANITY = four.SANITY_RUNS
+
+
+def joint_cells(studies: dict, recorded: Path = OUT) -> int:
+    """The cells of every unit in :data:`STUDIES`: the live studies' own, the others' from their
+    recorded ``meta.json`` (rule of 7 December 2026)."""
+    n = 0
+    for b in STUDIES:
+        if b in SANITY:
+            continue
+        if b in studies:
+            n += four.n_cells(studies[b].decision_groups)
+        else:
+            n += json.loads((recorded / b / "meta.json").read_text())["decision"]["own_cells"]
+    return n
 
 
 def _config(benchmark: str, root: str, overrides: dict) -> RunConfig:
@@ -79,16 +97,24 @@ def main() -> int:
     p.add_argument("--no-seeds", action="store_true")
     p.add_argument("--check-only", action="store_true", help="only the quick checks of the recorded studies")
     args = p.parse_args()
-    for b, over in STUDIES.items():
-        if args.only and b not in args.only:
-            continue
-        if not args.check_only:
+    chosen = [b for b in STUDIES if not args.only or b in args.only]
+    studies = {}
+    if not args.check_only:
+        upper = min_resamples(3 * sum(b not in SANITY for b in STUDIES))  # enough for every cell a unit can have
+        for b in chosen:
             t0 = time.perf_counter()
-            study = run_study(b, _config(b, args.data_root, over))
-            print(f"{b}: {study.save(OUT / b)} in {time.perf_counter() - t0:.0f} s", flush=True)
+            studies[b] = run_study(b, _config(b, args.data_root, STUDIES[b]), seeds=SEEDS.get(b), decide_boot=upper)
+            print(f"{b}: studied in {time.perf_counter() - t0:.0f} s", flush=True)
+        cells = joint_cells(studies)
+        for b, study in studies.items():
+            own = four.n_cells(study.decision_groups)
+            study.redecide(cells)
+            study.meta["decision"]["own_cells"] = own
+            print(f"{b}: {study.save(OUT / b)} ({cells} cells)", flush=True)
             if get_benchmark(b).model.train_epochs is not None:  # trained here: its weights beside the study
                 print(f"{b}: model {save_model(OUT / b, study.meta['config'].get('cache_dir'), study.meta['model_fingerprint'])}")
             save_gallery(sample_images(b, args.data_root, **GALLERY), OUT / b / "gallery.npz")
+    for b in chosen:
         record_check(b, args.data_root)
     if args.no_seeds or args.check_only:
         return 0

@@ -38,7 +38,7 @@ SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 200}
 N_BOOT = 200
 # The tables small enough to record for every benchmark; hist and roc are functions of the
 # per-image scores, which are compared one by one.
-TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors")
+TABLES = ("metrics", "verdicts", "verdicts_nov", "family", "ranks", "selection", "factors")
 TOL = 1e-6
 NOT_PASSED = ("data_root", "cache_dir", "progress")  # where the run reads and writes, not what it computes
 

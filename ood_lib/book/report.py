@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._checks import OODInputError
+from ..data.benchmarks import DECISION_GROUPS
 from ..findings.claims import CLAIMS, get_claim
 from ..data.files import data_root
 from ..run.evaluate import default_methods
@@ -22,7 +23,8 @@ from .tables import bold_best
 # how the provenance table names each subsampled split
 SUBSET_NAMES = {"n_id": "ID test", "n_ood": "per OOD set", "n_fit": "ID fit"}
 # how a verdict on "the feature norm helps MSP" reads in a sentence
-NORM_EFFECT = {"supported": "helps", "refuted": "hurts", "inconclusive": "makes no clear difference"}
+NORM_EFFECT = {"better": "helps", "worse": "hurts", "equivalent": "makes no difference",
+               "inconclusive": "undecided"}
 
 
 def load_studies(real: list[str], *, root: str | None, recorded: str | Path, **run: object) -> dict[str, Study]:
@@ -89,29 +91,6 @@ def not_applicable(studies: Mapping[str, Study]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["pair", "method", "reason"])
 
 
-def verdict_counts(studies: Mapping[str, Study], claim: str) -> dict[str, int]:
-    """How often each verdict was given to ``claim`` over every benchmark × OOD group (near, far; the
-    covariate-shift group, which holds the ID classes, is not counted)."""
-    words = pd.concat([s["verdicts"].loc[lambda d: (d.claim == claim) & (d.group != "covariate"), "verdict"]
-                       for s in studies.values()])
-    return {w: int((words == w).sum()) for w in ("supported", "refuted", "inconclusive", "not run")}
-
-
-def n_comparison_claims() -> int:
-    """How many pre-registered claims compare two scores (all but the identities)."""
-    return sum(c.kind != "identity" for c in CLAIMS)
-
-
-def split_claims(studies: Mapping[str, Study]) -> list[str]:
-    """The comparison claims that are supported on some benchmark × group and refuted on another."""
-    out = []
-    for c in CLAIMS:
-        words = set(pd.concat([s["verdicts"].loc[lambda d: d.claim == c.key, "verdict"] for s in studies.values()]))
-        if c.kind != "identity" and {"supported", "refuted"} <= words:
-            out.append(c.key)
-    return out
-
-
 def group_value(study: Study, method: str, group: str, metric: str = "auroc") -> float:
     """A method's mean metric over one group of OOD sets."""
     m = study["metrics"]
@@ -122,37 +101,37 @@ def group_value(study: Study, method: str, group: str, metric: str = "auroc") ->
 
 
 def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
-    """The answer in one row per benchmark × model and OOD group (near, far): what the feature norm
-    does to MSP (the verdict's reading and the AUROC difference), GradNorm's rank, and the best
-    method with its AUROC. Every cell is computed from the study's tables; † marks a difference whose
-    sign changes between the training seeds of a model trained here."""
+    """The answer in one row per benchmark × model and decided cell (near, far-natural,
+    far-synthetic): what the feature norm does to MSP (the AUROC verdict's reading and the
+    difference), GradNorm's rank in the cell's November group (near or far), and the best method
+    with its AUROC there. Every cell is computed from the study's tables; † marks a difference
+    whose sign changes between the training seeds of a model trained here."""
     rows = []
     for s in studies.values():
         ranges = seed_ranges(s)
         changes = set(zip(ranges.group[ranges.sign_changes], ranges.claim[ranges.sign_changes]))
-        v = s["verdicts"].set_index(["claim", "group"])
+        v = s["verdicts"]
+        v = v[v.metric == "auroc"].set_index(["claim", "group"])
         r = s["ranks"].set_index(["group", "method"])
-        for g in s.groups:
-            if g == "covariate":
-                continue
-            verdict = v.loc[("norm_helps_msp", g), "verdict"]
+        for cell in [g for g in DECISION_GROUPS if ("norm_helps_msp", g) in v.index]:
+            g = cell.split("-")[0]  # far-natural → far
             gn = r.loc[(g, "gradnorm")]
             mark = " †" if (g, "norm_helps_msp") in changes else ""
             rows.append({
-                "pair": short_pair(s.benchmark), "group": g,
-                "‖h‖₁ × MSP": f"{NORM_EFFECT.get(verdict, 'not measured')} "
-                              f"({v.loc[('norm_helps_msp', g), 'estimate']:+.1f}){mark}",
-                "GradNorm rank": f"{int(gn['rank'])} / {int(gn['n_methods'])}",
+                "pair": short_pair(s.benchmark), "cell": cell,
+                "‖h‖₁ × MSP": f"{NORM_EFFECT[v.loc[('norm_helps_msp', cell), 'verdict']]} "
+                              f"({v.loc[('norm_helps_msp', cell), 'estimate']:+.1f}){mark}",
+                "GradNorm rank": f"{int(gn['rank'])} / {int(gn['n_methods'])} ({g})",
                 "best method (AUROC)": f"{method_label(gn['best'])} ({gn['auroc_best']:.1f})"})
-    return pd.DataFrame(rows).set_index(["pair", "group"])
+    return pd.DataFrame(rows).set_index(["pair", "cell"])
 
 
 def verdict_table(studies: Mapping[str, Study], group: str) -> pd.DataFrame:
-    """Claims (rows, short labels) × pairs (columns): the verdict words for one group ("all" for the
-    identities); empty where a pair has no such group."""
+    """Claims (rows, short labels) × pairs (columns): the verdict words of the rule of 27 November
+    2026 (``verdicts_nov``) for one of its groups; empty where a pair has no such group."""
     cols = {}
     for b, s in studies.items():
-        v = s["verdicts"]
+        v = s["verdicts_nov"] if "verdicts_nov" in s else s["verdicts"]
         sub = v[v.group == group].set_index("claim").verdict
         if len(sub):
             cols[short_pair(b)] = sub
@@ -241,41 +220,6 @@ def seed_rows(studies: Mapping[str, Study], benchmark: str | None = None) -> pd.
     t = pd.concat(parts, ignore_index=True)
     out = t.pivot_table(index="row", columns="column", values="cell", aggfunc="first", sort=False).fillna("")
     return out.rename_axis(index=None, columns=None)
-
-
-def forest_figure(studies: Mapping[str, Study], groups: tuple[str, ...] = ("near", "far")):
-    """Every comparison claim's AUROC difference with its 95 % interval, one panel per group, one
-    marker per benchmark × model; a line at 0 (no difference)."""
-    import matplotlib.pyplot as plt
-
-    claims = [c for c in CLAIMS if c.kind != "identity"]
-    fig, axes = plt.subplots(1, len(groups), figsize=(7.2, 0.42 * len(claims) + 1.6), sharey=True,
-                             constrained_layout=True, dpi=150)
-    axes = np.atleast_1d(axes)
-    pairs = list(studies)
-    colours = plt.get_cmap("tab10").colors
-    for ax, g in zip(axes, groups):
-        for j, b in enumerate(pairs):
-            v = studies[b]["verdicts"].set_index(["claim", "group"])
-            for i, c in enumerate(claims):
-                if (c.key, g) not in v.index or not np.isfinite(v.loc[(c.key, g), "estimate"]):
-                    continue
-                r = v.loc[(c.key, g)]
-                y = i + (j - (len(pairs) - 1) / 2) * 0.13
-                ax.errorbar(r.estimate, y, xerr=[[r.estimate - r.lo], [r.hi - r.estimate]], fmt="o", ms=3.5,
-                            color=colours[j % 10], lw=1.2, label=short_pair(b))
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(f"{g} OOD", fontsize=10)
-        ax.set_xlabel("AUROC difference (points)")
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(claims)), [c.short for c in claims], fontsize=8)
-    axes[0].invert_yaxis()
-    seen = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-    fig.legend(seen.values(), seen.keys(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    return fig
 
 
 def seed_ranges(study: Study) -> pd.DataFrame:

@@ -35,8 +35,8 @@ from .._checks import OODInputError, unknown_name
 from .claims import MARGINS, MIN_SEEDS
 from ..stats.paired import PairedBootstrap
 
-__all__ = ["FOUR_VERDICTS", "Decision", "Replicates", "bonferroni_level", "conjunction", "decisions_table", "four_way",
-           "min_resamples"]
+__all__ = ["FOUR_VERDICTS", "Decision", "Replicates", "bonferroni_level", "conjunction", "decisions_table",
+           "family_verdict", "four_way", "min_resamples"]
 
 FOUR_VERDICTS = ("better", "equivalent", "worse", "inconclusive")
 DECIDED_METRICS = ("auroc", "fpr95")
@@ -212,6 +212,50 @@ class Replicates:
         loo = [float(np.delete(per, i).mean()) for i in range(len(per))] if len(per) > 1 else [est]
         return Decision(metric, est, lo, hi, level, m, verdict, cause, dict(zip(names, per.tolist())),
                         agree, (min(loo), max(loo)))
+
+    def family(self, members: Sequence[str], b: str, metric: str = "auroc", sets: Sequence[str] | None = None, *,
+               cells: int = 1, margin: float | None = None) -> tuple[str, pd.DataFrame]:
+        """Every member against ``b`` with intervals simultaneous over the members (max-statistic:
+        each replicate difference standardised by its bootstrap s.d., the ``level`` quantile of the
+        largest absolute standardised deviation sets a common width), at the Bonferroni level for
+        ``cells``; returns the family's verdict (:func:`family_verdict`) and one row per member."""
+        members = list(members)
+        if not members or len(set(members)) != len(members) or b in members:
+            raise OODInputError(f"members must be distinct, non-empty and exclude {b!r}: {members}")
+        level = bonferroni_level(cells)
+        if self.n_boot < min_resamples(cells):
+            raise OODInputError(f"{cells} simultaneous interval(s) need at least {min_resamples(cells):,} "
+                                f"resamples, got {self.n_boot:,}: no verdict is given")
+        diffs = [self.difference(mem, b, metric, sets) for mem in members]
+        d = np.array([per.mean() for per, _ in diffs])
+        draws = np.stack([reps for _, reps in diffs])  # (K, B)
+        sd = draws.std(axis=1)
+        live = sd > 0
+        q = float(np.quantile((np.abs(draws[live] - d[live, None]) / sd[live, None]).max(axis=0), level)) if live.any() else 0.0
+        m = MARGINS[metric] if margin is None else float(margin)
+        rows = []
+        for name, est, s in zip(members, d, sd):
+            v, cause = four_way(est - q * s, est + q * s, m)
+            rows.append({"member": name, "estimate": float(est), "lo": float(est - q * s), "hi": float(est + q * s),
+                         "verdict": v, "cause": cause})
+        table = pd.DataFrame(rows)
+        return family_verdict(table.verdict), table
+
+
+def family_verdict(verdicts: Sequence[str]) -> str:
+    """The family claim (rule of 7 December 2026): *better* if some member is better, else
+    *equivalent* if some member is equivalent, *worse* if every member is worse, else *inconclusive*."""
+    vs = list(verdicts)
+    for v in vs:
+        if v not in FOUR_VERDICTS:
+            raise unknown_name("verdict", v, FOUR_VERDICTS)
+    if not vs:
+        raise OODInputError("a family needs at least one member")
+    if "better" in vs:
+        return "better"
+    if "equivalent" in vs:
+        return "equivalent"
+    return "worse" if all(v == "worse" for v in vs) else "inconclusive"
 
 
 def conjunction(first: str, second: str) -> str:

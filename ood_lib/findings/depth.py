@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from .._checks import OODInputError
-from ..data.benchmarks import get_benchmark
 from .claims import LEVEL, N_BOOT
 from ..detectors import DETECTORS, AutogradGradient, GradientClosedForm, canonical, create
 from ..detectors.model_access import log_msp_and_input_gradient, odin_perturb

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import explain, roc
+from . import explain, roc, verdicts as four
 from .._checks import OODInputError
 from ..data.benchmarks import Benchmark, get_benchmark
 from ..cache import atomic_write_bytes
@@ -49,7 +49,7 @@ from ..scores.closed_forms import PREREGISTERED, closed_form, uv_members
 
 HEADLINE = ("msp", "maxlogit", "energy", "odin", "mahalanobis", "react", "knn", "vim", "ash", "scale", "dice", "gen",
             "fdbd", "nnguide", "gradnorm", "exgrad", "exgrad_flipped", "l1*one", "one*pu_l1", "l1*msp")
-TABLES = ("metrics", "verdicts", "family", "ranks", "selection", "factors", "hist", "roc")
+TABLES = ("metrics", "verdicts", "verdicts_nov", "family", "ranks", "selection", "factors", "hist", "roc")
 # the ROC figure's methods: output baselines, the strongest feature baselines, GradNorm, the pre-registered member
 ROC_METHODS = ("msp", "energy", "knn", "vim", "gradnorm", PREREGISTERED)
 VOLATILE = ("seconds", "from_cache")  # columns that differ between two identical runs: not recorded
@@ -65,6 +65,19 @@ class Study:
     meta: dict[str, Any]
     source: str = "live"
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # live only
+    replicates: Any = field(default=None, repr=False)  # live only: what the verdicts are decided on
+    decision_groups: dict[str, list[str]] = field(default_factory=dict, repr=False)  # live only
+
+    def redecide(self, cells: int) -> None:
+        """Decide the claims again at the Bonferroni level of ``cells`` cells (several units
+        recorded together: the rule of 7 December 2026 counts their cells jointly)."""
+        if self.replicates is None:
+            raise OODInputError("only a live study can be decided again (a recorded one keeps no resamples)")
+        ident = [{**r, "cells": int(cells)} for r in
+                 self.tables["verdicts"].loc[lambda d: d.metric == "identity"].to_dict("records")]
+        self.tables["verdicts"] = four.verdict_table(self.replicates, self.decision_groups, uv_members(),
+                                                     cells=cells, identities=ident)
+        self.meta["decision"] = {**self.meta.get("decision", {}), "cells": int(cells)}
 
     def __contains__(self, name: str) -> bool:
         return name in self.tables
@@ -105,11 +118,12 @@ class Study:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit the code runs from and whether tracked files differ from it ("unknown" outside a clone)."""
+    """The commit the code runs from and whether tracked files outside ``results/`` differ from it
+    (recording one study writes results: that is not a change of the code; "unknown" outside a clone)."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/results"], cwd=here,
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
@@ -221,6 +235,7 @@ def _why(scores, groups_of: dict[str, str]) -> dict[str, pd.DataFrame]:
 
 
 def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None = None, *, n_boot: int = N_BOOT,
+              seeds: tuple[int, ...] | None = None, cells: int | None = None, decide_boot: int | None = None,
               **overrides: Any) -> Study:
     """Every method on ``benchmark``, the pre-registered verdicts, and the tables that explain them.
 
@@ -228,6 +243,12 @@ def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None 
     gains the methods the claims and tables compare (not the C-pass autograd expectations on a
     benchmark with more than 100 classes). ``n_boot`` below :data:`ood_lib.findings.claims.N_BOOT` is allowed
     for quick looks, and the metadata says so.
+
+    The ``verdicts`` table follows the rules of December 2026 (:mod:`ood_lib.findings.verdicts`):
+    ``seeds`` (a model trained here; the first is the run's seed) adds the training seeds to the
+    interval, ``cells`` is the Bonferroni count (default: this run's own cells) and
+    ``decide_boot`` the resamples (default: the fewest the rule allows). ``verdicts_nov`` keeps
+    the verdicts of the rule of 27 November 2026 for comparison.
     """
     cfg = (config or RunConfig()).replace(**overrides).replace(bootstrap=0)
     bench = get_benchmark(benchmark)  # resolved once: the run carries the object
@@ -252,7 +273,12 @@ def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None 
         if r.method in HEADLINE and r.method in scores:
             sets = groups.get(r.ood, in_mean(group_of) if r.ood == "mean" else [r.ood])
             metrics.loc[i, ["auroc_lo", "auroc_hi"]] = pb.interval(r.method, sets=sets, level=LEVEL)
-    tables = {"metrics": metrics, "verdicts": _verdict_rows(pb, scores, groups, members, prep)}
+    old = _verdict_rows(pb, scores, groups, members, prep)
+    dgroups = four.decision_groups({o.key: o.decision_group for o in bench.ood if o.key in group_of})
+    reps, decision = four.study_replicates(bench, cfg, prep, scores, members, seeds, cells or four.n_cells(dgroups), decide_boot)
+    tables = {"metrics": metrics, "verdicts": four.verdict_table(reps, dgroups, members, cells=decision["cells"],
+                                                                 identities=four.identity_rows(old, decision)),
+              "verdicts_nov": old}
     tables["family"] = pd.concat([pb.family(members, "gradnorm", sets=v, level=LEVEL).assign(group=g)
                                   for g, v in groups.items()], ignore_index=True)
     tables["ranks"] = _ranks(metrics, members, list(groups))
@@ -260,10 +286,10 @@ def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None 
     tables.update(_why(scores, group_of))
     tables["roc"] = roc.roc_table(scores, group_of, [m for m in ROC_METHODS if m in scores])
     meta = metadata(prep, notes, device_label(prep.device))
-    meta.update(git_state(), n_boot=n_boot, level=LEVEL, below_preregistered_n_boot=n_boot < N_BOOT,
+    meta.update(git_state(), n_boot=n_boot, level=LEVEL, below_preregistered_n_boot=n_boot < N_BOOT, decision=decision,
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 tables=list(TABLES), claims=[c.key for c in CLAIMS], headline=list(HEADLINE))
-    return Study(bench.name, tables, meta, "live", scores)
+    return Study(bench.name, tables, meta, "live", scores, reps, dgroups)
 
 
 def load_recorded(directory: str | Path) -> dict[str, Study]:

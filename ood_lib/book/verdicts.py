@@ -1,0 +1,181 @@
+"""The verdicts of the rules of December 2026 as the book shows them (chapter *The evaluation*).
+
+Reads the ``verdicts`` table of each :class:`ood_lib.findings.study.Study`
+(:mod:`ood_lib.findings.verdicts`): the four-way verdict of every claim per unit, cell and metric,
+coloured; the headline counts over units; the inconclusive verdicts with their causes; the per-set
+signs; the verdicts the rule of 27 November gave beside the new ones; and the forest figure.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..data.benchmarks import DECISION_GROUPS
+from ..findings.claims import CLAIMS, CONJUNCTION, get_claim
+from ..findings.labels import short_pair
+from ..findings.study import Study
+from ..findings.verdicts import SANITY_RUNS, unit_counts
+
+# the colour of each verdict in tables and figures (colour-blind safe: blue, grey, orange, light)
+COLOURS = {"better": "#0072b2", "equivalent": "#6c757d", "worse": "#d55e00", "inconclusive": "#c9c9c9"}
+COMPARISONS = [c for c in CLAIMS if c.kind != "identity"] + [CONJUNCTION]
+OLD_CELLS = {"near": ("near",), "far": ("far-natural", "far-synthetic")}  # the November groups, in December cells
+
+
+def units(studies: Mapping[str, Study]) -> dict[str, Study]:
+    """The studies that are units of evidence (every one but the sanity runs)."""
+    return {b: s for b, s in studies.items() if b not in SANITY_RUNS}
+
+
+def _table(study: Study) -> pd.DataFrame:
+    return study["verdicts"]
+
+
+def counts(studies: Mapping[str, Study], metric: str = "auroc") -> pd.DataFrame:
+    """Per claim and cell: units with the cell, units where the claim holds, each verdict's count."""
+    return unit_counts({b: _table(s) for b, s in units(studies).items()}, metric)
+
+
+def count_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[str, str]:
+    """Per claim, the counts as a phrase: "near 1 of 4, far-natural 0 of 4, far-synthetic 3 of 4"."""
+    out = {}
+    for key, t in counts(studies, metric).groupby("claim", sort=False):
+        out[key] = ", ".join(f"{r.group} {r.holds} of {r.units}" for r in t.itertuples())
+    return out
+
+
+def split_claims(studies: Mapping[str, Study], metric: str = "auroc") -> list[str]:
+    """The comparison claims that hold on some unit and cell and are *worse* on another."""
+    out = []
+    for c in COMPARISONS:
+        rows = pd.concat([_table(s).loc[lambda d: (d.claim == c.key) & (d.metric == metric)]
+                          for s in units(studies).values()])
+        if rows.supports.astype(bool).any() and (rows.verdict == "worse").any():
+            out.append(c.key)
+    return out
+
+
+def verdict_grid(studies: Mapping[str, Study], metric: str = "auroc"):
+    """Claims (rows) × (pair, cell) (columns): the verdict and its estimate, coloured by verdict."""
+    cols = {}
+    for b, s in studies.items():
+        v = _table(s)
+        v = v[(v.metric == metric)]
+        for g in DECISION_GROUPS:
+            sub = v[v.group == g].set_index("claim")
+            if len(sub):
+                cols[(short_pair(b), g)] = {k: f"{r.verdict} ({r.estimate:+.1f})" for k, r in sub.iterrows()}
+    t = pd.DataFrame(cols).reindex([c.key for c in COMPARISONS]).fillna("")
+    t.index = [c.short for c in COMPARISONS]
+    return t.style.map(lambda cell: _cell_style(cell))
+
+
+def _cell_style(cell: str) -> str:
+    word = cell.split(" ")[0] if cell else ""
+    if word not in COLOURS:
+        return ""
+    text = "white" if word in ("better", "worse", "equivalent") else "black"
+    return f"background-color: {COLOURS[word]}; color: {text};"
+
+
+def identity_table(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """The identities, once per model: the largest difference (V units) and the verdict."""
+    rows = {}
+    for b, s in studies.items():
+        v = _table(s)
+        for r in v[v.metric == "identity"].itertuples():
+            rows.setdefault(get_claim(r.claim).short, {})[short_pair(b)] = \
+                f"{r.verdict} ({r.estimate:.1e})" if np.isfinite(r.estimate) else r.verdict
+    return pd.DataFrame(rows).T.fillna("")
+
+
+def inconclusive_table(studies: Mapping[str, Study], metric: str = "auroc") -> pd.DataFrame:
+    """Every inconclusive verdict with its interval and its cause."""
+    rows = []
+    for b, s in units(studies).items():
+        v = _table(s)
+        for r in v[(v.metric == metric) & (v.verdict == "inconclusive")].itertuples():
+            rows.append({"pair": short_pair(b), "cell": r.group, "claim": get_claim(r.claim).short,
+                         "interval": "—" if not np.isfinite(r.lo) else f"[{r.lo:+.2f}, {r.hi:+.2f}]",
+                         "cause": r.cause})
+    return pd.DataFrame(rows, columns=["pair", "cell", "claim", "interval", "cause"])
+
+
+def per_set_table(studies: Mapping[str, Study], claim: str, metric: str = "auroc") -> pd.DataFrame:
+    """One claim's per-set differences beside each cell's verdict: how many sets agree in sign,
+    and the leave-one-set-out range of the cell's estimate."""
+    rows = []
+    for b, s in units(studies).items():
+        v = _table(s)
+        for r in v[(v.metric == metric) & (v.claim == claim)].itertuples():
+            rows.append({"pair": short_pair(b), "cell": r.group, "verdict": r.verdict,
+                         "estimate": round(float(r.estimate), 2), "sets agreeing": f"{int(r.sets_agree)} of {int(r.n_sets)}",
+                         "leave one set out": f"{r.loo_lo:+.2f} to {r.loo_hi:+.2f}", "per set": r.per_set})
+    return pd.DataFrame(rows)
+
+
+def rule_change_table(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """For every comparison claim, unit and November group: the verdict of the rule of 27 November
+    beside the AUROC verdicts of the December rules in the same sets' cells."""
+    rows = []
+    for b, s in units(studies).items():
+        if "verdicts_nov" not in s:
+            continue
+        old = s["verdicts_nov"].set_index(["claim", "group"]).verdict
+        new = _table(s)
+        new = new[new.metric == "auroc"].set_index(["claim", "group"]).verdict
+        for c in CLAIMS:
+            if c.kind == "identity":
+                continue
+            for g, cells in OLD_CELLS.items():
+                if (c.key, g) not in old.index:
+                    continue
+                now = "; ".join(f"{x}: {new[(c.key, x)]}" for x in cells if (c.key, x) in new.index)
+                rows.append({"pair": short_pair(b), "claim": c.short, "group": g, "27 November": old[(c.key, g)],
+                             "December": now})
+    return pd.DataFrame(rows, columns=["pair", "claim", "group", "27 November", "December"])
+
+
+def forest_figure(studies: Mapping[str, Study], metric: str = "auroc"):
+    """Every comparison claim's difference with its corrected interval, one panel per cell, one
+    marker per unit coloured by its verdict; the equivalence margin shaded around 0."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    us = units(studies)
+    groups = [g for g in DECISION_GROUPS if any((_table(s).group == g).any() for s in us.values())]
+    claims = [c for c in COMPARISONS if c.kind != "conjunction"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.6, 0.46 * len(claims) + 1.8), sharey=True,
+                             constrained_layout=True, dpi=150)
+    axes = np.atleast_1d(axes)
+    markers = "osD^v<>p"
+    for ax, g in zip(axes, groups):
+        margin = None
+        for j, (b, s) in enumerate(us.items()):
+            v = _table(s)
+            v = v[(v.metric == metric) & (v.group == g)].set_index("claim")
+            for i, c in enumerate(claims):
+                if c.key not in v.index or not np.isfinite(v.loc[c.key, "lo"]):
+                    continue
+                r = v.loc[c.key]
+                margin = float(r.margin)
+                y = i + (j - (len(us) - 1) / 2) * 0.16
+                ax.errorbar(r.estimate, y, xerr=[[r.estimate - r.lo], [r.hi - r.estimate]], fmt=markers[j % 8],
+                            ms=4, color=COLOURS[r.verdict], mec="black", mew=0.4, lw=1.3)
+        if margin:
+            ax.axvspan(-margin, margin, color="#e8e8e8", zorder=0)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(g, fontsize=10)
+        ax.set_xlabel(f"{metric.upper()} difference (points)", fontsize=8)
+        ax.set_xscale("symlog", linthresh=2.0)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(claims)), [c.short for c in claims], fontsize=8)
+    axes[0].invert_yaxis()
+    handles = [Line2D([], [], ls="", marker="s", color=c, label=w, ms=7) for w, c in COLOURS.items()]
+    handles += [Line2D([], [], ls="", marker=markers[j % 8], color="white", mec="black", label=short_pair(b))
+                for j, b in enumerate(us)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7.5, frameon=False)
+    return fig
