@@ -150,3 +150,20 @@ def test_recorded_gallery_reproduces(benchmark):
     for key, thumbs in rec.items():
         assert live[key].group == thumbs.group, key
         np.testing.assert_array_equal(live[key].images, thumbs.images, err_msg=key)
+
+
+@pytest.mark.parametrize("benchmark", [b for b in STUDIES if b in SEEDS])
+def test_no_recorded_verdict_disagrees_with_a_majority_of_training_seeds(benchmark):
+    """A model trained here is decided over its training seeds × images: a *better* or *worse*
+    AUROC verdict must have the sign of most seeds' own differences in that cell."""
+    v = Study.load(RECORDED / benchmark)["verdicts"]
+    assert Study.load(RECORDED / benchmark).meta["decision"]["interval"] == "seeds × images"
+    seeds = pd.read_csv(RECORDED / benchmark / "seeds.csv")
+    decided = v[(v.metric == "auroc") & v.verdict.isin(["better", "worse"]) & (v.claim != "some_member_beats_gradnorm")
+                & (v.claim != "u_and_v_weaker")]
+    assert len(decided)
+    for r in decided.itertuples():
+        per_seed = seeds[(seeds.group == r.group) & (seeds.quantity == f"diff:{r.claim}")].value
+        assert len(per_seed) >= 5, (r.claim, r.group)
+        sign = 1 if r.verdict == "better" else -1
+        assert (np.sign(per_seed) == sign).sum() > len(per_seed) / 2, (r.claim, r.group, per_seed.tolist())

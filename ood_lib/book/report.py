@@ -116,7 +116,7 @@ def answer_table(studies: Mapping[str, Study]) -> pd.DataFrame:
         for cell in [g for g in DECISION_GROUPS if ("norm_helps_msp", g) in v.index]:
             g = cell.split("-")[0]  # far-natural → far
             gn = r.loc[(g, "gradnorm")]
-            mark = " †" if (g, "norm_helps_msp") in changes else ""
+            mark = " †" if (cell, "norm_helps_msp") in changes else ""
             rows.append({
                 "pair": short_pair(s.benchmark), "cell": cell,
                 "‖h‖₁ × MSP": f"{NORM_EFFECT[v.loc[('norm_helps_msp', cell), 'verdict']]} "
@@ -230,7 +230,7 @@ def seed_ranges(study: Study) -> pd.DataFrame:
     if "seeds" not in study:
         return pd.DataFrame(columns=cols)
     t = study["seeds"]
-    t = t[t.quantity.str.startswith("diff:")]
+    t = t[t.quantity.str.startswith("diff:") & t.group.isin(DECISION_GROUPS)]  # the cells the verdicts decide
     r = t.groupby(["group", "quantity"], sort=False).value.agg(["min", "max"]).reset_index()
     r["claim"] = r.quantity.str.removeprefix("diff:")
     r["sign_changes"] = (r["min"] < 0) & (r["max"] > 0)

@@ -40,10 +40,11 @@ def counts(studies: Mapping[str, Study], metric: str = "auroc") -> pd.DataFrame:
 
 
 def count_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[str, str]:
-    """Per claim, the counts as a phrase: "near 1 of 4, far-natural 0 of 4, far-synthetic 3 of 4"."""
+    """Per claim, the counts as a phrase: "1 of 4 units near, 0 of 4 far-natural, 3 of 4 far-synthetic"."""
     out = {}
     for key, t in counts(studies, metric).groupby("claim", sort=False):
-        out[key] = ", ".join(f"{r.group} {r.holds} of {r.units}" for r in t.itertuples())
+        parts = [f"{r.holds} of {r.units}{' units' if i == 0 else ''} {r.group}" for i, r in enumerate(t.itertuples())]
+        out[key] = ", ".join(parts)
     return out
 
 

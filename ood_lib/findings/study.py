@@ -341,9 +341,10 @@ def differences(a: Study, b: Study, tol: float = 1e-6) -> list[str]:
 
 def seed_table(benchmark: str | Benchmark, seeds: tuple[int, ...] = (0, 1, 2, 3, 4), config: RunConfig | None = None,
                **overrides: Any) -> pd.DataFrame:
-    """Training-seed variance of a model trained here: per seed, the mean AUROC over each group of
-    the headline methods and every comparison claim's difference (point values; the paired
-    intervals of one seed are in :func:`run_study`). Columns: seed, group, quantity, value.
+    """Training-seed variance of a model trained here: per seed, the mean AUROC over each group
+    (near, far, covariate) and each far cell (far-natural, far-synthetic) of the headline methods
+    and every comparison claim's difference (point values; the verdicts' intervals are in
+    :func:`run_study`). Columns: seed, group, quantity, value.
 
     The seed drives the training, the subsets and any generated set (noise), as in :class:`RunConfig`.
     """
@@ -358,8 +359,11 @@ def seed_table(benchmark: str | Benchmark, seeds: tuple[int, ...] = (0, 1, 2, 3,
         res, _, _ = score_methods(prep, names)
         m = pd.DataFrame(res)
         rows.append({"seed": seed, "group": "all", "quantity": "id_accuracy", "value": float(prep.id_accuracy)})
-        for g in [g for g in ("near", "far", "covariate") if g in set(m.ood)]:
-            a = m[m.ood == g].set_index("method").auroc
+        cells = {o.decision_group: [x.key for x in bench.ood if x.decision_group == o.decision_group and x.key in
+                                    set(m.ood)] for o in bench.ood if o.group == "far"}
+        for g in [g for g in ("near", "far", "covariate") if g in set(m.ood)] + [g for g, v in cells.items() if v]:
+            a = (m[m.ood == g] if g not in cells else m[m.ood.isin(cells[g])].groupby("method", sort=False)
+                 .auroc.mean().rename("auroc").reset_index()).set_index("method").auroc
             rows += [{"seed": seed, "group": g, "quantity": f"auroc:{x}", "value": float(a[x])} for x in HEADLINE if x in a]
             rows += [{"seed": seed, "group": g, "quantity": f"diff:{c.key}", "value": float(a[c.a] - a[c.b])}
                      for c in CLAIMS if c.kind == "difference" and c.a in a and c.b in a]
