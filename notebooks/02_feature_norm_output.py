@@ -274,8 +274,9 @@ for key, value in {"spearman_text": near_one["spearman"], "kendall_text": near_o
 #
 # ExGrad $= 2\lVert h\rVert_1 \sum_k p_k(1-p_k)$ multiplies a feature norm that is larger for ID
 # images by a Gini impurity that is larger for *uncertain* — typically OOD — predictions. Read
-# like GradNorm ("a larger gradient means in-distribution", as published) or the other way round
-# (flipped), one factor always works against the score. For comparison, the Gini term alone in
+# like GradNorm ("a larger gradient means in-distribution") or the way its authors score it ("a
+# larger gradient means OOD", the flipped reading here), one factor always works against the
+# score. For comparison, the Gini term alone in
 # both readings: as ExGrad reads it (raw $\sum_k p_k(1-p_k)$, larger = in-distribution) and
 # oriented the other way, as the grid's $1 - \text{Gini} = \lVert p\rVert_2^2$ (a constant shift
 # of $-\text{Gini}$, so the same ranking).
@@ -307,8 +308,9 @@ tables.book_table(
     "OOD sets; the covariate-shift rows are apart")
 
 # %% [markdown]
-# Mean AUROC: {glue:text}`nb02_auc_exgrad:.1f` as published, {glue:text}`nb02_auc_exgrad_flipped:.1f`
-# flipped, against {glue:text}`nb02_auc_gini_alone:.1f` for the oriented Gini term alone
+# Mean AUROC: {glue:text}`nb02_auc_exgrad:.1f` in GradNorm's orientation,
+# {glue:text}`nb02_auc_exgrad_flipped:.1f` in its authors' orientation, against
+# {glue:text}`nb02_auc_gini_alone:.1f` for the oriented Gini term alone
 # ($1 - \text{Gini}$; {glue:text}`nb02_auc_gini_as_exgrad:.1f` read as ExGrad reads it). The better
 # reading {glue:text}`nb02_exgrad_vs_gini` the oriented Gini term alone, so here the feature norm
 # {glue:text}`nb02_exgrad_norm` ExGrad's AUROC.

@@ -14,7 +14,7 @@ from ood_lib.scores import PREREGISTERED
     ("msp", "MSP"), ("maxlogit", "Max logit"), ("energy", "Energy"), ("odin", "ODIN"),
     ("mahalanobis", "Mahalanobis"), ("react", "ReAct"), ("knn", "KNN"),
     ("gradnorm", "GradNorm"), ("gradnorm_autograd", "GradNorm (autograd)"), ("exgrad", "ExGrad"),
-    ("exgrad_flipped", "ExGrad (flipped)"), ("gradnorm_official_autograd", "GradNorm (all-ones target, autograd)"),
+    ("exgrad_flipped", "ExGrad (its authors' orientation)"), ("gradnorm_official_autograd", "GradNorm (all-ones target, autograd)"),
     ("l1*msp", "‖h‖₁ · max p"), ("l1*pu_l1", "‖h‖₁ · ‖p − u‖₁"), ("l1*one", "‖h‖₁"), ("one*msp", "max p"),
     ("linf*maxlogit_gap", "‖h‖∞ · (max f − mean f)"), ("l2sq*unif_l2sq", "‖h‖₂² · (1 − 2/C + ‖p‖₂²)"),
 ])

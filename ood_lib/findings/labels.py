@@ -55,6 +55,8 @@ METHOD_LABELS: dict[str, str] = {
     "gradnorm": "GradNorm",
     "gradnorm_official": "GradNorm (all-ones target)",
     "exgrad": "ExGrad",
+    # ExGrad's authors score "larger expected gradient = OOD": the reversed reading is theirs
+    "exgrad_flipped": "ExGrad (its authors' orientation)",
     "fisher": "Fisher trace",
     "unif_l1": "Uniform-label ℓ₁",
     "unif_l2sq": "Uniform-label ℓ₂²",
