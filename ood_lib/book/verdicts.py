@@ -180,3 +180,32 @@ def forest_figure(studies: Mapping[str, Study], metric: str = "auroc"):
                 for j, b in enumerate(us)]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7.5, frameon=False)
     return fig
+
+
+def confound_grid(tables: Mapping[str, pd.DataFrame], metric: str = "auroc"):
+    """Claims × cells (rows) against pair × variant (columns, with each variant's ID accuracy and
+    images): the verdict and its difference, coloured; ``tables``: ``{benchmark: confounds.csv}``."""
+    cols = {}
+    for b, t in tables.items():
+        t = t[t.metric == metric]
+        for variant, v in t.groupby("variant", sort=False):
+            head = (short_pair(b), f"{variant} ({v.accuracy.iloc[0]:.1f} %, {int(v.n_id.iloc[0]):,} ID)")
+            cols[head] = {(get_claim(r.claim).short, r.group): f"{r.verdict} ({r.estimate:+.1f})"
+                          for r in v.itertuples()}
+    grid = pd.DataFrame(cols)
+    order = [(c.short, g) for c in COMPARISONS for g in DECISION_GROUPS if (c.short, g) in grid.index]
+    return grid.reindex(order).fillna("").style.map(_cell_style)
+
+
+def variant_dependent_rows(tables: Mapping[str, pd.DataFrame], metric: str = "auroc") -> pd.DataFrame:
+    """Every (pair, claim, cell) whose verdict is *better* in one variant and *worse* in another."""
+    from ..findings.confounds import variant_dependent
+
+    parts = []
+    for b, t in tables.items():
+        d = variant_dependent(t, metric)
+        if len(d):
+            d.insert(0, "pair", short_pair(b))
+            d["claim"] = [get_claim(k).short for k in d.claim]
+            parts.append(d.rename(columns={"group": "cell"}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["pair", "claim", "cell"])

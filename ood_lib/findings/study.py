@@ -67,6 +67,7 @@ class Study:
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # live only
     replicates: Any = field(default=None, repr=False)  # live only: what the verdicts are decided on
     decision_groups: dict[str, list[str]] = field(default_factory=dict, repr=False)  # live only
+    id_correct: np.ndarray | None = field(default=None, repr=False)  # live only: ID test images classified right
 
     def redecide(self, cells: int) -> None:
         """Decide the claims again at the Bonferroni level of ``cells`` cells (several units
@@ -289,7 +290,9 @@ def run_study(benchmark: str | Benchmark = "embedded", config: RunConfig | None 
     meta.update(git_state(), n_boot=n_boot, level=LEVEL, below_preregistered_n_boot=n_boot < N_BOOT, decision=decision,
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 tables=list(TABLES), claims=[c.key for c in CLAIMS], headline=list(HEADLINE))
-    return Study(bench.name, tables, meta, "live", scores, reps, dgroups)
+    f = prep.feats["id_test"]
+    correct = (f.logits.argmax(1) == f.labels) if (f.labels >= 0).all() else None
+    return Study(bench.name, tables, meta, "live", scores, reps, dgroups, correct)
 
 
 def load_recorded(directory: str | Path) -> dict[str, Study]:
