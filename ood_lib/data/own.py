@@ -285,7 +285,8 @@ def _classes(ds: Dataset, folder_classes: int | None, c: int, what: str) -> None
 
 def own_benchmark(model: nn.Module, id: Any, ood: Mapping[str, Any], fit: Any = None, *,
                   preprocessing: Preprocessing | None = None, source: str = "the preprocessing given",
-                  name: str = "own", batch_size: int = 64, arch: str | None = None) -> OwnBenchmark:
+                  name: str = "own", batch_size: int = 64, arch: str | None = None,
+                  require_ood: bool = True) -> OwnBenchmark:
     """Your classifier and data as a :class:`Benchmark` that :func:`ood_lib.run.evaluate.prepare`,
     the runner and :func:`ood_lib.findings.study.run_study` take as they take a registered one.
 
@@ -293,10 +294,10 @@ def own_benchmark(model: nn.Module, id: Any, ood: Mapping[str, Any], fit: Any = 
     :func:`ood_lib.models.wrap_model`'s tracing; another head is an error). ``preprocessing``
     (default :func:`preprocessing_for`) applies to image folders only; ``source`` says where it came from. Every set is checked before
     anything is extracted: at least two images, one input shape, finite logits, the ID classes
-    the model's outputs."""
+    the model's outputs. ``require_ood=False`` allows no OOD set (``verify`` reads the ID set only)."""
     if not isinstance(model, nn.Module):
         raise OODInputError(f"model: expected an nn.Module classifier, got {type(model).__name__}")
-    if not isinstance(ood, Mapping) or not ood:
+    if not isinstance(ood, Mapping) or (require_ood and not ood):
         raise OODInputError("ood: give at least one OOD set, as {name: data} or {name: (data, mark)}")
     prep, source = (preprocessing, source) if preprocessing is not None else preprocessing_for(model)
     id_ds, n_folders = as_dataset(id, prep, "ID set", classes=True)
