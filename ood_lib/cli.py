@@ -38,45 +38,6 @@ def _check_verify_options(args) -> None:
     check_cache_dir(None)  # the benchmark's model may be trained and cached
 
 
-def _parse_ood(items: list[str]) -> dict[str, tuple[str, str]]:
-    """``--ood NAME=DIR`` or ``--ood NAME:MARK=DIR`` (MARK: near, far-natural, far-synthetic, covariate)."""
-    from .data.own import MARKS
-
-    out = {}
-    for item in items:
-        name, eq, folder = item.partition("=")
-        name, _, mark = name.partition(":")
-        if not eq or not name or not folder:
-            raise OODInputError(f"--ood {item!r}: expected NAME=DIR or NAME:MARK=DIR")
-        if mark and mark not in MARKS:
-            raise OODInputError(f"--ood {item!r}: unknown mark {mark!r}; valid: {', '.join(MARKS)}")
-        if name in out:
-            raise OODInputError(f"--ood {name!r} is given twice")
-        out[name] = (folder, mark or "far-natural")
-    return out
-
-
-def _own_model(args) -> torch.nn.Module:
-    """``--model`` with ``--checkpoint`` (a file, or 'random'), or a checkpoint whose state dict
-    names its architecture."""
-    from .data.files import class_folders, list_images
-    from .models import resolve_model
-    from .models.infer import model_from_checkpoint
-
-    if args.checkpoint is None:
-        raise OODInputError("--id needs the model: --checkpoint FILE (its architecture read off the file), or "
-                            "--model NAME with --checkpoint FILE or --checkpoint random")
-    if args.model is None:
-        if args.checkpoint == "random":
-            raise OODInputError("--checkpoint random needs --model NAME: random weights have no architecture to read")
-        return model_from_checkpoint(args.checkpoint)
-    root = Path(args.id)
-    n = len([c for c in class_folders(root) if list_images(root / c)]) if root.is_dir() else 0
-    if args.checkpoint == "random":
-        torch.manual_seed(args.seed)
-    return resolve_model(args.model, args.checkpoint, (n or None) if args.checkpoint == "random" else None)
-
-
 def _benchmark(args, need_ood: bool = True):
     """The registered benchmark ``--benchmark`` names (default ``embedded``), or with ``--id`` the
     one made of the model and folders given (:func:`ood_lib.data.own.own_benchmark`)."""
@@ -86,18 +47,18 @@ def _benchmark(args, need_ood: bool = True):
     if own["id"] is None:
         given = [f"--{k}" for k, v in own.items() if v]
         if given:
-            raise OODInputError(f"{', '.join(given)} describe your own data and need --id DIR")
+            raise OODInputError(f"{', '.join(given)}: need --id DIR (they describe your own data)")
         return get_benchmark(args.benchmark or "embedded")
     if args.benchmark:
         raise OODInputError("give --benchmark NAME or --id DIR (your own data), not both")
     if need_ood and not own["ood"]:
         raise OODInputError("--id needs at least one --ood NAME=DIR")
-    from .data.own import own_benchmark, preprocessing_for
+    from .data.own import own_benchmark, own_model, parse_ood, preprocessing_for
 
-    model = _own_model(args)
+    model = own_model(args.model, args.checkpoint, args.id, args.seed)
     prep, source = preprocessing_for(model, args.size, args.mean, args.std)
     arch = args.model or Path(args.checkpoint).name
-    return own_benchmark(model, args.id, _parse_ood(own["ood"] or []), args.fit, preprocessing=prep, source=source,
+    return own_benchmark(model, args.id, parse_ood(own["ood"] or []), args.fit, preprocessing=prep, source=source,
                          batch_size=args.batch_size or 64, arch=arch, require_ood=need_ood)
 
 

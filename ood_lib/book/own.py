@@ -100,18 +100,39 @@ class OwnStudy:
                  f"Bonferroni over {m['decision']['cells']} cell(s); equivalence margin 1 AUROC point"),
                 ("device", str(m.get("device", ""))), ("ood_lib", str(m.get("versions", {}).get("ood_lib", "")))]
 
-    def sentences(self) -> list[str]:
-        """The answer in words, one sentence per decided cell (AUROC)."""
+    def worth_it(self) -> pd.DataFrame:
+        """Per decided cell (AUROC): ``answer`` — "yes" where GradNorm beats MSP and Energy and the
+        pre-registered ‖h‖₁·MSP (one forward pass, no gradient) is worse; "no" where ‖h‖₁·MSP is
+        better or equivalent; "not shown" otherwise — with the three verdicts behind it."""
         a = self.answer()
-        out = []
+        rows = []
         for g in CELLS:
-            r = a[a.group == g].set_index("claim")
+            r = a[a.group == g].set_index("claim").verdict
             if r.empty:
                 continue
-            parts = [f"{r.loc[c, 'statement']}: {r.loc[c, 'verdict']} ({_interval(r.loc[c])})" for c in ANSWER_CLAIMS
-                     if c in r.index]
-            out.append(f"{g}: " + "; ".join(parts) + ".")
+            msp, energy, pre = r.get("gradnorm_beats_msp"), r.get("gradnorm_beats_energy"), r.get("preregistered_beats_gradnorm")
+            word = ("no" if pre in ("better", "equivalent") else
+                    "yes" if msp == energy == "better" and pre == "worse" else "not shown")
+            rows.append({"group": g, "answer": word, "gradnorm_vs_msp": msp, "gradnorm_vs_energy": energy,
+                         "l1msp_vs_gradnorm": pre})
+        return pd.DataFrame(rows, columns=["group", "answer", "gradnorm_vs_msp", "gradnorm_vs_energy", "l1msp_vs_gradnorm"])
+
+    def numbers(self) -> dict[str, Any]:
+        """The numbers a page quotes: model, answer, ID images, OOD sets, sets where the mechanism's
+        prediction agrees, τ, GradNorm's worst autograd − closed form difference and its images."""
+        mech, ident = self["mechanism"], self.tables.get("identity")
+        out = {"model": str(self.meta.get("model", "")), "answer": "; ".join(self.sentences()),
+               "n_id": int(self.meta["sets"]["id_test"]["n"]), "n_sets": len(mech),
+               "mech_agree": int(mech.agrees.fillna(False).astype(bool).sum()), "tau": float(mech.tau.iloc[0])}
+        if ident is not None:
+            out.update(identity_worst=f"{ident.v_diff.max():.1e}", identity_n=int(ident.n.sum()))
         return out
+
+    def sentences(self) -> list[str]:
+        """The answer in words, one sentence per decided cell (AUROC)."""
+        return [f"{r.group}: {r.answer} — GradNorm against MSP {r.gradnorm_vs_msp}, against Energy "
+                f"{r.gradnorm_vs_energy}; ‖h‖₁·MSP (no gradient) against GradNorm {r.l1msp_vs_gradnorm}"
+                for r in self.worth_it().itertuples()]
 
     def _sections(self) -> list[tuple[str, pd.DataFrame, str]]:
         mech = self["mechanism"]

@@ -33,7 +33,8 @@ from ..models import FeatureModel, wrap_model
 from .benchmarks import DENSENET_PREP, LITE0_PREP, MNIST_PREP, RESNET20_PREP, Benchmark, ModelSpec, OODSet
 from .sources import IdData, Preprocessing
 
-__all__ = ["MARKS", "OwnBenchmark", "TensorImages", "UserDataset", "as_dataset", "own_benchmark", "preprocessing_for"]
+__all__ = ["MARKS", "OwnBenchmark", "TensorImages", "UserDataset", "as_dataset", "inputs", "own_benchmark", "own_model",
+           "parse_ood", "preprocessing_for"]
 
 MARKS = {"near": ("near", "natural"), "far": ("far", "natural"), "far-natural": ("far", "natural"),
          "far-synthetic": ("far", "synthetic"), "covariate": ("covariate", "natural")}
@@ -326,3 +327,65 @@ def own_benchmark(model: nn.Module, id: Any, ood: Mapping[str, Any], fit: Any = 
     return OwnBenchmark(name, f"{label} on the data given", c, lambda ctx: idd, oods, ModelSpec(str(label)), prep,
                         needs_root=False, batch_size=batch_size, network=net, preprocessing_source=source)
 
+
+
+# --- from names: the command line and the chapter's parameters --------------------------------
+def parse_ood(items: str | list[str]) -> dict[str, tuple[str, str]]:
+    """``NAME=DIR`` or ``NAME:MARK=DIR`` items (a list, or one comma-separated string) →
+    ``{name: (folder, mark)}``; MARK is one of :data:`MARKS` (default far-natural)."""
+    items = [i.strip() for i in items.split(",") if i.strip()] if isinstance(items, str) else list(items)
+    out = {}
+    for item in items:
+        name, eq, folder = item.partition("=")
+        name, _, mark = name.partition(":")
+        if not eq or not name or not folder:
+            raise OODInputError(f"OOD set {item!r}: expected NAME=DIR or NAME:MARK=DIR")
+        if mark and mark not in MARKS:
+            raise OODInputError(f"OOD set {item!r}: unknown mark {mark!r}; valid: {', '.join(MARKS)}")
+        if name in out:
+            raise OODInputError(f"OOD set {name!r} is given twice")
+        out[name] = (folder, mark or "far-natural")
+    return out
+
+
+def own_model(model: str | None, checkpoint: str | None, id_dir: str | None = None, seed: int = 0) -> FeatureModel:
+    """The classifier named by ``model`` (:func:`ood_lib.models.resolve_model`) with ``checkpoint``
+    (a weights file, or "random": seeded random weights with one output per class folder of
+    ``id_dir``), or with ``model`` None the architecture read off ``checkpoint``."""
+    from ..models import resolve_model
+    from ..models.infer import model_from_checkpoint
+
+    if not checkpoint:
+        raise OODInputError("your own model needs its weights: a checkpoint file (its architecture read off the "
+                            "file), or a model name with a checkpoint file or 'random'")
+    if not model:
+        if checkpoint == "random":
+            raise OODInputError("random weights need a model name: there is no architecture to read off")
+        return model_from_checkpoint(checkpoint)
+    if checkpoint != "random":
+        return resolve_model(model, checkpoint)
+    root = Path(id_dir) if id_dir else None
+    n = len([c for c in D.class_folders(root) if D.list_images(root / c)]) if root and root.is_dir() else 0
+    torch.manual_seed(seed)
+    return resolve_model(model, checkpoint, n or None)
+
+
+EMBEDDED_MARKS = {"sklearn_digits": "covariate", "font_letters": "near", "textures": "far-natural",
+                  "photos": "far-natural", "noise": "far-synthetic"}
+
+
+def inputs(model: str = "", checkpoint: str = "", id_dir: str = "", ood_dirs: str = "", fit_dir: str = "",
+           seed: int = 0, cache_dir=None) -> tuple[nn.Module, Any, dict[str, Any], Any]:
+    """``(model, id, ood, fit)`` for :func:`ood_lib.study` from names (chapter *Your model*'s
+    parameters): your classifier and folders, or with every name empty the embedded benchmark's
+    CNN (trained here and cached) and its sets, marked as that benchmark marks them."""
+    if not (model or checkpoint or id_dir or ood_dirs or fit_dir):
+        from .benchmarks import get_benchmark
+
+        b = get_benchmark("embedded")
+        sp = b.splits(None, seed)
+        net = b.load_model(None, seed, cache_dir=cache_dir)
+        return net, sp["id_test"].dataset, {k: (sp[k].dataset, EMBEDDED_MARKS[k]) for k in EMBEDDED_MARKS}, sp["id_train"].dataset
+    if not (id_dir and ood_dirs):
+        raise OODInputError("your own data needs an ID folder and at least one OOD folder (NAME=DIR, comma-separated)")
+    return own_model(model, checkpoint, id_dir, seed), id_dir, parse_ood(ood_dirs), fit_dir or None

@@ -59,8 +59,9 @@ def mechanism_table(prep, scores: dict[str, dict[str, np.ndarray]], tau: float =
         pred = predict_feature_norm_effect(h_id, torch.from_numpy(prep.feats[k].h).double(), tau)
         diff = {}
         for col, (a, b) in {"msp_gain": ("l1*msp", "msp"), "gradnorm_gain": ("gradnorm", "one*pu_l1")}.items():
-            diff[col] = (auroc(scores[a]["id_test"], scores[a][k]) - auroc(scores[b]["id_test"], scores[b][k])
-                         if a in scores and b in scores else np.nan)
+            d = (auroc(scores[a]["id_test"], scores[a][k]) - auroc(scores[b]["id_test"], scores[b][k])
+                 if a in scores and b in scores else np.nan)
+            diff[col] = float(np.round(d, 9))  # a tie stays a tie, not ±1e-15
         rows.append({"ood": k, "group": prep.splits[k].group, **pred, **diff,
                      "agrees": bool((diff["msp_gain"] > 0) == pred["helps"]) if np.isfinite(diff["msp_gain"]) else None})
     return pd.DataFrame(rows)
