@@ -55,10 +55,11 @@ def _benchmark(args, need_ood: bool = True):
         raise OODInputError("--id needs at least one --ood NAME=DIR")
     from .data.own import own_benchmark, own_model, parse_ood, preprocessing_for
 
+    ood = parse_ood(own["ood"] or [])  # the options first, then the model
     model = own_model(args.model, args.checkpoint, args.id, args.seed)
     prep, source = preprocessing_for(model, args.size, args.mean, args.std)
     arch = args.model or Path(args.checkpoint).name
-    return own_benchmark(model, args.id, parse_ood(own["ood"] or []), args.fit, preprocessing=prep, source=source,
+    return own_benchmark(model, args.id, ood, args.fit, preprocessing=prep, source=source,
                          batch_size=args.batch_size or 64, arch=arch, require_ood=need_ood)
 
 
