@@ -24,7 +24,7 @@ import pandas as pd
 from .._checks import OODInputError
 from ..cache import atomic_write_bytes
 from ..data.own import own_benchmark, preprocessing_for
-from ..findings.claims import N_BOOT
+from ..findings.claims import N_BOOT, get_claim
 from ..findings.labels import method_label
 from ..findings.own import IDENTITY_IMAGES, own_study
 from ..findings.study import Study
@@ -213,17 +213,19 @@ def verdict_figure(answer: pd.DataFrame):
     import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
 
     a = answer[np.isfinite(answer.lo.astype(float))].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(6.4, 0.35 * max(len(a), 3) + 1.0), dpi=DPI, layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * max(len(a), 3) + 1.2), dpi=DPI, layout="constrained")
     ax.axvspan(-1, 1, color="0.9", label="equivalence margin (±1 point)")
     ax.axvline(0, color="0.5", lw=0.8)
     colour = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "inconclusive": "0.4"}
     for i, r in a.iterrows():
         ax.plot([r.lo, r.hi], [i, i], color=colour.get(r.verdict, "0.4"), lw=2)
         ax.plot([r.estimate], [i], "o", color=colour.get(r.verdict, "0.4"), ms=4)
-    ax.set_yticks(range(len(a)), [f"{s} · {g}" for s, g in zip(a.statement, a.group)], fontsize=7)
+    ax.set_yticks(range(len(a)), [f"{get_claim(c).short} · {g}" for c, g in zip(a.claim, a.group)], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("AUROC difference (percentage points), simultaneous interval")
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.set_xlabel("AUROC difference (points), with its interval")
+    for v in dict.fromkeys(a.verdict):  # one legend entry per verdict shown
+        ax.plot([], [], color=colour.get(v, "0.4"), lw=2, label=v)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     return fig
 
 
