@@ -39,6 +39,7 @@ ANSWER_CLAIMS = ("gradnorm_beats_msp", "gradnorm_beats_energy", "preregistered_b
 SHOWN = ("msp", "energy", "maxlogit", "knn", "mahalanobis", "vim", "react", "gradnorm", "one*pu_l1", "l1*one",
          PREREGISTERED)
 CELLS = ("near", "far-natural", "far-synthetic")
+WORTH_IT_COLUMNS = ["cell", "worth it?", "GradNorm vs MSP", "GradNorm vs Energy", "‖h‖₁·MSP vs GradNorm"]
 
 
 @dataclass
@@ -67,13 +68,15 @@ class OwnStudy:
         cols = ["claim", "statement", "group", "estimate", "lo", "hi", "verdict", "supports", "best_member"]
         return v[cols].reset_index(drop=True)
 
-    def performance(self, metric: str = "auroc") -> pd.DataFrame:
-        """``metric`` (percent) of the shown methods, per OOD set and group: methods as rows."""
+    def performance(self, metric: str = "auroc", per_set: bool = True) -> pd.DataFrame:
+        """``metric`` (percent) of the shown methods, per OOD set (unless ``per_set`` is False) and
+        group: methods as rows, by display name."""
         m = self["metrics"]
         m = m[m.method.isin(SHOWN) & m.note.eq("")]
         t = m.pivot_table(index="method", columns="ood", values=metric, sort=False)
         t.index = [method_label(i) for i in t.index]
-        return t[[c for c in dict.fromkeys(m.ood) if c in t.columns]]
+        groups = ("near", "far", "covariate", "mean")
+        return t[[c for c in dict.fromkeys(m.ood) if c in t.columns and (per_set or c in groups)]]
 
     def figures(self) -> dict[str, Any]:
         """``{"verdicts": …, "roc": …}``: the AUROC differences of the answering claims with their
@@ -101,9 +104,10 @@ class OwnStudy:
                 ("device", str(m.get("device", ""))), ("ood_lib", str(m.get("versions", {}).get("ood_lib", "")))]
 
     def worth_it(self) -> pd.DataFrame:
-        """Per decided cell (AUROC): ``answer`` — "yes" where GradNorm beats MSP and Energy and the
+        """Per decided cell (AUROC): the answer — "yes" where GradNorm beats MSP and Energy and the
         pre-registered ‖h‖₁·MSP (one forward pass, no gradient) is worse; "no" where ‖h‖₁·MSP is
-        better or equivalent; "not shown" otherwise — with the three verdicts behind it."""
+        better or equivalent; "not shown" otherwise — with the three verdicts behind it (columns
+        named for display: :data:`WORTH_IT_COLUMNS`)."""
         a = self.answer()
         rows = []
         for g in CELLS:
@@ -113,32 +117,34 @@ class OwnStudy:
             msp, energy, pre = r.get("gradnorm_beats_msp"), r.get("gradnorm_beats_energy"), r.get("preregistered_beats_gradnorm")
             word = ("no" if pre in ("better", "equivalent") else
                     "yes" if msp == energy == "better" and pre == "worse" else "not shown")
-            rows.append({"group": g, "answer": word, "gradnorm_vs_msp": msp, "gradnorm_vs_energy": energy,
-                         "l1msp_vs_gradnorm": pre})
-        return pd.DataFrame(rows, columns=["group", "answer", "gradnorm_vs_msp", "gradnorm_vs_energy", "l1msp_vs_gradnorm"])
+            rows.append([g, word, msp, energy, pre])
+        return pd.DataFrame(rows, columns=WORTH_IT_COLUMNS)
 
     def numbers(self) -> dict[str, Any]:
-        """The numbers a page quotes: model, answer, ID images, OOD sets, sets where the mechanism's
-        prediction agrees, τ, GradNorm's worst autograd − closed form difference and its images."""
+        """The numbers a page quotes: model, the answer per cell (``answer``; ``answer_long`` with its
+        verdicts), ID images, OOD sets, sets where the mechanism's prediction agrees, τ, GradNorm's
+        worst autograd − closed form difference and the images it was checked on."""
         mech, ident = self["mechanism"], self.tables.get("identity")
-        out = {"model": str(self.meta.get("model", "")), "answer": "; ".join(self.sentences()),
-               "n_id": int(self.meta["sets"]["id_test"]["n"]), "n_sets": len(mech),
-               "mech_agree": int(mech.agrees.fillna(False).astype(bool).sum()), "tau": float(mech.tau.iloc[0])}
+        w = self.worth_it()
+        out = {"model": str(self.meta.get("model", "")), "answer": ", ".join(f"{c} {a}" for c, a in w.iloc[:, :2].to_numpy()),
+               "answer_long": "; ".join(self.sentences()), "n_id": int(self.meta["sets"]["id_test"]["n"]),
+               "n_sets": len(mech), "mech_agree": int(mech.agrees.fillna(False).astype(bool).sum()),
+               "tau": float(mech.tau.iloc[0])}
         if ident is not None:
             out.update(identity_worst=f"{ident.v_diff.max():.1e}", identity_n=int(ident.n.sum()))
         return out
 
     def sentences(self) -> list[str]:
         """The answer in words, one sentence per decided cell (AUROC)."""
-        return [f"{r.group}: {r.answer} — GradNorm against MSP {r.gradnorm_vs_msp}, against Energy "
-                f"{r.gradnorm_vs_energy}; ‖h‖₁·MSP (no gradient) against GradNorm {r.l1msp_vs_gradnorm}"
-                for r in self.worth_it().itertuples()]
+        return [f"{cell}: {word} — GradNorm against MSP {msp}, against Energy {energy}; ‖h‖₁·MSP (no gradient) "
+                f"against GradNorm {pre}" for cell, word, msp, energy, pre in self.worth_it().itertuples(index=False)]
 
     def _sections(self) -> list[tuple[str, pd.DataFrame, str]]:
         mech = self["mechanism"]
         ident = self.tables.get("identity")
         notes = pd.DataFrame(sorted(self.meta.get("notes", {}).items()), columns=["method", "note"])
-        return [("AUROC (%) per OOD set and group", self.performance("auroc"), "{:.1f}"),
+        return [("Is GradNorm worth it? (AUROC)", self.worth_it().set_index("cell"), "{}"),
+                ("AUROC (%) per OOD set and group", self.performance("auroc"), "{:.1f}"),
                 ("FPR95 (%) per OOD set and group", self.performance("fpr95"), "{:.1f}"),
                 ("The verdicts (AUROC, percentage points)", self.answer(), "{:.2f}"),
                 ("The mechanism's prediction: ‖h‖₁ helps where AUROC(‖h‖₁) > τ", mech, "{:.2f}"),
