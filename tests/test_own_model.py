@@ -138,8 +138,9 @@ def test_study_on_a_torchvision_model_from_folders_loaders_and_tensors(tmp_path,
     result = ood_lib.study(net, folders["id"], {"smooth": (folders["smooth"], "near"), "noise": folders["noise"],
                                                 "gauss": (torch.randn(6, 3, 32, 32) * 3, "far-synthetic"), "loader": loader},
                            folders["fit"], methods=FEW, size=32, device="cpu", progress=False,
-                           cache_dir=tmp_path / "cache")
+                           cache_dir=tmp_path / "cache", model_name="ResNet-18 (random)")
     _check_report(result, tmp_path)
+    assert "Is GradNorm worth it on ResNet-18 (random)?" in result.to_markdown()
     assert result.meta["marks"] == {"smooth": "near", "noise": "far-natural", "gauss": "far-synthetic",
                                     "loader": "far-natural"}
     assert "the arguments given" in result.meta["preprocessing"]["from"]

@@ -238,7 +238,7 @@ def verdict_figure(answer: pd.DataFrame):
 def study(model, id: Any, ood: Mapping[str, Any], fit: Any = None, *, methods: list[str] | None = None,
           device: str = "auto", size: int | None = None, mean: Any = None, std: Any = None,
           n_boot: int = N_BOOT, identity_images: int = IDENTITY_IMAGES, batch_size: int = 64,
-          name: str = "own", **config: Any) -> OwnStudy:
+          name: str = "own", model_name: str | None = None, **config: Any) -> OwnStudy:
     """Is GradNorm worth it on ``model``? The study on your model and data, in one call.
 
     ``model``: any ``nn.Module`` classifier whose output is one ``nn.Linear``'s. ``id``, ``fit``
@@ -246,11 +246,13 @@ def study(model, id: Any, ood: Mapping[str, Any], fit: Any = None, *, methods: l
     an OOD set is far-natural unless given as ``(data, "near")``, ``(data, "far-synthetic")`` or
     ``(data, "covariate")``. ``fit`` (ID training images) lets the fitted baselines run. ``size``,
     ``mean``, ``std`` preprocess image folders (default: the model library's configuration).
+    ``model_name`` names the model in the report (default: its library name or class).
     ``config``: :class:`~ood_lib.run.config.RunConfig` fields (``cache_dir``, ``n_id``, ``seed``, …).
     """
     if isinstance(methods, str):
         raise OODInputError(f"methods must be a list of names, got the string {methods!r}")
     prep, source = preprocessing_for(model, size, mean, std)
-    bench = own_benchmark(model, id, ood, fit, preprocessing=prep, source=source, name=name, batch_size=batch_size)
+    bench = own_benchmark(model, id, ood, fit, preprocessing=prep, source=source, name=name, batch_size=batch_size,
+                          arch=model_name)
     return OwnStudy(own_study(bench, n_boot=n_boot, identity_images=identity_images, device=device,
                               methods=None if methods is None else tuple(methods), **config))
