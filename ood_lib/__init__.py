@@ -18,8 +18,9 @@ Each top-level entry is one layer; a module imports only from its own layer or t
     cache        atomic, self-checking cache entries
     _checks      input validation and the errors every layer raises; _version
 
-The public API is the names below (``score``, ``SCORES``, ``auroc``, …), ``ood_lib.detectors.create``
-and the modules the book's appendix names.
+The public API is the names below (``score``, ``SCORES``, ``auroc``, …, and ``study``: the whole
+study on your own model and data in one call), ``ood_lib.detectors.create`` and the modules the
+book's appendix names.
 """
 
 from ._checks import OODInputError
@@ -27,6 +28,20 @@ from .stats.metrics import aupr_in, aupr_out, auroc, bootstrap_ci, evaluate_scor
 from .scores.closed_forms import ALIASES, GRADIENT_FORMS, SCORES, U_TERMS, V_TERMS, canonical, closed_form, score
 
 from ._version import __version__
+
+
+def study(model, id, ood, fit=None, **kwargs):
+    """Is GradNorm worth it on ``model``? The study on your own model and data, in one call:
+    :func:`ood_lib.book.own.study` (loaded on the first call, so that importing ood_lib stays cheap).
+
+    >>> result = ood_lib.study(model, id="val/", ood={"textures": "dtd/", "ninco": ("ninco/", "near")},
+    ...                        fit="train/")                              # doctest: +SKIP
+    >>> result.answer(); result.to_html("report.html")                    # doctest: +SKIP
+    """
+    from .book.own import study as _study
+
+    return _study(model, id, ood, fit, **kwargs)
+
 
 __all__ = [
     "ALIASES",
@@ -44,4 +59,5 @@ __all__ = [
     "evaluate_scores",
     "fpr95",
     "score",
+    "study",
 ]

@@ -38,14 +38,41 @@ def _check_verify_options(args) -> None:
     check_cache_dir(None)  # the benchmark's model may be trained and cached
 
 
-def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
-    """The model and real ID test images ``verify`` runs on: a benchmark's (default ``embedded``, or
-    ``cifar10`` when a checkpoint is given), optionally with another architecture and weights."""
-    from .data import files as data
+def _benchmark(args, need_ood: bool = True):
+    """The registered benchmark ``--benchmark`` names (default ``embedded``), or with ``--id`` the
+    one made of the model and folders given (:func:`ood_lib.data.own.own_benchmark`)."""
     from .data.benchmarks import get_benchmark
 
-    name = args.benchmark or ("cifar10" if args.checkpoint else "embedded")
-    bench = get_benchmark(name)
+    own = {k: getattr(args, k, None) for k in ("id", "ood", "fit", "size", "mean", "std")}
+    if own["id"] is None:
+        given = [f"--{k}" for k, v in own.items() if v]
+        if given:
+            raise OODInputError(f"{', '.join(given)}: need --id DIR (they describe your own data)")
+        return get_benchmark(args.benchmark or "embedded")
+    if args.benchmark:
+        raise OODInputError("give --benchmark NAME or --id DIR (your own data), not both")
+    if need_ood and not own["ood"]:
+        raise OODInputError("--id needs at least one --ood NAME=DIR")
+    from .data.own import own_benchmark, own_model, parse_ood, preprocessing_for
+
+    ood = parse_ood(own["ood"] or [])  # the options first, then the model
+    model = own_model(args.model, args.checkpoint, args.id, args.seed)
+    prep, source = preprocessing_for(model, args.size, args.mean, args.std)
+    arch = args.model or Path(args.checkpoint).name
+    return own_benchmark(model, args.id, ood, args.fit, preprocessing=prep, source=source,
+                         batch_size=args.batch_size or 64, arch=arch, require_ood=need_ood)
+
+
+def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """The model and real ID test images ``verify`` runs on: a benchmark's (default ``embedded``, or
+    ``cifar10`` when a checkpoint is given), optionally with another architecture and weights, or
+    with ``--id`` the images of that folder."""
+    from .data import files as data
+
+    if args.id is None and not args.benchmark:
+        args.benchmark = "cifar10" if args.checkpoint else "embedded"
+    bench = _benchmark(args, need_ood=False)
+    name = bench.name
     root = data.data_root(args.data_root, beside=args.checkpoint if bench.needs_root else None)
     if root is None and bench.needs_root:
         raise OODInputError(
@@ -55,7 +82,8 @@ def _verify_inputs(args) -> tuple[torch.nn.Module, torch.Tensor, str]:
     model = bench.load_model(root, seed=args.seed, checkpoint=args.checkpoint, model=args.model,
                              progress=not args.quiet)
     x, _ = data.stack_images(bench.splits(root, seed=args.seed)["id_test"].dataset, args.n, args.seed)
-    arch = args.model or bench.model.arch
+    arch = args.model or (bench.model.arch if not args.checkpoint else  # else: the architecture read off the file
+                          f"{type(model).__name__}" + (f"-{model.depth}" if hasattr(model, "depth") else ""))
     what = f"{arch}{' from ' + Path(args.checkpoint).name if args.checkpoint else ''} on {len(x)} {bench.name} ID test images"
     return model, x, what
 
@@ -141,7 +169,7 @@ def cmd_evaluate(args) -> int:
     cfg = RunConfig.from_args(args)
     check_out_file(args.out)
     check_cache_dir(cfg.cache_dir)
-    df = run_benchmark(args.benchmark, cfg, out=args.out)
+    df = run_benchmark(_benchmark(args), cfg, out=args.out)
     summary = df[df.ood == "mean"].sort_values("auroc", ascending=False)
     print(summary[["method", "auroc", "fpr95", "aupr_in", "aupr_out", "seconds"]].head(25).to_string(index=False))
     na = summary[summary.note != ""]
@@ -160,7 +188,7 @@ def _check_study_options(args, cfg: RunConfig, bench) -> None:
     if args.seeds < 0:
         raise OODInputError(f"--seeds is the number of training seeds to add (0: none), got {args.seeds}")
     if args.seeds and bench.model.train_epochs is None:
-        raise OODInputError(f"--seeds: {args.benchmark!r} uses a pretrained checkpoint, there is no training "
+        raise OODInputError(f"--seeds: {bench.name!r} uses a pretrained checkpoint, there is no training "
                             "seed to vary")
     if args.out is not None:
         if Path(args.out).is_file():
@@ -184,11 +212,11 @@ def cmd_study(args) -> int:
     from .findings.claims import N_BOOT
     from .findings.study import run_study
 
-    from .data.benchmarks import get_benchmark
-
     cfg = RunConfig.from_args(args)
-    bench = get_benchmark(args.benchmark)  # resolved once, carried through the run
+    bench = _benchmark(args)  # resolved once, carried through the run
     _check_study_options(args, cfg, bench)
+    if args.id is not None:
+        return _own_study(args, cfg, bench)
     from .findings.claims import MIN_SEEDS
 
     trained = bench.model.train_epochs is not None and args.seeds >= MIN_SEEDS  # fewer: the image bootstrap of one
@@ -217,12 +245,36 @@ def cmd_study(args) -> int:
     return 0
 
 
+def _own_study(args, cfg: RunConfig, bench) -> int:
+    """``study --id``: the study on your own model and folders; ``--out`` gets the tables, ``report.html``
+    and ``report.md``."""
+    from .book.own import OwnStudy
+    from .findings.own import own_study
+
+    result = OwnStudy(own_study(bench, cfg, n_boot=args.n_boot))
+    print(result.answer()[["statement", "group", "estimate", "lo", "hi", "verdict"]]
+          .to_string(index=False, float_format="%.3g"))
+    print("\n".join(result.sentences()))
+    if args.out:
+        print(f"\nwrote the tables, report.html and report.md to {result.save(args.out)}")
+    return 0
+
+
 # --- every option, declared once ---------------------------------------------------------
 # The run's options are RunConfig's fields (``RunConfig.add_arguments``); these are the others. A
 # command takes the ones it lists; a command's own default is set with ``set_defaults``.
 OPTIONS: dict[str, tuple[tuple[str, ...], dict]] = {
-    "benchmark": (("--benchmark",), dict(default="embedded", help="a registered benchmark (verify's default: "
-                                                                 "embedded, or cifar10 with --checkpoint)")),
+    "benchmark": (("--benchmark",), dict(default=None, help="a registered benchmark (default: embedded; verify's: "
+                                                           "cifar10 with --checkpoint)")),
+    "id": (("--id",), dict(help="your own ID images: a folder (class sub-folders give labels), instead of --benchmark; "
+                                "the model from --checkpoint (architecture read off it) or --model")),
+    "ood": (("--ood",), dict(action="append", metavar="NAME[:MARK]=DIR",
+                             help="an OOD folder of your own (repeat for several); MARK: near, far-natural (default), "
+                                  "far-synthetic or covariate")),
+    "fit": (("--fit",), dict(help="ID training images of your own, to fit the fitted baselines on")),
+    "size": (("--size",), dict(type=int, help="input size for your folders (default: the model library's)")),
+    "mean": (("--mean",), dict(type=float, nargs="+", help="per-channel mean for your folders")),
+    "std": (("--std",), dict(type=float, nargs="+", help="per-channel std for your folders")),
     "out": (("--out",), dict(help="where to write: evaluate's CSV file, study's folder of tables and meta.json")),
     "csv": (("--csv",), dict(help="also write the table to this CSV file")),
     "n": (("--n",), dict(type=int, default=64, help="number of images")),
@@ -262,19 +314,23 @@ def cmd_extract(args) -> int:
 
     cfg = RunConfig.from_args(args)  # every option checked, and the cache found writable, before any work
     check_cache_dir(cfg.cache_dir)
-    run_extract(args.benchmark, cfg, args.timeout_min)
+    run_extract(args.benchmark or "embedded", cfg, args.timeout_min)
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ood_lib", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    v = _command(sub, "verify", cmd_verify, ("benchmark", "csv", "n", "temperature", "tol", "no_loop", "layers", "loss"),
-                 VERIFY_RUN, help="autograd gradient scores vs their closed forms")
+    own = ("id", "ood", "fit", "size", "mean", "std")
+    v = _command(sub, "verify", cmd_verify, ("benchmark", "csv", "n", "temperature", "tol", "no_loop", "layers", "loss",
+                                             *own), VERIFY_RUN + ("batch_size",),
+                 help="autograd gradient scores vs their closed forms")
     v.set_defaults(benchmark=None, device="cpu")  # float64 either way
-    _command(sub, "evaluate", cmd_evaluate, ("benchmark", "out"), None, help="every score on one benchmark, as a CSV")
-    _command(sub, "study", cmd_study, ("benchmark", "out", "n_boot", "seeds"), None,
-             help="the pre-registered verdicts and the tables behind them (a folder of CSVs)")
+    _command(sub, "evaluate", cmd_evaluate, ("benchmark", "out", *own), None,
+             help="every score on one benchmark (or your own model and folders), as a CSV")
+    _command(sub, "study", cmd_study, ("benchmark", "out", "n_boot", "seeds", *own), None,
+             help="the pre-registered verdicts and the tables behind them (a folder of CSVs; with --id, "
+                  "your own model and folders, and a one-page report.html)")
     _command(sub, "extract", cmd_extract, ("benchmark", "timeout_min"), EXTRACT_RUN,
              help="extract and cache every split's features (under torchrun: sharded over the ranks)",
              description="Extract and cache every split's features. Under torchrun each rank takes a slice of "

@@ -161,7 +161,9 @@ class Benchmark:
         weights (``checkpoint`` overrides the default file; ``"random"`` gives seeded random weights,
         for tests and timing only). ``model`` replaces the declared architecture by any name
         :func:`ood_lib.models.resolve_model` knows (e.g. ``cifar_resnet`` of any depth with
-        ``checkpoint``, ``torchvision:NAME``, ``timm:NAME``); the benchmark's preprocessing stays."""
+        ``checkpoint``, ``torchvision:NAME``, ``timm:NAME``); the benchmark's preprocessing stays.
+        A ``checkpoint`` of another architecture than the declared one is read as the architecture
+        its state dict holds (:func:`ood_lib.models.infer.model_from_checkpoint`)."""
         if model is not None:
             from ..models import resolve_model
 
@@ -172,8 +174,10 @@ class Benchmark:
         if checkpoint == "random":
             torch.manual_seed(seed)
             return build_model(m.arch, self.num_classes).eval()
-        if checkpoint:
-            return load_checkpoint(build_model(m.arch, self.num_classes), checkpoint).eval()
+        if checkpoint:  # the declared architecture where the file fits it, else the one read off the file
+            from ..models.infer import model_from_checkpoint
+
+            return model_from_checkpoint(checkpoint, self.num_classes, prefer=m.arch)
         if m.train_epochs is not None:
             from ..models.train import cached_classifier
 

@@ -8,7 +8,8 @@ forms*): h is the penultimate embedding and the head is the last linear layer f 
 - :mod:`.small`: the MNIST CNN;
 - :mod:`.imagenet`: torchvision and timm models by name, BiT, EfficientNet-Lite0;
 - :mod:`.checkpoint`: strict loading and the weights fingerprint;
-- :mod:`.registry`: :func:`build_model` and :func:`resolve_model` by name.
+- :mod:`.registry`: :func:`build_model` and :func:`resolve_model` by name;
+- :mod:`.infer`: the architecture read off a checkpoint (:func:`model_from_checkpoint`).
 
 Importing this package imports neither torchvision nor timm; they load when a model needs them.
 """
@@ -35,6 +36,7 @@ from .imagenet import (
     torchvision_names,
 )
 from .registry import DEFAULT_WEIGHTS, FROM_CHECKPOINT, MODELS, build_model, resolve_model
+from .infer import architecture_of, model_from_checkpoint
 from .small import MnistCNN
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "TorchvisionModel",
     "TorchvisionResNet",
     "WrappedModel",
+    "architecture_of",
     "build_model",
     "cifar_resnet_depth",
     "cifar_resnet_from_checkpoint",
@@ -62,6 +65,7 @@ __all__ = [
     "load_checkpoint",
     "load_state_strict",
     "model_code_fingerprint",
+    "model_from_checkpoint",
     "read_state_dict",
     "resolve_model",
     "torchvision_names",

@@ -20,8 +20,39 @@ def _strip_prefix(state: dict, prefix: str = "module.") -> dict:
     return state
 
 
+# the keys a training script wraps its state dict in ({"epoch": 3, "state_dict": {...}}), in the
+# order they are tried, and the prefixes a wrapper module leaves on every key
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state")
+PREFIXES = ("module.", "model.")
+
+
+def _is_state(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_state(ck) -> dict | None:
+    """The state dict inside a loaded checkpoint: itself, or the first of :data:`WRAPPER_KEYS` that
+    holds one; ``module.`` removed (DataParallel), at any depth (``module.module.``)."""
+    state = ck if _is_state(ck) else None
+    if state is None and isinstance(ck, dict):
+        state = next((ck[k] for k in WRAPPER_KEYS if _is_state(ck.get(k))), None)
+    if state is None:
+        return None
+    while state and all(k.startswith("module.") for k in state):
+        state = _strip_prefix(state)
+    return state
+
+
+def strip_prefixes(state: dict) -> dict:
+    """``state`` without the :data:`PREFIXES` every key carries (``model.module.`` → none)."""
+    while any(state and all(k.startswith(p) for k in state) for p in PREFIXES):
+        state = next(_strip_prefix(state, p) for p in PREFIXES if all(k.startswith(p) for k in state))
+    return state
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a weights file: a bare one or ``{"state_dict": ...}`` (``module.`` removed).
+    """The state dict in a weights file: a bare one or wrapped in one of :data:`WRAPPER_KEYS`
+    (``{"state_dict": ...}``, ``{"model": ...}``, …), ``module.`` removed.
 
     Read with ``weights_only=True``: a file that needs arbitrary code to unpickle is refused.
     """
@@ -35,10 +66,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise OODInputError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    state = ck.get("state_dict", ck) if isinstance(ck, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OODInputError(f"{path}: expected a state dict of tensors or {{'state_dict': ...}}")
-    return _strip_prefix(state)
+    state = unwrap_state(ck)
+    if state is None:
+        raise OODInputError(f"{path}: expected a state dict of tensors, or one under "
+                            f"{' / '.join(repr(k) for k in WRAPPER_KEYS)}")
+    return state
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
@@ -81,11 +113,16 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     """:func:`load_checkpoint` for a state dict already read from ``source`` (named in errors).
 
     Nothing is loaded unless every key, shape and kind of number matches; the error names the
-    missing and unexpected keys and the shape and dtype mismatches (the first ten of each)."""
+    missing and unexpected keys and the shape and dtype mismatches (the first ten of each). A
+    ``model.`` or ``module.`` prefix on every key is dropped where the model's own keys lack it."""
     adapt = getattr(model, "adapt_state_dict", None)
-    if callable(adapt):
-        state = adapt(state)
-    problems = state_problems(model, state)
+    adapt = adapt if callable(adapt) else (lambda s: s)
+    problems = state_problems(model, adapt(state))
+    if problems and strip_prefixes(state) is not state:  # a wrapper's ``model.`` prefix on every key
+        bare = adapt(strip_prefixes(state))
+        if not state_problems(model, bare):
+            state, problems = strip_prefixes(state), []
+    state = adapt(state)
     if problems:
         raise OODInputError(f"{source}: does not match the {type(model).__name__} architecture — "
                             + "; ".join(problems))
