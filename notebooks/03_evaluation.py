@@ -36,7 +36,6 @@ from ood_lib.book import gallery, newer, plots, report, roc_plot
 from ood_lib.book import verdicts as bv
 from ood_lib.book.tables import captioned
 from ood_lib.findings import explain
-from ood_lib.findings.claims import CLAIMS, MARGINS
 from ood_lib.findings.depth import depth_figure
 from ood_lib.findings.labels import method_label, model_name, set_label, short_pair
 from ood_lib.findings.reference import gradnorm_imagenet_table, openood_cifar10_table
@@ -163,11 +162,7 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 # %% tags=["remove-cell"]
 pd.set_option("display.max_colwidth", None)
 units = bv.units(studies)
-decision = next(iter(units.values())).meta["decision"]
-seeds = max(len(s.meta["decision"]["seeds"]) for s in units.values())
-for key, value in {"cells": decision["cells"], "level": f"{100 - 5 / decision['cells']:.2f} %",
-                   "decide_boot": f"{decision['n_boot']:,}", "decide_seeds": seeds,
-                   "margin_auroc": f"{MARGINS['auroc']:g}", "margin_fpr": f"{MARGINS['fpr95']:g}"}.items():
+for key, value in bv.decision_facts(studies).items():  # cells, level, resamples, seeds, margins
     glue(f"nb03_{key}", value)
 glue("nb03_answer_table", captioned(
     report.answer_table(units),
@@ -193,14 +188,8 @@ grid_fpr
 # %% tags=["remove-cell"]
 glue("nb03_verdicts", grid)  # both pasted in the discussion
 glue("nb03_verdicts_near", grid_fpr)
-phrases = bv.count_phrases(studies)
-for key, text in phrases.items():
+for key, text in {**bv.count_phrases(studies), **bv.identity_phrases(studies)}.items():
     glue(f"nb03_count_{key}", text)
-for c in CLAIMS:
-    if c.kind == "identity":
-        held = [s["verdicts"].set_index("claim").loc[c.key, "verdict"] for s in units.values()]
-        glue(f"nb03_count_{c.key}", f"on {sum(w == 'supported' for w in held)} of "
-                                    f"{sum(w != 'not run' for w in held)} models")
 split = bv.split_claims(studies)
 for key, value in {"n_pairs": len(units), "pairs": ", ".join(map(short_pair, units)),
                    "n_split": len(split), "n_compared": len(bv.COMPARISONS),

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.benchmarks import DECISION_GROUPS
-from ..findings.claims import CLAIMS, CONJUNCTION, get_claim
+from ..findings.claims import CLAIMS, CONJUNCTION, MARGINS, get_claim
 from ..findings.labels import short_pair
 from ..findings.study import Study
 from ..findings.verdicts import SANITY_RUNS, unit_counts
@@ -45,6 +45,25 @@ def count_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[s
     for key, t in counts(studies, metric).groupby("claim", sort=False):
         parts = [f"{r.holds} of {r.units}{' units' if i == 0 else ''} {r.group}" for i, r in enumerate(t.itertuples())]
         out[key] = ", ".join(parts)
+    return out
+
+
+def decision_facts(studies: Mapping[str, Study]) -> dict[str, object]:
+    """How the units were decided, for the text: cells, level, resamples, training seeds, margins."""
+    us = units(studies)
+    d = next(iter(us.values())).meta["decision"]
+    return {"cells": d["cells"], "level": f"{100 - 5 / d['cells']:.2f} %", "decide_boot": f"{d['n_boot']:,}",
+            "decide_seeds": max(len(s.meta["decision"]["seeds"]) for s in us.values()),
+            "margin_auroc": f"{MARGINS['auroc']:g}", "margin_fpr": f"{MARGINS['fpr95']:g}"}
+
+
+def identity_phrases(studies: Mapping[str, Study]) -> dict[str, str]:
+    """Per identity claim: "on 4 of 4 models" (the models where it was checked)."""
+    out = {}
+    for c in CLAIMS:
+        if c.kind == "identity":
+            held = [_table(s).set_index("claim").loc[c.key, "verdict"] for s in units(studies).values()]
+            out[c.key] = f"on {sum(w == 'supported' for w in held)} of {sum(w != 'not run' for w in held)} models"
     return out
 
 
