@@ -186,3 +186,20 @@ def test_a_family_with_one_clearly_better_member_is_better_with_simultaneous_int
     assert verdict == "worse"
     with pytest.raises(OODInputError, match="exclude 'ref'"):
         r.family(["ref", "up"], "ref")
+
+
+def test_fpr95_from_resample_indices_equals_the_weighted_reading_with_ties():
+    from ood_lib.findings.decide import _fpr95_resampled, _fpr95_weighted
+
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 30, (3, 101)).astype(float)  # many ties
+    oods = [rng.integers(0, 30, (3, 57)).astype(float), rng.integers(0, 30, (3, 9)).astype(float)]
+    id_idx = rng.integers(0, 101, (40, 101))
+    ood_idx = [rng.integers(0, o.shape[1], (40, o.shape[1])) for o in oods]
+    got = _fpr95_resampled(ids, oods, id_idx, ood_idx)
+    w = np.stack([np.bincount(i, minlength=101) for i in id_idx])
+    for s, (o, idx) in enumerate(zip(oods, ood_idx)):
+        v = np.stack([np.bincount(i, minlength=o.shape[1]) for i in idx])
+        for j in range(3):
+            np.testing.assert_allclose(got[:, s, j], _fpr95_weighted(ids[j], o[j], w, v), rtol=0, atol=1e-12)
+            assert got[0, s, j] == pytest.approx(fpr95(ids[j][id_idx[0]], o[j][idx[0]]))

@@ -88,6 +88,24 @@ def _fpr95_weighted(ids: np.ndarray, ood: np.ndarray, w: np.ndarray, v: np.ndarr
     return 100.0 * (m - c[np.arange(len(v)), at]) / m
 
 
+def _fpr95_resampled(ids: np.ndarray, oods: Sequence[np.ndarray], id_idx: np.ndarray,
+                     ood_idx: Sequence[np.ndarray]) -> np.ndarray:
+    """FPR95 (percent) of every method on every set for resamples given by their indices:
+    ``ids`` (M, n), ``oods`` [(M, m_s)], ``id_idx`` (B, n), ``ood_idx`` [(B, m_s)] → (B, S, M).
+
+    The same numbers as :func:`_fpr95_weighted` (module docstring): the threshold is the k-th
+    largest resampled ID score, k the first count with k / n ≥ 0.95, and FPR95 the share of the
+    resampled OOD scores at or above it."""
+    n = ids.shape[1]
+    k = int(np.argmax(np.arange(1, n + 1) / n >= 0.95)) + 1
+    out = np.empty((len(id_idx), len(oods), len(ids)))
+    for j in range(len(ids)):
+        thr = np.partition(ids[j][id_idx], n - k, axis=1)[:, n - k]  # (B,)
+        for s, (o, idx) in enumerate(zip(oods, ood_idx)):
+            out[:, s, j] = 100.0 * (o[j][idx] >= thr[:, None]).sum(axis=1) / o.shape[1]
+    return out
+
+
 @dataclass(frozen=True)
 class Decision:
     """One decided difference (claimed direction positive): estimate, interval, verdict and the
@@ -139,11 +157,9 @@ class Replicates:
         for b0 in range(0, n_boot, 256):
             b1 = min(b0 + 256, n_boot)
             draws = [pb.resample(b) for b in range(b0, b1)]
-            w = np.stack([np.bincount(d[0], minlength=ids.shape[1]) for d in draws])
-            for k, (s, o) in enumerate(zip(pb.sets, oods)):
-                v = np.stack([np.bincount(d[1][s], minlength=o.shape[1]) for d in draws])
-                for j in range(len(pb.methods)):
-                    fpr[b0:b1, k, j] = _fpr95_weighted(ids[j], o[j], w, v)
+            id_idx = np.stack([d[0] for d in draws])
+            ood_idx = [np.stack([d[1][s] for d in draws]) for s in pb.sets]
+            fpr[b0:b1] = _fpr95_resampled(ids, oods, id_idx, ood_idx)
         return cls(pb.methods, pb.sets, np.stack([pb.point, fpr_point]), np.stack([pb.replicates, fpr]), "images")
 
     @classmethod
