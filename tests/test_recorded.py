@@ -167,3 +167,35 @@ def test_no_recorded_verdict_disagrees_with_a_majority_of_training_seeds(benchma
         assert len(per_seed) >= 5, (r.claim, r.group)
         sign = 1 if r.verdict == "better" else -1
         assert (np.sign(per_seed) == sign).sum() > len(per_seed) / 2, (r.claim, r.group, per_seed.tolist())
+
+
+CONFOUNDED = [b for b in STUDIES if (RECORDED / b / "confounds.csv").is_file()]
+
+
+@pytest.mark.reproduce
+@needs_shared_data()
+@pytest.mark.parametrize("benchmark", CONFOUNDED)
+def test_recorded_confounds_reproduce(benchmark):
+    """The confound controls (tools/record_confounds.py) recomputed from the data root, the adapted
+    models rebuilt or read from the model cache."""
+    import record_confounds
+
+    got = record_confounds.confounds(benchmark, str(SHARED_DATA)).reset_index(drop=True)
+    want = pd.read_csv(RECORDED / benchmark / "confounds.csv", keep_default_na=False, na_values=[""])
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    for c in got.columns:
+        if pd.api.types.is_numeric_dtype(want[c]):
+            np.testing.assert_allclose(got[c].astype(float), want[c].astype(float), atol=TOL, err_msg=c)
+        else:
+            assert (got[c].astype(str) == want[c].astype(str)).all(), c
+
+
+@pytest.mark.parametrize("benchmark", CONFOUNDED)
+def test_recorded_confounds_cover_every_claim_cell_and_variant(benchmark):
+    t = pd.read_csv(RECORDED / benchmark / "confounds.csv")
+    rec = Study.load(RECORDED / benchmark)["verdicts"]
+    want = rec[rec.metric != "identity"][["claim", "group", "metric"]].drop_duplicates()
+    for variant, v in t.groupby("variant"):
+        assert len(v) == len(want), variant
+    assert {"as is", "correct ID only"} <= set(t.variant)
+    assert (t[t.variant == "correct ID only"].accuracy == 100.0).all()

@@ -170,6 +170,18 @@ def cifar10(ctx: Context) -> IdData:
                   "CIFAR-10 test", "JPEG quality-75 copy: OOD images get the same JPEG round trip", ood_jpeg=75)
 
 
+def cifar10_train_full(root: Path, prep: Preprocessing, n: int | None = None, seed: int = 0) -> D.ImageFiles:
+    """The complete JPEG copy of CIFAR-10's training set (``CIFAR10-JPEG/train-full/``, 50,000
+    images), for adapting a model to the JPEG copy; ``n`` takes a seeded subset of it."""
+    how = "CIFAR10-JPEG/train-full/<class>/*.jpg: every CIFAR-10 training image, JPEG quality 75"
+    paths, labels, _ = D.image_folder(Path(root) / "CIFAR10-JPEG" / "train-full", "CIFAR-10 JPEG train-full", how,
+                                      CIFAR10_CLASSES)
+    if n is not None and n < len(paths):
+        keep = np.sort(np.random.default_rng(seed).choice(len(paths), n, replace=False))
+        paths, labels = [paths[i] for i in keep], np.asarray(labels)[keep]
+    return D.ImageFiles(paths, labels, prep.image(), prep.shape)
+
+
 @functools.lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
     """The 1,000 ImageNet-1k wnids in the standard class order (0 = n01440764 tench …), from the
