@@ -176,10 +176,12 @@ def test_verify_on_a_transformer_is_exact_at_the_head_and_says_what_it_skips(cla
 @needs_shared_data("ImageNet-val-1300", "labels.csv")
 def test_verify_command_on_the_vit():
     r = subprocess.run([sys.executable, "-m", "ood_lib", "verify", "--benchmark", "imagenet_vit", "--data-root",
-                        str(SHARED_DATA), "--n", "8", "--no-loop", "--quiet"], capture_output=True, text=True,
+                        str(SHARED_DATA), "--n", "4", "--no-loop", "--quiet"], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "scaled_dot_product_attention" in r.stdout and "worst difference in V units" in r.stdout
+    assert "scaled_dot_product_attention" in r.stdout and "worst difference in V units nan" not in r.stdout
+    worst = float(r.stdout.split("worst difference in V units ")[1].split()[0])
+    assert worst <= 1e-10
 
 
 def test_imagenet_anchors():

@@ -144,8 +144,8 @@ def _deeper_rows(model, x, h, f, T: float, paths: list[str], deeper: list[str] |
     wanted = list(dict.fromkeys([*paths, *(["loop"] if has_attention(model) else [])]))
     if has_attention(model):
         k = max(1, min(int(attention_subset), len(x)))
-        note = (f"attention: torch.func.vmap has no batching rule for scaled_dot_product_attention, so the loop "
-                f"on the first {k} of {len(x)} images; no spread (C backward passes per image)")
+        note = (f"attention (vmap has no batching rule for scaled_dot_product_attention): loop on the first {k} "
+                f"of {len(x)} images; no spread")
         x, h, f, paths = x[:k], h[:k], f[:k], ["loop"]
     cf = closed_form("gradnorm", h, f, T)
     for wrt in (deeper if deeper is not None else [default_deeper(model)]) + ["input"]:
