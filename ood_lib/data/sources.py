@@ -30,13 +30,15 @@ SPLIT_SEED = 12345  # fixed ID train/test splits, independent of the run's seed
 @dataclass(frozen=True)
 class Preprocessing:
     """How a benchmark turns images into model inputs: resize (shorter side, or exact (w, h)),
-    centre crop, per-channel mean/std; ``mode`` "L" (gray) or "RGB"."""
+    centre crop, per-channel mean/std; ``mode`` "L" (gray) or "RGB"; ``interpolation`` of the
+    resize, bilinear or bicubic (a timm model's own config, e.g. the ViT's)."""
 
     resize: int | tuple[int, int]
     crop: int | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
     mode: str = "RGB"
+    interpolation: str = "bilinear"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -48,9 +50,10 @@ class Preprocessing:
             raise OODInputError("a preprocessing without a crop needs an exact (width, height) resize")
         return (1 if self.mode == "L" else 3, h, w)
 
-    def image(self, jpeg_quality: int | None = None) -> ImageToInput:
-        """PIL image → input (with an optional JPEG round trip first)."""
-        return ImageToInput(self.resize, self.crop, self.mean, self.std, jpeg_quality)
+    def image(self, jpeg_quality: int | None = None, presize: tuple[int, int] | None = None) -> ImageToInput:
+        """PIL image → input (with an optional JPEG round trip, and an optional exact resize to
+        ``presize`` before everything: see :func:`~ood_lib.data.transforms.presize_like_subset`)."""
+        return ImageToInput(self.resize, self.crop, self.mean, self.std, jpeg_quality, self.interpolation, presize)
 
     def array(self, jpeg_quality: int | None = None) -> Callable:
         """uint8 array → input; gray 28×28 arrays for a gray 28×28 model skip every resampling step."""
@@ -62,12 +65,14 @@ class Preprocessing:
 
 @dataclass
 class Context:
-    """What a source is given: the data root, the preprocessing, and the JPEG quality that OOD
-    images must go through when the ID copy was JPEG-compressed (set by the ID source)."""
+    """What a source is given: the data root, the preprocessing, the JPEG quality that OOD
+    images must go through when the ID copy was JPEG-compressed, and the exact size OOD photographs
+    are first brought to when the ID copy was (both set by the ID source)."""
 
     root: Path | None
     prep: Preprocessing
     ood_jpeg: int | None = None
+    ood_presize: tuple[int, int] | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -79,6 +84,7 @@ class IdData:
     test_name: str
     note: str = ""
     ood_jpeg: int | None = None
+    ood_presize: tuple[int, int] | None = None  # (width, height) the ID images were pre-scaled to
 
 
 def find_folder(root: Path, names: tuple[str, ...], need_images: bool = True) -> Path | None:
@@ -243,9 +249,16 @@ def label_table(table: Path, num_classes: int = 1000) -> tuple[list[str], np.nda
     return files, np.asarray(labels, dtype=np.int64)
 
 
+IMAGENET_SUBSET_SIZE = (227, 227)  # ImageNet-val-1300's images were pre-scaled to this (width, height)
+
+
 def imagenet_val_subset(ctx: Context) -> IdData:
     """A subset of the ImageNet validation set listed in ``labels.csv`` (``file,class_index,wnid``),
-    split once with a fixed seed into a fitting part (520 images) and a test part (the rest)."""
+    split once with a fixed seed into a fitting part (520 images) and a test part (the rest).
+
+    Its images were pre-scaled to 227×227 (bilinear, aspect not kept): OOD photographs shown beside
+    them go through the same step first (``ood_presize``), so that size and resampling do not tell
+    ID from OOD."""
     folder = ctx.root / "ImageNet-val-1300"
     table = folder / "labels.csv"
     how = "a folder of ILSVRC-2012 validation images with labels.csv (file,class_index,wnid)"
@@ -258,7 +271,26 @@ def imagenet_val_subset(ctx: Context) -> IdData:
     t, shape = ctx.prep.image(), ctx.prep.shape
     pick = lambda idx: D.ImageFiles([paths[i] for i in idx], labels[idx], t, shape)  # noqa: E731
     return IdData(pick(fit), pick(test), f"ImageNet val ({len(fit):,} for fitting)",
-                  f"ImageNet val ({len(test):,} for testing)", "a 1,300-image subset of the ILSVRC-2012 validation set")
+                  f"ImageNet val ({len(test):,} for testing)", "a 1,300-image subset of the ILSVRC-2012 validation set",
+                  ood_presize=IMAGENET_SUBSET_SIZE)
+
+
+def imagenet_val(ctx: Context) -> IdData:
+    """The ImageNet-1k validation set wherever the root holds it: the full set as class folders
+    ``imagenet/val/<wnid>/`` (fitting on ``imagenet/train/`` when present, else on a fixed seeded
+    40 % of val, the subset's share), or else the 1,300-image subset :func:`imagenet_val_subset`."""
+    if not (ctx.root / "imagenet" / "val").is_dir():
+        return imagenet_val_subset(ctx)
+    idd = imagenet_folders(ctx)
+    if idd.train is not None:
+        return idd
+    val = idd.test
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(val))
+    k = round(len(val) * IMAGENET_SUBSET_FIT / 1300)
+    fit, test = np.sort(perm[:k]), np.sort(perm[k:])
+    pick = lambda idx: D.ImageFiles([val.paths[i] for i in idx], val.labels[idx], val.transform, val.shape)  # noqa: E731
+    return IdData(pick(fit), pick(test), f"ImageNet-1k val ({len(fit):,} for fitting)",
+                  f"ImageNet-1k val ({len(test):,} for testing)", "no imagenet/train: a fixed 40 % of val fits")
 
 
 # --- OOD sources -----------------------------------------------------------------------------
@@ -317,13 +349,20 @@ def image_set(*names: str) -> Callable[[Context], Dataset | None]:
         if folder is None:
             return None
         p = ctx.prep
-        return D.ImageFiles(D.list_images(folder), None, p.image(ctx.ood_jpeg), p.shape, p.mode)
+        return D.ImageFiles(D.list_images(folder), None, p.image(ctx.ood_jpeg, ctx.ood_presize), p.shape, p.mode)
 
     return fn
 
 
-TEXTURES = ("DTD-subset", "dtd/images", "dtd", "Textures", "textures")
+TEXTURES = ("DTD-subset", "dtd/images", "dtd", "Textures", "textures", "images_classic/texture")
 textures = image_set(*TEXTURES)
+# ImageNet's near and far sets of OpenOOD v1.5, under their usual names (OpenOOD's own layout,
+# images_largescale/<name>/, included); NINCO's OOD classes only, not its unit tests
+ninco = image_set("NINCO-subset", "NINCO/NINCO_OOD_classes", "NINCO_OOD_classes", "NINCO", "ninco",
+                  "images_largescale/ninco")
+ssb_hard = image_set("SSB-hard", "ssb_hard", "SSB_hard", "images_largescale/ssb_hard")
+openimage_o = image_set("OpenImage-O", "openimage_o", "OpenImage_O", "images_largescale/openimage_o")
+inaturalist = image_set("iNaturalist", "inaturalist", "images_largescale/inaturalist")
 tiny_imagenet = image_set("TinyImageNet-val-OOD", "tiny-imagenet-ood", "TinyImageNet")
 
 

@@ -32,8 +32,26 @@ class GrayArray:
         return f"GrayArray(mean={MNIST_MEAN}, std={MNIST_STD})"
 
 
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def presize_like_subset(img, size: tuple[int, int]):
+    """A PIL image → exactly ``size`` (width, height), bilinear without antialiasing, aspect not
+    kept: how the ImageNet validation subset (and NINCO's copy) were brought to 227×227, so that
+    OOD photographs shown beside them have been through the same resampling."""
+    from PIL import Image
+
+    if img.size == tuple(size):
+        return img
+    a = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)[None]
+    a = torch.nn.functional.interpolate(a, size=(size[1], size[0]), mode="bilinear", align_corners=False,
+                                        antialias=False)
+    return Image.fromarray(a[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+
+
 class ImageToInput:
-    """A PIL image → resized (``resize``: the shorter side, or an exact (width, height)) →
+    """A PIL image → (optionally, ``presize``: :func:`presize_like_subset`) → resized (``resize``:
+    the shorter side, or an exact (width, height); ``interpolation`` bilinear or bicubic) →
     centre-cropped to ``crop`` → optional JPEG round trip → normalised float tensor.
 
     The same arithmetic as torchvision's Resize / CenterCrop / ToTensor / Normalize, but steps
@@ -42,8 +60,12 @@ class ImageToInput:
     """
 
     def __init__(self, resize: int | tuple[int, int], crop: int | None, mean: tuple[float, ...],
-                 std: tuple[float, ...], jpeg_quality: int | None = None) -> None:
+                 std: tuple[float, ...], jpeg_quality: int | None = None, interpolation: str = "bilinear",
+                 presize: tuple[int, int] | None = None) -> None:
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         self.resize, self.crop, self.jpeg_quality = resize, crop, jpeg_quality
+        self.interpolation, self.presize = interpolation, presize
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
@@ -54,6 +76,8 @@ class ImageToInput:
     def __call__(self, img) -> torch.Tensor:
         from PIL import Image
 
+        if self.presize is not None:
+            img = presize_like_subset(img, self.presize)
         w, h = img.size
         if isinstance(self.resize, tuple):
             size = self.resize
@@ -61,7 +85,7 @@ class ImageToInput:
             s = self.resize
             size = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
         if size != (w, h):
-            img = img.resize(size, Image.BILINEAR)
+            img = img.resize(size, Image.BICUBIC if self.interpolation == "bicubic" else Image.BILINEAR)
             w, h = size
         c = self.crop
         if c is not None and (w, h) != (c, c):
@@ -76,7 +100,7 @@ class ImageToInput:
     def batch_fast_path(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """For decoded uint8 images of ``shape`` (C, H, W) that this transform would not resample,
         the batched equivalent of the conversion; None otherwise."""
-        if self.jpeg_quality is not None or len(shape) != 3:
+        if self.jpeg_quality is not None or self.presize is not None or len(shape) != 3:
             return None
         _, h, w = shape
         if isinstance(self.resize, tuple):
@@ -89,8 +113,12 @@ class ImageToInput:
         return lambda xb: (xb.float().div_(255.0) - mean) / std
 
     def __repr__(self) -> str:
+        # the settings added later are written only where they are not the default, so that the
+        # feature-cache keys of the earlier benchmarks stay what they were
+        extra = "" if self.interpolation == "bilinear" else f", interpolation={self.interpolation!r}"
+        extra += "" if self.presize is None else f", presize={tuple(self.presize)}"
         return (f"ImageToInput(resize={self.resize}, crop={self.crop}, mean={self.mean.flatten().tolist()}, "
-                f"std={self.std.flatten().tolist()}, jpeg_quality={self.jpeg_quality})")
+                f"std={self.std.flatten().tolist()}, jpeg_quality={self.jpeg_quality}{extra})")
 
 
 class ArrayAsImage:

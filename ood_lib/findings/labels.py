@@ -169,9 +169,13 @@ def relabel(df: pd.DataFrame, benchmark: str | None = None,
 
 
 MODEL_NAMES = {"mnist_cnn": "small CNN", "resnet20": "ResNet-20", "densenet_bc100": "DenseNet-BC-100",
-               "efficientnet_lite0": "EfficientNet-Lite0", "resnet50": "ResNet-50", "bit_r101x1": "BiT-S-R101x1"}
+               "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite1": "EfficientNet-Lite1",
+               "efficientnet_lite2": "EfficientNet-Lite2", "vit_tiny_patch16_224": "ViT-Ti/16",
+               "resnet50": "ResNet-50", "bit_r101x1": "BiT-S-R101x1"}
 BENCHMARK_NAMES = {"embedded": "embedded", "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar10_densenet": "CIFAR-10",
-                   "imagenet_lite": "ImageNet val subset", "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
+                   "imagenet_lite": "ImageNet val subset", "imagenet_lite1": "ImageNet val subset",
+                   "imagenet_lite2": "ImageNet val subset", "imagenet_vit": "ImageNet val subset",
+                   "imagenet": "ImageNet", "imagenet_bit": "ImageNet"}
 
 
 def model_name(benchmark: str) -> str:

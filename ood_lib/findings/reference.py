@@ -6,6 +6,11 @@ distributional shifts in the wild*, Table 1 — ImageNet-1k, BiT-S-R101x1; FPR95
 OPENOOD_CIFAR10: Zhang et al. (2023), *OpenOOD v1.5*, CIFAR-10 leaderboard with a ResNet-18
 (ID accuracy 95.06 %): AUROC in percent, near (CIFAR-100, Tiny-ImageNet) and far (MNIST, SVHN,
 Textures, Places365).
+
+OPENOOD_IMAGENET: the same paper's ImageNet-1k leaderboard, AUROC in percent, near (SSB-hard,
+NINCO) and far (iNaturalist, Textures, OpenImage-O): a ResNet-50 for MSP, Energy, ReAct, KNN and
+GradNorm, and a ViT-B/16 for GradNorm (the rows the study's notes give; no number is added here
+that was not checked against the paper).
 """
 
 from __future__ import annotations
@@ -44,3 +49,33 @@ _OPENOOD_CIFAR10 = {  # method: (near AUROC, far AUROC)
 def openood_cifar10_table() -> pd.DataFrame:
     """OpenOOD v1.5's CIFAR-10 AUROC (percent), one row per method, columns ``OpenOOD near`` and ``OpenOOD far``."""
     return pd.DataFrame.from_dict(_OPENOOD_CIFAR10, orient="index", columns=["OpenOOD near", "OpenOOD far"])
+
+
+_OPENOOD_IMAGENET = {  # (model, method): (near AUROC, far AUROC)
+    ("ResNet-50", "msp"): (76.02, 85.23), ("ResNet-50", "energy"): (75.89, 89.47),
+    ("ResNet-50", "react"): (77.38, 93.67), ("ResNet-50", "knn"): (71.10, 90.18),
+    ("ResNet-50", "gradnorm"): (72.96, 90.25), ("ViT-B/16", "gradnorm"): (39.28, 41.75),
+}
+GRADNORM_SOURCE = "Huang, Geng & Li (2021), Table 1"
+OPENOOD_SOURCE = "Zhang et al. (2023), OpenOOD v1.5 leaderboard"
+
+
+def imagenet_anchors() -> pd.DataFrame:
+    """The published ImageNet-1k numbers the new ImageNet evidence is put beside, one row per
+    (source, model, setting, method): columns ``source``, ``model``, ``setting`` (the OOD set, or
+    ``near`` / ``far`` / ``mean`` over the sets), ``group`` (near or far, as OpenOOD v1.5 groups
+    ImageNet's sets; GradNorm's four sets are all far), ``method``, ``auroc`` and ``fpr95``
+    (percent; NaN where the source gives none), and ``gradnorm_minus_msp``: GradNorm's AUROC minus
+    MSP's in the same source, model and setting (NaN where the source has no MSP row), whose sign
+    is the direction the new numbers are compared on."""
+    g = gradnorm_imagenet_table().assign(source=GRADNORM_SOURCE, model="BiT-S-R101x1", group="far")
+    g = g.rename(columns={"ood": "setting"})
+    o = pd.DataFrame([{"source": OPENOOD_SOURCE, "model": model, "setting": grp, "group": grp, "method": method,
+                       "auroc": auc, "fpr95": float("nan")}
+                      for (model, method), aucs in _OPENOOD_IMAGENET.items() for grp, auc in zip(("near", "far"), aucs)])
+    t = pd.concat([g, o], ignore_index=True)[["source", "model", "setting", "group", "method", "auroc", "fpr95"]]
+    key = ["source", "model", "setting"]
+    msp = t[t.method == "msp"].set_index(key).auroc
+    gn = t[t.method == "gradnorm"].set_index(key).auroc
+    diff = (gn - msp).rename("gradnorm_minus_msp")
+    return t.merge(diff.reset_index(), on=key, how="left")

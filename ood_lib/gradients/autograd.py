@@ -186,8 +186,39 @@ def _vmap_grads(model, inp, wrt, bias, T, target, q_batch) -> tuple[torch.Tensor
     return tuple(g.values())
 
 
+PAIR_BUDGET = 2**20  # gradient entries one batched call over (image, label) pairs may hold (8 MB in float64: fastest measured)
+
+
+def _head_label_grads(model, h, bias, T) -> Iterator[tuple[slice, tuple[torch.Tensor, ...]]]:
+    """The head's per-sample gradients of CE(f, y) for every label y, by autograd, in chunks of
+    labels: ``(labels, grads)`` with each gradient of shape (N, K, ...) for the K labels of the
+    chunk. The (image, label) pairs of a chunk are one ``vmap`` call, so a head of C classes takes
+    about N·C·C·D / :data:`PAIR_BUDGET` calls instead of C."""
+    N, D = h.shape
+    C = model.head.out_features
+    eye = torch.eye(C, dtype=h.dtype, device=h.device)
+    k = max(1, min(C, PAIR_BUDGET // max(1, N * C * (D + 1))))
+    for s in range(0, C, k):
+        ys = slice(s, min(C, s + k))
+        K = ys.stop - ys.start
+        g = _vmap_grads(model, h.repeat_interleave(K, 0), "head", bias, T, "ce", eye[ys].repeat(N, 1))
+        yield ys, tuple(t.reshape(N, K, *t.shape[1:]) for t in g)
+
+
 def _vmap(model, x, spec, wrt, T, bias) -> torch.Tensor:
     inp, p = _vmap_inputs(model, x, wrt, T)
+    if wrt == "head" and spec.target in ("expect_p", "expect_u", "mean_grad_p"):
+        acc = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        total = None
+        for ys, g in _head_label_grads(model, inp, bias, T):
+            w = p[:, ys] if spec.target != "expect_u" else torch.full_like(p[:, ys], 1.0 / p.shape[1])
+            if spec.target == "mean_grad_p":
+                part = tuple((t * w.view(*w.shape, *([1] * (t.ndim - 2)))).sum(1) for t in g)
+                total = part if total is None else tuple(a + b for a, b in zip(total, part))
+            else:
+                n = sum(t.abs().flatten(2).sum(2) if spec.norm == "l1" else t.pow(2).flatten(2).sum(2) for t in g)
+                acc = acc + (w * n).sum(1)
+        return _norm(total, "l1", batched=True) if spec.target == "mean_grad_p" else acc
     if spec.target == "mean_grad_p":
         eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
         total = None
@@ -261,13 +292,15 @@ def target_spread(
     x = as_float_tensor(x, "x").to(device=w.device, dtype=w.dtype)
     inp, p = _vmap_inputs(model, x, wrt, T)
     eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
-    ratios = []
-    for y in range(p.shape[1]):
-        g = _vmap_grads(model, inp, wrt, bias, T, "ce", eye[y].expand_as(p))
-        d = p - eye[y]
-        dn = d.abs().sum(1) if norm == "l1" else d.pow(2).sum(1)
-        ratios.append(_norm(g, norm, batched=True) / dn)
-    r = torch.stack(ratios, dim=1).detach()
+    d = p[:, None, :] - eye[None]  # (N, C labels, C)
+    dn = d.abs().sum(2) if norm == "l1" else d.pow(2).sum(2)
+    if wrt == "head":  # every label's gradient from batched (image, label) pairs
+        gn = torch.cat([sum(t.abs().flatten(2).sum(2) if norm == "l1" else t.pow(2).flatten(2).sum(2) for t in g)
+                        for _, g in _head_label_grads(model, inp, bias, T)], dim=1)
+    else:
+        gn = torch.stack([_norm(_vmap_grads(model, inp, wrt, bias, T, "ce", eye[y].expand_as(p)), norm, batched=True)
+                          for y in range(p.shape[1])], dim=1)
+    r = (gn / dn).detach()
     return r.amax(dim=1) / r.amin(dim=1) - 1.0
 
 

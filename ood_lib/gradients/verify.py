@@ -19,10 +19,15 @@ from torch import nn
 
 from .._checks import OODInputError, as_float_tensor
 from ..scores.registry import GRADIENT_FORMS, GRADIENT_SCORES
-from ..models.anatomy import default_deeper, last_bn_name
-from .autograd import gradient_score, target_spread
+from ..models.anatomy import default_deeper, has_attention, last_bn_name
+from .autograd import _HeadOnly, gradient_score, target_spread
 from .layers import NORMS, gap_conv_closed_form, layer_grad_norms, linear_closed_form
 from ..scores.closed_forms import closed_form, u_term
+
+
+C_PASS_MAX_CLASSES = 100  # above: the C-pass scores are checked on C_PASS_SUBSET images (the study's own limit)
+C_PASS_SUBSET = 1
+ATTENTION_SUBSET = 2  # images the rows below the head of an attention network are computed on (by the loop)
 
 
 def gaia_last_module(model: nn.Module, x: Any) -> str:
@@ -56,6 +61,8 @@ def verify(
     loop: bool = True,
     dtype: torch.dtype = torch.float64,
     progress: bool = False,
+    attention_subset: int = ATTENTION_SUBSET,
+    c_pass_subset: int = C_PASS_SUBSET,
 ) -> pd.DataFrame:
     """Each gradient score by autograd against its closed form, on ``model`` and images ``x``.
 
@@ -74,6 +81,17 @@ def verify(
     difference says only that it is not a multiple of ‖h‖₁‖p − u‖₁, not that it has no closed form
     of its own (every nn.Linear layer has one, see :func:`verify_layers`). ``spread`` is
     :func:`ood_lib.gradients.target_spread`: 0 where the gradient norm factorises through p − q.
+
+    The last-layer gradient depends on the image only through h, so the rows ``W`` and ``W,b``
+    differentiate the head alone, on the float64 features of one forward pass (both paths). Below
+    the head, a network with attention (:func:`~ood_lib.models.anatomy.has_attention`) is not
+    batched: ``torch.func.vmap`` has no batching rule for ``scaled_dot_product_attention`` and falls
+    back to a per-sample slow path through the whole network. Its rows are computed by the loop on
+    the first ``attention_subset`` images only (the ``vmap`` columns and ``spread``, which needs C
+    backward passes per image through the network, are NaN); ``note`` says so on each such row.
+    On a head of more than :data:`C_PASS_MAX_CLASSES` classes the scores that take C backward
+    passes per image (the expectations over the labels; N·C²·D gradient entries by autograd) and
+    ``spread`` are checked on the first ``c_pass_subset`` images (``note``).
     """
     model = copy.deepcopy(model).to(dtype).eval()
     x = as_float_tensor(x, "x").to(device=next(model.parameters()).device, dtype=dtype)
@@ -83,44 +101,65 @@ def verify(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=2 * len(GRADIENT_SCORES) + 2, desc="verify", disable=not progress, leave=False)
-    rows = _last_layer_rows(model, x, h, f, temperature, paths, bar)
-    rows += _deeper_rows(model, x, h, f, temperature, paths, deeper, bar)
+    rows = _last_layer_rows(_HeadOnly(model.head).eval(), h, h, f, temperature, paths, bar, c_pass_subset)
+    rows += _deeper_rows(model, x, h, f, temperature, paths, deeper, bar, attention_subset)
     bar.close()
     return pd.DataFrame(rows)
 
 
-def _last_layer_rows(model, x, h, f, T: float, paths: list[str], bar) -> list[dict]:
-    """:func:`verify`'s rows ``wrt = "W"`` and ``"W,b"``: every gradient score against its closed form."""
+def _last_layer_rows(model, x, h, f, T: float, paths: list[str], bar, c_pass_subset: int = C_PASS_SUBSET) -> list[dict]:
+    """:func:`verify`'s rows ``wrt = "W"`` and ``"W,b"``: every gradient score against its closed form
+    (on a head of more than :data:`C_PASS_MAX_CLASSES` classes, the C-pass scores and ``spread`` on
+    the first ``c_pass_subset`` images, as ``note`` says)."""
     rows: list[dict] = []
+    N, C = f.shape
+    k = N if C <= C_PASS_MAX_CLASSES else max(1, min(int(c_pass_subset), N))
+    note = "" if k == N else f"C = {C} backward passes per image: on the first {k} of {N} images"
     for bias in (False, True):
-        spread = float(target_spread(model, x, wrt="head", temperature=T, bias=bias).max())
+        spread = float(target_spread(model, x[:k], wrt="head", temperature=T, bias=bias).max())
         for name, g in GRADIENT_SCORES.items():
+            part = slice(0, k if g.passes_per_image == "C" else N)
+            xs, hs, fs = x[part], h[part], f[part]
             # a score whose closed form is 0 is measured in the units of GradNorm's V term
-            scale = _factor_scale(name if g.has_closed_form else "gradnorm", h, f, T, bias)
-            c = closed_form(name, h, f, T, bias) if g.has_closed_form else torch.zeros_like(scale)
+            scale = _factor_scale(name if g.has_closed_form else "gradnorm", hs, fs, T, bias)
+            c = closed_form(name, hs, fs, T, bias) if g.has_closed_form else torch.zeros_like(scale)
             row = {"score": name, "wrt": "W,b" if bias else "W", "closed_form": name if g.has_closed_form else g.formula}
             for method in paths:
-                a = gradient_score(name, model, x, temperature=T, bias=bias, method=method)
+                a = gradient_score(name, model, xs, temperature=T, bias=bias, method=method)
                 row[f"rel_diff_{method}"] = _max_rel(a, c, c if g.has_closed_form else scale)
                 row[f"v_diff_{method}"] = _max_rel(a, c, scale)
             row["spread"] = spread
+            row["note"] = note if g.passes_per_image == "C" else ""
             rows.append(row)
             bar.update()
     return rows
 
 
-def _deeper_rows(model, x, h, f, T: float, paths: list[str], deeper: list[str] | None, bar) -> list[dict]:
-    """:func:`verify`'s rows below the head: GradNorm there against the best multiple of its head closed form."""
+def _deeper_rows(model, x, h, f, T: float, paths: list[str], deeper: list[str] | None, bar,
+                 attention_subset: int = ATTENTION_SUBSET) -> list[dict]:
+    """:func:`verify`'s rows below the head: GradNorm there against the best multiple of its head
+    closed form (a network with attention: the loop on a stated subset of the images, see :func:`verify`)."""
     rows: list[dict] = []
+    note = ""
+    wanted = list(dict.fromkeys([*paths, *(["loop"] if has_attention(model) else [])]))
+    if has_attention(model):
+        k = max(1, min(int(attention_subset), len(x)))
+        note = (f"attention (vmap has no batching rule for scaled_dot_product_attention): loop on the first {k} "
+                f"of {len(x)} images; no spread")
+        x, h, f, paths = x[:k], h[:k], f[:k], ["loop"]
     cf = closed_form("gradnorm", h, f, T)
     for wrt in (deeper if deeper is not None else [default_deeper(model)]) + ["input"]:
         row = {"score": "gradnorm", "wrt": wrt, "closed_form": "best multiple of gradnorm"}
-        for method in paths:
+        for method in wanted:
+            if method not in paths:
+                row[f"rel_diff_{method}"] = row[f"v_diff_{method}"] = float("nan")
+                continue
             a = gradient_score("gradnorm", model, x, temperature=T, wrt=wrt, method=method).detach()
             k = float((a * cf).sum() / (cf * cf).sum())  # least-squares constant
             row[f"rel_diff_{method}"] = _max_rel(a, k * cf, a)
             row[f"v_diff_{method}"] = _max_rel(a, k * cf, k * _factor_scale("gradnorm", h, f, T, False))
-        row["spread"] = float(target_spread(model, x, wrt=wrt, temperature=T).max())
+        row["spread"] = float(target_spread(model, x, wrt=wrt, temperature=T).max()) if not note else float("nan")
+        row["note"] = note
         rows.append(row)
         bar.update()
     return rows

