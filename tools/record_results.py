@@ -38,12 +38,15 @@ OUT = REPO / "results" / "recorded"
 STUDIES = {
     "mnist": {},
     "cifar10": {},
-    # Without ODIN on DenseNet-BC-100 and EfficientNet-Lite0: it needs a backward pass through the
-    # network per image, most of an hour on this 2-core CPU. The ImageNet stand-in samples its OOD
-    # sets (and leaves out the extra autograd readings of the 1,000-class head; GradNorm by
-    # autograd stays, for the identity claim).
+    # Without ODIN on DenseNet-BC-100 and the ImageNet models: it needs a backward pass through the
+    # network per image, most of an hour on this 2-core CPU. The ImageNet units sample 300 images
+    # of each OOD set (NINCO included) and leave out the extra autograd readings of the 1,000-class
+    # head (GradNorm by autograd stays, for the identity claim).
     "cifar10_densenet": {"exclude": ("odin",)},
     "imagenet_lite": {"n_ood": 300, "exclude": ("odin", "gradnorm_official_autograd", "ce_pred_autograd")},
+    "imagenet_lite1": {"n_ood": 300, "exclude": ("odin", "gradnorm_official_autograd", "ce_pred_autograd")},
+    "imagenet_lite2": {"n_ood": 300, "exclude": ("odin", "gradnorm_official_autograd", "ce_pred_autograd")},
+    "imagenet_vit": {"n_ood": 300, "exclude": ("odin", "gradnorm_official_autograd", "ce_pred_autograd")},
 }
 # the sample images each chapter shows (``gallery.npz``, beside the study's tables)
 GALLERY = {"n": 8, "seed": 0}
@@ -51,6 +54,25 @@ SEEDS = {"embedded": (0, 1, 2, 3, 4), "mnist": (0, 1, 2, 3, 4)}
 # units of evidence (rule of 6 December 2026): every study but the sanity runs (four.SANITY_RUNS).
 # Their cells are counted together for the Bonferroni level.
 SANITY = four.SANITY_RUNS
+
+
+# EfficientNet-Lite clips its features with ReLU6: ‖h‖₁ before and after the clip, measured on
+# CLIPPING_N seeded images of every set (``clipping.csv``)
+CLIPPING, CLIPPING_N = ("imagenet_lite", "imagenet_lite1", "imagenet_lite2"), 128
+
+
+def record_feature_size(benchmark: str, study, root: str) -> None:
+    """``feature_norm.csv``: the spread of ‖h‖₁ on every set of the study (its own scores); and
+    for the models of :data:`CLIPPING`, ``clipping.csv``."""
+    from ood_lib.findings.feature_size import feature_norm_spread, measure_sets
+
+    u = study.scores["l1*one"]  # ‖h‖₁ of every image
+    sets = ["id_test", *(s for v in study.decision_groups.values() for s in v)]
+    feature_norm_spread({k: u[k] for k in sets}).to_csv(OUT / benchmark / "feature_norm.csv", index=False,
+                                                       float_format="%.10g")
+    if benchmark in CLIPPING:
+        measure_sets(benchmark, root, n=CLIPPING_N, clipping=True).to_csv(OUT / benchmark / "clipping.csv", index=False,
+                                                                           float_format="%.10g")
 
 
 def joint_cells(studies: dict, recorded: Path = OUT) -> int:
@@ -114,6 +136,7 @@ def main() -> int:
             if get_benchmark(b).model.train_epochs is not None:  # trained here: its weights beside the study
                 print(f"{b}: model {save_model(OUT / b, study.meta['config'].get('cache_dir'), study.meta['model_fingerprint'])}")
             save_gallery(sample_images(b, args.data_root, **GALLERY), OUT / b / "gallery.npz")
+            record_feature_size(b, study, args.data_root)
     for b in chosen:
         record_check(b, args.data_root)
     if args.no_seeds or args.check_only:

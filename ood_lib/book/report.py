@@ -16,7 +16,7 @@ from ..data.benchmarks import DECISION_GROUPS
 from ..findings.claims import CLAIMS, get_claim
 from ..data.files import data_root
 from ..run.evaluate import default_methods
-from ..findings.labels import method_label, set_label, short_pair
+from ..findings.labels import method_label, model_name, set_label, short_pair
 from ..findings.study import Study, load_recorded, load_tables, run_study, seed_summary
 from .tables import bold_best
 
@@ -250,3 +250,47 @@ def seed_sign_changes(studies: Mapping[str, Study]) -> pd.DataFrame:
 def n_seed_differences(studies: Mapping[str, Study]) -> int:
     """How many (pair, group, claim) differences the seed runs record."""
     return sum(len(seed_ranges(s)) for s in studies.values())
+
+
+def imagenet_units(studies: Mapping[str, Study]) -> dict[str, Study]:
+    """The studies of a 1,000-class (ImageNet-1k) model."""
+    from ..data.benchmarks import BENCHMARKS
+
+    return {b: s for b, s in studies.items() if b in BENCHMARKS and BENCHMARKS[b].num_classes == 1000}
+
+
+def beside_anchors(studies: Mapping[str, Study]) -> pd.DataFrame:
+    """GradNorm against MSP on ImageNet: the published anchors (GradNorm paper, OpenOOD v1.5) and
+    this study's ImageNet units per cell (near, far-natural), AUROC (%) and the direction."""
+    from ..findings.reference import imagenet_anchors
+
+    a = imagenet_anchors()
+    a = a[a.method.isin(["msp", "gradnorm"]) & a.setting.isin(["near", "far", "mean"])]
+    rows = []
+    for (src, model, setting), t in a.groupby(["source", "model", "setting"], sort=False):
+        auc = t.set_index("method").auroc
+        rows.append({"source": src, "model": model, "OOD": setting, "MSP": auc.get("msp", np.nan),
+                     "GradNorm": auc.get("gradnorm", np.nan)})
+    for b, s in imagenet_units(studies).items():
+        m = s["metrics"].set_index(["method", "ood"]).auroc
+        cells = _cell_sets(b, s)
+        for cell in ("near", "far-natural"):
+            if cell in cells:
+                mean = lambda x: float(np.mean([m[(x, k)] for k in cells[cell]]))  # noqa: E731
+                rows.append({"source": "this study", "model": model_name(b),
+                             "OOD": f"{cell}: {', '.join(set_label(k, b) for k in cells[cell])}",
+                             "MSP": mean("msp"), "GradNorm": mean("gradnorm")})
+    t = pd.DataFrame(rows)
+    t["GradNorm − MSP"] = t.GradNorm - t.MSP
+    return t
+
+
+def _cell_sets(benchmark: str, study: Study) -> dict[str, list[str]]:
+    from ..data.benchmarks import get_benchmark
+
+    present = set(study["metrics"].ood)
+    out: dict[str, list[str]] = {}
+    for o in get_benchmark(benchmark).ood:
+        if o.key in present:
+            out.setdefault(o.decision_group, []).append(o.key)
+    return out
