@@ -90,6 +90,8 @@ def book_table(styler: Styler, caption: str, numbers: bool = True) -> Styler:
            {"selector": "caption", "props": "caption-side: top; text-align: left;"}]
     if numbers:
         css.append({"selector": "td", "props": "text-align: right;"})
+    # the index's names would take a header row of their own, empty but for them: left out
+    styler = styler.hide(axis="index", names=True).hide(axis="columns", names=True)
     return styler.set_caption(caption).set_table_attributes('class="dataframe"').set_table_styles(css, overwrite=False)
 
 
