@@ -755,14 +755,14 @@ captioned(fpr[list(sets.values())].rename_axis(index=None, columns=None),
 
 # %%
 anchors = report.beside_anchors(studies)
+ours = anchors[anchors.source == "this study"]
+published = anchors[(anchors.source != "this study") & anchors["GradNorm − MSP"].notna()]
+below = published[published["GradNorm − MSP"] < 0]  # the published rows where GradNorm is below MSP
 captioned(anchors.set_index(["source", "model", "OOD"]), "GradNorm against MSP on ImageNet: published "
           "and here", "{:.1f}")
 
 # %% tags=["remove-cell"]
-ours = anchors[anchors.source == "this study"]
 glue("nb03_imagenet_n_ood", f"{max(s.meta['sets'][k]['n'] for s in report.imagenet_units(studies).values() for k in s.meta['sets'] if k not in ('id_test', 'id_train')):,}")
-published = anchors[(anchors.source != "this study") & anchors["GradNorm − MSP"].notna()]
-below = published[published["GradNorm − MSP"] < 0]
 glue("nb03_imagenet_gn_below", int((ours["GradNorm − MSP"] < 0).sum()))
 glue("nb03_imagenet_rows", len(ours))
 glue("nb03_anchor_rows", len(published))
@@ -807,13 +807,21 @@ spread = pd.DataFrame({short_pair(b): t.set_index("set").cv for b, t in norms.it
 captioned(spread.rename(index=lambda k: "ID test" if k == "id_test" else set_label(k)),
           "Coefficient of variation of ‖h‖₁ per set", "{:.3f}")
 
+# %% tags=["remove-cell"]
+glue("nb03_vit_cv_id", f"{norms['imagenet_vit'].set_index('set').cv['id_test']:.3f}" if "imagenet_vit" in norms else "—")
+
 # %% [markdown]
 # EfficientNet-Lite clips its features with ReLU6 at 6 — a built-in ReAct. How much of
-# $\lVert h\rVert_1$ the clip removes, measured on 128 images per set (recorded):
+# $\lVert h\rVert_1$ the clip removes, measured on 128 images per set (recorded): from
+# {glue:text}`nb03_relu6_cut` of it.
 
 # %%
 clip = load_tables(RECORDED, list(report.imagenet_units(studies)), "clipping.csv")
-clips = pd.concat([t.assign(pair=short_pair(b)) for b, t in clip.items()]) if clip else pd.DataFrame()
-captioned(clips.set_index(["pair", "set"])[["l1_after", "l1_uncapped", "frac_capped", "frac_units_capped"]],
-          "‖h‖₁ with the ReLU6 cap and without it; share of activations and of pooled units above 6",
-          "{:.3g}") if len(clips) else None
+clips = pd.concat([t.assign(pair=short_pair(b)) for b, t in clip.items()]).set_index(["pair", "set"])
+clips["cut"] = 1 - clips.l1_after / clips.l1_uncapped  # the share of ‖h‖₁ the cap removes
+captioned(clips[["l1_after", "l1_uncapped", "cut", "frac_capped", "frac_units_capped"]],
+          "‖h‖₁ with the ReLU6 cap and without it, the share it removes; share of activations and of "
+          "pooled units above 6", "{:.3g}")
+
+# %% tags=["remove-cell"]
+glue("nb03_relu6_cut", f"{100 * clips.cut.min():.0f} to {100 * clips.cut.max():.0f} %")
