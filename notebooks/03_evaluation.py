@@ -89,9 +89,9 @@ for b in ("cifar10", "cifar10_densenet", "imagenet_lite"):
 # or left a method out because it is too slow on a CPU (ODIN needs a backward pass through the
 # whole network per image); `not applicable`, which detector cannot be fitted on that training
 # split (the next table gives the reasons). With a data root every benchmark runs in full. The
-# pretrained models (ResNet-20, DenseNet-BC-100, EfficientNet-Lite0) have one set of weights each,
-# so their intervals are bootstrap intervals over images only; the small CNNs are trained here,
-# and their spread over training seeds is shown {ref}`below <sec-seeds>`.
+# pretrained models (ResNet-20, DenseNet-BC-100 and the four ImageNet networks) have one set of
+# weights each, so their intervals are bootstrap intervals over images only; the small CNN is
+# trained here, and its verdicts' intervals include its training seeds ({ref}`sec-seeds`).
 
 # %%
 na = report.not_applicable(studies)
@@ -719,10 +719,10 @@ captioned(oo, "OpenOOD v1.5 CIFAR-10 AUROC (%) beside this study's",
 
 # %% [markdown]
 # The GradNorm paper's ImageNet table (BiT-S-R101x1, FPR95 / AUROC) is the reference for the full
-# ImageNet benchmark, which this build does not have; EfficientNet-Lite0 tested on
+# ImageNet benchmark, which this build does not have; the ImageNet networks here, tested on
 # {glue:text}`nb03_n_test_imagenet_lite` ImageNet validation images (another
-# {glue:text}`nb03_n_fit_imagenet_lite` fit the detectors) against far sets is not comparable
-# to it.
+# {glue:text}`nb03_n_fit_imagenet_lite` fit the detectors), are compared with it by direction
+# only, {ref}`below <sec-imagenet>`.
 
 # %% tags=["hide-input"]
 ref = gradnorm_imagenet_table()
