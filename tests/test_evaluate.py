@@ -46,7 +46,9 @@ def test_every_method_every_set(cache, tmp_path):
     assert (df[df.method == "gradnorm_autograd"].canonical == "l1*pu_l1").all()
     assert 90 < df.id_accuracy.iloc[0] <= 100
     g = df[df.method.isin(["gradnorm", "gradnorm_autograd"])].pivot(index="ood", columns="method", values="auroc")
-    assert (g.gradnorm == g.gradnorm_autograd).all()
+    # the same scores up to float rounding: at most one near-tie among the pairs may swap (20,000
+    # ID × OOD pairs here: one swap moves the AUROC by 0.005 points)
+    assert (g.gradnorm - g.gradnorm_autograd).abs().max() <= 0.01
     meta = json.loads(out.with_suffix(".csv.json").read_text())
     assert meta["seed"] == 0 and meta["versions"]["torch"] and meta["sets"]["id_test"]["n"] == 200
     assert meta["device"] == "cpu" and len(meta["sets"]["noise"]["data_fingerprint"]) == 64
