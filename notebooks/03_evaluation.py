@@ -245,8 +245,10 @@ captioned(bv.rule_change_table(studies), "November verdicts beside the December 
 # correctly. A misclassified ID image gets a low confidence, so every score built on the softmax
 # output ranks it like an OOD image, and a gain of the feature norm may come from rescuing those
 # images rather than from separating OOD ones. Each CIFAR-10 unit is therefore decided again with
-# the ID test set restricted to the correctly classified images (the same rule, cells and
-# resamples; the OOD sets unchanged):
+# the ID test set restricted to the correctly classified images, and ResNet-20 also with its
+# BatchNorm statistics re-estimated on 10,000 of the JPEG training images (AdaBN; each variant's
+# accuracy is in its column's head), with the same rule, cells and resamples and the OOD sets
+# unchanged:
 
 # %%
 confound_tables = load_tables(RECORDED, [b for b in REAL.split(",") if b], "confounds.csv")
