@@ -784,8 +784,8 @@ glue("nb03_anchor_below", ", ".join(f"{r.model} {r.OOD}" for r in below.itertupl
 # %%
 oos = out_of_sample_table(bv.units(studies))
 rates = hit_rates(oos)
-captioned(oos.drop(columns=["in_sample"]).assign(benchmark=oos.benchmark.map(short_pair)).drop(columns="model"),
-          "The rule's prediction beside the outcome, out of sample", "{:.1f}")
+captioned(oos.drop(columns=["in_sample", "model"]).assign(benchmark=oos.benchmark.map(short_pair)).round(1),
+          "The rule's prediction beside the outcome, out of sample")
 
 # %% tags=["remove-cell"]
 for key in ("n", "hits", "majority"):

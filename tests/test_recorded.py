@@ -149,7 +149,8 @@ def test_recorded_gallery_reproduces(benchmark):
     assert list(live) == list(rec)
     for key, thumbs in rec.items():
         assert live[key].group == thumbs.group, key
-        np.testing.assert_array_equal(live[key].images, thumbs.images, err_msg=key)
+        # equal up to one level of rounding: a resize's float sums depend on the thread count
+        np.testing.assert_allclose(live[key].images.astype(int), thumbs.images.astype(int), atol=1, rtol=0, err_msg=key)
 
 
 @pytest.mark.parametrize("benchmark", [b for b in STUDIES if b in SEEDS])
