@@ -764,7 +764,7 @@ captioned(anchors.set_index(["source", "model", "OOD"]), "GradNorm against MSP o
           "and here", "{:.1f}")
 
 # %% tags=["remove-cell"]
-glue("nb03_imagenet_n_ood", f"{max(s.meta['sets'][k]['n'] for s in report.imagenet_units(studies).values() for k in s.meta['sets'] if k not in ('id_test', 'id_train')):,}")
+glue("nb03_imagenet_n_ood", f"{max([s.meta['sets'][k]['n'] for s in report.imagenet_units(studies).values() for k in s.meta['sets'] if k not in ('id_test', 'id_train')], default=0):,}")
 glue("nb03_imagenet_gn_below", int((ours["GradNorm − MSP"] < 0).sum()))
 glue("nb03_imagenet_rows", len(ours))
 glue("nb03_anchor_rows", len(published))
@@ -790,9 +790,8 @@ captioned(oos.drop(columns=["in_sample", "model"]).assign(benchmark=oos.benchmar
 # %% tags=["remove-cell"]
 for key in ("n", "hits", "majority"):
     glue(f"nb03_oos_{key}", rates[key])
-glue("nb03_oos_rate", f"{100 * rates['hit_rate']:.0f} %")
-glue("nb03_oos_base", f"{100 * rates['base_rate']:.0f} %")
-glue("nb03_oos_always", f"{100 * rates['always_helps_rate']:.0f} %")
+for key, rate in {"rate": "hit_rate", "base": "base_rate", "always": "always_helps_rate"}.items():
+    glue(f"nb03_oos_{key}", f"{100 * rates[rate]:.0f} %" if rates["n"] else "—")  # no new pair: "—"
 
 # %% [markdown]
 # The rule predicts the sign on {glue:text}`nb03_oos_hits:d` of {glue:text}`nb03_oos_n:d` new
@@ -819,11 +818,13 @@ glue("nb03_vit_cv_id", f"{norms['imagenet_vit'].set_index('set').cv['id_test']:.
 
 # %%
 clip = load_tables(RECORDED, list(report.imagenet_units(studies)), "clipping.csv")
-clips = pd.concat([t.assign(pair=short_pair(b)) for b, t in clip.items()]).set_index(["pair", "set"])
+clips = pd.concat([t.assign(pair=short_pair(b)) for b, t in clip.items()] or
+                  [pd.DataFrame(columns=["pair", "set", "l1_after", "l1_uncapped", "frac_capped", "frac_units_capped"])])
+clips = clips.set_index(["pair", "set"]).astype(float)
 clips["cut"] = 1 - clips.l1_after / clips.l1_uncapped  # the share of ‖h‖₁ the cap removes
 captioned(clips[["l1_after", "l1_uncapped", "cut", "frac_capped", "frac_units_capped"]],
           "‖h‖₁ with the ReLU6 cap and without it, the share it removes; share of activations and of "
           "pooled units above 6", "{:.3g}")
 
 # %% tags=["remove-cell"]
-glue("nb03_relu6_cut", f"{100 * clips.cut.min():.0f} to {100 * clips.cut.max():.0f} %")
+glue("nb03_relu6_cut", f"{100 * clips.cut.min():.0f} to {100 * clips.cut.max():.0f} %" if len(clips) else "—")
