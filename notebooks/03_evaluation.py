@@ -820,7 +820,7 @@ glue("nb03_vit_cv_id", f"{norms['imagenet_vit'].set_index('set').cv['id_test']:.
 clip = load_tables(RECORDED, list(report.imagenet_units(studies)), "clipping.csv")
 clips = pd.concat([t.assign(pair=short_pair(b)) for b, t in clip.items()] or
                   [pd.DataFrame(columns=["pair", "set", "l1_after", "l1_uncapped", "frac_capped", "frac_units_capped"])])
-clips = clips.set_index(["pair", "set"]).astype(float)
+clips = clips.set_index(["pair", "set"])[["l1_after", "l1_uncapped", "frac_capped", "frac_units_capped"]].astype(float)
 clips["cut"] = 1 - clips.l1_after / clips.l1_uncapped  # the share of ‖h‖₁ the cap removes
 captioned(clips[["l1_after", "l1_uncapped", "cut", "frac_capped", "frac_units_capped"]],
           "‖h‖₁ with the ReLU6 cap and without it, the share it removes; share of activations and of "
