@@ -72,7 +72,7 @@ studies = report.load_studies(
     seed=SEED, n_boot=N_BOOT, n_id=N_ID, n_ood=N_OOD, n_fit=N_FIT,
     progress=False)
 captioned(report.provenance(studies),
-          "Benchmarks, models and the source of each column's numbers")
+          "Benchmarks, models and the source of each column's numbers", columns=4)
 
 # %% tags=["remove-cell"]
 glue("nb03_versions", pd.Series(studies["embedded"].meta["versions"], name="version").to_frame())
@@ -175,7 +175,8 @@ glue("nb03_answer_table", captioned(
 # The AUROC verdicts, with the difference in points (claimed direction positive):
 
 # %%
-grid = captioned(bv.verdict_grid(studies, "auroc"), "AUROC verdicts per pair and cell (Δ AUROC)")
+grid = captioned(bv.verdict_grid(studies, "auroc"),
+                 f"AUROC verdicts per pair and cell, with Δ AUROC in points ({bv.LEGEND})", columns=4)
 grid
 
 # %% [markdown]
@@ -183,7 +184,8 @@ grid
 # favours the claim):
 
 # %%
-grid_fpr = captioned(bv.verdict_grid(studies, "fpr95"), "FPR95 verdicts per pair and cell (Δ FPR95)")
+grid_fpr = captioned(bv.verdict_grid(studies, "fpr95"),
+                     f"FPR95 verdicts per pair and cell, with Δ FPR95 in points ({bv.LEGEND})", columns=4)
 grid_fpr
 
 # %% tags=["remove-cell"]
@@ -209,7 +211,7 @@ for key, value in {"n_pairs": len(units), "pairs": ", ".join(map(short_pair, uni
 # {glue:text}`nb03_count_gradnorm_beats_energy`.
 
 # %%
-captioned(bv.counts(studies).drop(columns="metric"), "Units where each claim holds, per cell (AUROC)")
+captioned(bv.count_table(studies), "Units where each claim holds, per cell (AUROC)")
 
 # %% [markdown]
 # Every inconclusive AUROC verdict and why: *too wide* means the interval is at least twice the
@@ -252,8 +254,8 @@ captioned(bv.rule_change_table(studies), "November verdicts beside the December 
 
 # %%
 confound_tables = load_tables(RECORDED, [b for b in REAL.split(",") if b], "confounds.csv")
-captioned(bv.confound_grid(confound_tables), "AUROC verdicts of the CIFAR-10 units with all ID test images and "
-          "with the correctly classified ones only (recorded)")
+captioned(bv.confound_grid(confound_tables), f"AUROC verdicts ({bv.LEGEND}) of the CIFAR-10 units with all ID test images and "
+          "with the correctly classified ones only (recorded)", columns=4)
 
 # %%
 dependent = bv.variant_dependent_rows(confound_tables)
@@ -309,7 +311,7 @@ plt.close(fig)
 # %%
 methods = list(HEADLINE)
 captioned(report.auroc_table(studies, methods, "far"),
-          "Mean AUROC (%) ± 95 % half-width, far OOD sets")
+          "Mean AUROC (%) ± 95 % half-width, far OOD sets", columns=4)
 
 # %% tags=["hide-input"]
 for b in ("cifar10", "mnist"):
@@ -338,7 +340,7 @@ for b in ("cifar10", "mnist"):
 
 # %%
 captioned(report.auroc_table(studies, methods, "near"),
-          "Mean AUROC (%) ± 95 % half-width, near OOD sets")
+          "Mean AUROC (%) ± 95 % half-width, near OOD sets", columns=4)
 
 # %% [markdown]
 # The covariate-shift group — the same ten digits, written and scanned differently — is not OOD in
@@ -346,14 +348,14 @@ captioned(report.auroc_table(studies, methods, "near"),
 
 # %%
 captioned(report.auroc_table(studies, methods, "covariate"),
-          "Mean AUROC (%) ± 95 % half-width, covariate-shift sets")
+          "Mean AUROC (%) ± 95 % half-width, covariate-shift sets", columns=4)
 
 # %% [markdown]
 # FPR at 95 % TPR (percent of OOD images accepted; lower is better), far OOD sets:
 
 # %%
 captioned(report.auroc_table(studies, methods, "far", metric="fpr95"),
-          "FPR at 95 % TPR (%), far OOD sets (lower is better)")
+          "FPR at 95 % TPR (%), far OOD sets (lower is better)", columns=4)
 
 # %% [markdown]
 # ## The $U\cdot V$ family against GradNorm
@@ -586,7 +588,7 @@ captioned(kinds_of[["backward pass", "relation to U·V"]],
 pairs = [c for c in kinds_of.columns
          if c not in ("backward pass", "relation to U·V")]
 captioned(kinds_of[pairs], "Newer detectors: mean AUROC (%), far OOD sets",
-          "{:.1f}", best="max")
+          "{:.1f}", best="max", columns=4)
 
 # %% [markdown]
 # The best of the gradient scores (all computed without a backward pass) against the best of the
@@ -784,7 +786,12 @@ glue("nb03_anchor_below", ", ".join(f"{r.model} {r.OOD}" for r in below.itertupl
 # %%
 oos = out_of_sample_table(bv.units(studies))
 rates = hit_rates(oos)
-captioned(oos.drop(columns=["in_sample", "model"]).assign(benchmark=oos.benchmark.map(short_pair)).round(1),
+shown = oos.assign(pair=oos.benchmark.map(short_pair), ood=[set_label(o, b) for o, b in zip(oos.ood, oos.benchmark)])
+shown = shown.set_index(["pair", "ood"])[["group", "auroc_u", "predicted_helps", "difference", "helps", "hit"]].round(1)
+yes_no = ["predicted_helps", "helps", "hit"]
+shown[yes_no] = shown[yes_no].map(lambda x: "yes" if x else "no")
+captioned(shown.rename(columns={"group": "cell", "auroc_u": "AUROC of ‖h‖₁", "predicted_helps": "predicted: helps",
+                                "difference": "Δ AUROC", "helps": "helps"}),
           "The rule's prediction beside the outcome, out of sample")
 
 # %% tags=["remove-cell"]
@@ -818,13 +825,16 @@ glue("nb03_vit_cv_id", f"{norms['imagenet_vit'].set_index('set').cv['id_test']:.
 
 # %%
 clip = load_tables(RECORDED, list(report.imagenet_units(studies)), "clipping.csv")
-clips = pd.concat([t.assign(pair=short_pair(b)) for b, t in clip.items()] or
+clips = pd.concat([t.assign(pair=short_pair(b), set=[set_label(x, b) for x in t["set"]]) for b, t in clip.items()] or
                   [pd.DataFrame(columns=["pair", "set", "l1_after", "l1_uncapped", "frac_capped", "frac_units_capped"])])
 clips = clips.set_index(["pair", "set"])[["l1_after", "l1_uncapped", "frac_capped", "frac_units_capped"]].astype(float)
 clips["cut"] = 1 - clips.l1_after / clips.l1_uncapped  # the share of ‖h‖₁ the cap removes
-captioned(clips[["l1_after", "l1_uncapped", "cut", "frac_capped", "frac_units_capped"]],
-          "‖h‖₁ with the ReLU6 cap and without it, the share it removes; share of activations and of "
-          "pooled units above 6", "{:.3g}")
+shares = {"cut": "removed (%)", "frac_capped": "activations above 6 (%)", "frac_units_capped": "pooled units above 6 (%)"}
+captioned((clips[list(shares)] * 100).rename(columns=shares).join(clips[["l1_after", "l1_uncapped"]].rename(
+    columns={"l1_after": "‖h‖₁ capped", "l1_uncapped": "‖h‖₁ uncapped"}))[
+    ["‖h‖₁ capped", "‖h‖₁ uncapped", *shares.values()]],
+          "‖h‖₁ with the ReLU6 cap and without it, the share of it the cap removes, and the shares of "
+          "activations and of pooled units above 6", "{:.3g}")
 
 # %% tags=["remove-cell"]
 glue("nb03_relu6_cut", f"{100 * clips.cut.min():.0f} to {100 * clips.cut.max():.0f} %" if len(clips) else "—")

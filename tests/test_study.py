@@ -16,6 +16,7 @@ from test_roc import roc_auroc
 from ood_lib.findings.study import ROC_METHODS, TABLES, Study, differences, run_study, seed_summary
 from ood_lib.book import report
 from ood_lib.book import verdicts as bv
+from ood_lib.findings.labels import short_pair
 
 SMALL = dict(n_id=300, n_ood=150, n_fit=500, progress=False,
              methods=("msp", "energy", "gradnorm_autograd", "exgrad_autograd", "exgrad", "knn"))
@@ -150,9 +151,14 @@ def test_report_tables(study):
     assert t.map(lambda c: isinstance(c, str) and c != "").all().all()
     verdicts = report.verdict_table(studies, "far")  # the November rule's words
     assert set(np.unique(verdicts.values)) <= {"supported", "refuted", "inconclusive", ""}
+    # one row per unit and cell (the sanity run left out), one column per comparison claim
     grid = bv.verdict_grid({"embedded": study, "mnist": study}).data
-    assert grid.shape == (len(bv.COMPARISONS), 6)
-    assert {c.split(" ")[0] for c in grid.values.ravel()} <= {"better", "equivalent", "worse", "inconclusive"}
+    assert grid.shape == (3, len(bv.COMPARISONS))
+    assert {c.split("\u00a0")[0] for c in grid.values.ravel()} <= set(bv.SYMBOLS.values())
+    v = study["verdicts"].set_index(["metric", "claim", "group"])
+    r = v.loc[("auroc", "gradnorm_beats_msp", "near")]
+    assert grid.loc[(short_pair("mnist"), "near"), get_claim("gradnorm_beats_msp").short] == \
+        bv.verdict_mark(r.verdict, r.estimate)
     # the embedded run is a sanity run, not a unit: only "mnist" is counted
     n = bv.counts({"embedded": study, "mnist": study})
     assert (n.units == 1).all() and set(n.group) == {"near", "far-natural", "far-synthetic"}

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ood_lib import OODInputError
-from ood_lib.book.tables import captioned
+from ood_lib.book.tables import Tables, captioned, column_parts
 
 
 def test_caption_format_and_alignment():
@@ -49,3 +49,21 @@ def test_best_values_are_bold_as_the_page_shows_them():
     assert _bold_cells(captioned(df, "c", best="min")) == [(1, 0), (1, 1)]
     with pytest.raises(OODInputError, match="best must be"):
         captioned(df, "c", best="largest")
+
+
+def test_a_wide_table_is_split_by_columns_keeping_each_data_set_together():
+    cols = ["embedded · CNN", "MNIST · CNN", "CIFAR-10 · A", "CIFAR-10 · B", "ImageNet · a", "ImageNet · b",
+            "ImageNet · c", "ImageNet · d", "ImageNet · e"]
+    assert column_parts(cols, 4) == [cols[:4], cols[4:8], cols[8:]]
+    assert column_parts(cols[:3], 4) == [cols[:3]]
+    with pytest.raises(OODInputError, match="at least one column"):
+        column_parts(cols, 0)
+    df = pd.DataFrame(np.arange(18.0).reshape(2, 9), columns=cols, index=["x", "y"])
+    parts = captioned(df, "AUROC", "{:.1f}", best="max", columns=4)
+    assert isinstance(parts, Tables) and len(parts) == 3
+    html = [p.to_html() for p in parts]
+    assert ["(1 of 3)" in html[0], "(3 of 3)" in html[2]] == [True, True]
+    assert "ImageNet · e" in html[2] and "ImageNet · e" not in html[0] and "17.0" in html[2]
+    assert len({p.uuid for p in parts}) == 3  # one id per table on the page
+    assert parts._repr_html_().count("<table") == 3
+    assert not isinstance(captioned(df[cols[:4]], "AUROC", columns=4), Tables)  # fits: one table

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from pandas.io.formats.style import Styler
 
-__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "bold_best", "book_table", "captioned",
-           "cost_path_label", "interval_text", "metric_label", "model_label", "ratio_text"]
+__all__ = ["COST_PATH_LABELS", "METRIC_LABELS", "MODEL_LABELS", "Tables", "bold_best", "book_table", "captioned",
+           "column_parts", "cost_path_label", "interval_text", "metric_label", "model_label", "ratio_text"]
 
 METRIC_LABELS = {"auroc": "AUROC (%)", "fpr95": "FPR at 95 % TPR (%)",
                  "aupr_in": "AUPR, ID positive (%)", "aupr_out": "AUPR, OOD positive (%)"}
@@ -95,14 +95,77 @@ def book_table(styler: Styler, caption: str, numbers: bool = True) -> Styler:
     return styler.set_caption(caption).set_table_attributes('class="dataframe"').set_table_styles(css, overwrite=False)
 
 
+class Tables:
+    """Several book tables shown one under the other: a table too wide for the page, split by
+    columns (:func:`captioned` with ``columns``). Displays as their HTML; iterable."""
+
+    def __init__(self, parts: "list[Styler]"):
+        self.parts = list(parts)
+
+    def __iter__(self):
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def _repr_html_(self) -> str:
+        return "\n".join(p.to_html() for p in self.parts)
+
+    def __repr__(self) -> str:
+        return "\n\n".join(f"{p.caption}\n{p.data!r}" for p in self.parts)
+
+
+def column_parts(columns, most: int) -> list[list]:
+    """``columns`` cut into consecutive parts of at most ``most``, each run of pairs of one data set
+    (the label before " · ", as in "CIFAR-10 · ResNet-20") kept in one part where it fits."""
+    if most < 1:
+        raise OODInputError(f"a part holds at least one column, not {most}")
+    runs: list[list] = []
+    for c in columns:
+        key = str(c).split(" · ")[0]
+        if runs and str(runs[-1][0]).split(" · ")[0] == key:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    parts: list[list] = []
+    for run in runs:
+        for i in range(0, len(run), most):
+            chunk = run[i:i + most]
+            if parts and len(parts[-1]) + len(chunk) <= most:
+                parts[-1] += chunk
+            else:
+                parts.append(list(chunk))
+    return parts
+
+
 def captioned(table: "pd.DataFrame | Styler", caption: str, fmt: str | None = None, *,
-              best: str | None = None, axis: int = 0) -> Styler:
+              best: str | None = None, axis: int = 0, columns: int | None = None) -> "Styler | Tables":
     """``table`` (a DataFrame, or a Styler whose styles are kept) as a book table with ``caption``:
     text tables left-aligned, tables of numbers right-aligned and formatted with ``fmt``. ``best``
     ("max" or "min", DataFrames only) sets the best number of each column (``axis=0``) or row
-    (``axis=1``) in bold, compared as ``fmt`` shows them, so that a tie on the page is bolded alike."""
-    import pandas as pd
+    (``axis=1``) in bold, compared as ``fmt`` shows them, so that a tie on the page is bolded alike.
+
+    ``columns``: at most this many columns per table; a wider table is shown as several
+    (:class:`Tables`, captions "… (1 of 2)"), cut by :func:`column_parts` (the index repeated in
+    each). Styles are computed on the whole table first, so a row-wise ``best`` still compares
+    every column."""
+    import copy
+
     from pandas.io.formats.style import Styler
+
+    if columns is not None:
+        styler = captioned(table, caption, fmt, best=best, axis=axis)
+        cols = list(styler.data.columns)
+        parts = column_parts(cols, columns)
+        if len(parts) == 1:
+            return styler
+        out = []
+        for i, part in enumerate(parts, 1):
+            st = copy.deepcopy(styler)
+            st.hide([c for c in cols if c not in part], axis="columns").set_uuid(f"{styler.uuid}_{i}")
+            out.append(st.set_caption(f"{caption} ({i} of {len(parts)})"))
+        return Tables(out)
+    import pandas as pd
 
     if best is not None:
         if best not in ("max", "min") or axis not in (0, 1) or isinstance(table, Styler):

@@ -21,7 +21,16 @@ from ..findings.verdicts import SANITY_RUNS, unit_counts
 
 # the colour of each verdict in tables and figures (colour-blind safe: blue, grey, orange, light)
 COLOURS = {"better": "#0072b2", "equivalent": "#6c757d", "worse": "#d55e00", "inconclusive": "#c9c9c9"}
+# the symbol of each verdict in the grids, so that a grid reads without its colours
+SYMBOLS = {"better": "▲", "equivalent": "=", "worse": "▼", "inconclusive": "?"}
+LEGEND = "▲ better, = equivalent, ▼ worse, ? inconclusive"
 COMPARISONS = [c for c in CLAIMS if c.kind != "identity"] + [CONJUNCTION]
+# the grids' columns: first what the factorisation says (claim 4 and its halves, the feature norm
+# on MSP), then the comparisons with GradNorm (claim 5, and the GradNorm paper's two)
+GRID_ORDER = [get_claim(k) for k in ("product_beats_v", "product_beats_u", "u_and_v_weaker", "norm_helps_msp",
+                                     "preregistered_beats_gradnorm", "some_member_beats_gradnorm",
+                                     "gradnorm_beats_msp", "gradnorm_beats_energy")]
+GRID_ORDER += [c for c in COMPARISONS if c not in GRID_ORDER]  # a claim added later: at the end
 OLD_CELLS = {"near": ("near",), "far": ("far-natural", "far-synthetic")}  # the November groups, in December cells
 
 
@@ -79,22 +88,50 @@ def split_claims(studies: Mapping[str, Study], metric: str = "auroc") -> list[st
 
 
 def verdict_grid(studies: Mapping[str, Study], metric: str = "auroc"):
-    """Claims (rows) × (pair, cell) (columns): the verdict and its estimate, coloured by verdict."""
-    cols = {}
-    for b, s in studies.items():
+    """Units × cells (rows) against the comparison claims (columns): each verdict's symbol
+    (:data:`SYMBOLS`) and its estimate, coloured by verdict. One row per unit and cell, so that the
+    grid grows downwards with the number of units; the sanity runs are left out."""
+    rows = {}
+    for b, s in units(studies).items():
         v = _table(s)
-        v = v[(v.metric == metric)]
+        v = v[v.metric == metric]
         for g in DECISION_GROUPS:
-            sub = v[v.group == g].set_index("claim")
+            sub = v[v.group == g]
             if len(sub):
-                cols[(short_pair(b), g)] = {k: f"{r.verdict} ({r.estimate:+.1f})" for k, r in sub.iterrows()}
-    t = pd.DataFrame(cols).reindex([c.key for c in COMPARISONS]).fillna("")
-    t.index = [c.short for c in COMPARISONS]
-    return t.style.map(lambda cell: _cell_style(cell))
+                rows[(short_pair(b), g)] = {r.claim: (r.verdict, r.estimate) for r in sub.itertuples()}
+    return _grid(rows)
 
 
-def _cell_style(cell: str) -> str:
-    word = cell.split(" ")[0] if cell else ""
+def verdict_mark(verdict: str, estimate: float) -> str:
+    """A verdict as the grids write it: its symbol and the signed estimate ("▲ +3.1", "? −0.4")."""
+    mark = SYMBOLS.get(verdict, verdict)
+    if not np.isfinite(estimate):
+        return mark
+    return f"{mark}\u00a0{round(float(estimate), 1) + 0.0:+.1f}".replace("-", "\u2212")  # + 0.0: no "−0.0"
+
+
+def _grid(rows: Mapping[tuple[str, str], Mapping[str, tuple[str, float]]]):
+    """The grid of :func:`verdict_grid` and :func:`confound_grid`: ``rows`` maps a two-part row
+    label to ``{claim key: (verdict, estimate)}``; columns are the comparison claims' short labels in
+    :data:`GRID_ORDER`, four of them per table with ``captioned(…, columns=4)``."""
+    keys = [c.key for c in GRID_ORDER]
+    shown = [c.short for c in GRID_ORDER]
+    text = pd.DataFrame([[verdict_mark(*r[k]) if k in r else "" for k in keys] for r in rows.values()],
+                        columns=shown, dtype=object)
+    words = pd.DataFrame([[r[k][0] if k in r else "" for k in keys] for r in rows.values()], columns=shown,
+                         dtype=object)
+    index = pd.MultiIndex.from_tuples(list(rows), names=["pair", "cell"]) if rows else pd.RangeIndex(0)
+    text.index = words.index = index
+    css = [{"selector": "", "props": "font-size: 0.85em;"},
+           {"selector": "td", "props": "white-space: nowrap; text-align: center;"},
+           {"selector": "th.col_heading", "props": "white-space: normal; min-width: 4.2em; max-width: 6.2em;"},
+           {"selector": "th.row_heading.level0", "props": "white-space: normal; max-width: 8em;"}]
+    return (text.style.apply(lambda _: words.map(_cell_style), axis=None)
+            .set_table_styles(css, overwrite=False))
+
+
+def _cell_style(word: str) -> str:
+    word = word.split(" ")[0] if word else ""
     if word not in COLOURS:
         return ""
     text = "white" if word in ("better", "worse", "equivalent") else "black"
@@ -102,14 +139,25 @@ def _cell_style(cell: str) -> str:
 
 
 def identity_table(studies: Mapping[str, Study]) -> pd.DataFrame:
-    """The identities, once per model: the largest difference (V units) and the verdict."""
+    """The identities, one row per model (pairs, sanity runs included) and one column per identity:
+    the verdict and the largest difference (V units)."""
     rows = {}
     for b, s in studies.items():
         v = _table(s)
         for r in v[v.metric == "identity"].itertuples():
-            rows.setdefault(get_claim(r.claim).short, {})[short_pair(b)] = \
+            rows.setdefault(short_pair(b), {})[get_claim(r.claim).short] = \
                 f"{r.verdict} ({r.estimate:.1e})" if np.isfinite(r.estimate) else r.verdict
-    return pd.DataFrame(rows).T.fillna("")
+    return pd.DataFrame.from_dict(rows, orient="index").fillna("")
+
+
+def count_table(studies: Mapping[str, Study], metric: str = "auroc") -> pd.DataFrame:
+    """:func:`counts` as the book shows it: one row per claim (short label) and cell; the units where
+    the claim holds ("3 of 7") and how many got each verdict, headed by the verdicts' symbols."""
+    n = counts(studies, metric)
+    t = pd.DataFrame({"claim": [get_claim(k).short for k in n.claim],
+                      "cell": n.group, "holds": [f"{h} of {u}" for h, u in zip(n.holds, n.units)],
+                      **{f"{SYMBOLS[w]} {w}": n[w] for w in SYMBOLS}})
+    return t.set_index(["claim", "cell"])
 
 
 def inconclusive_table(studies: Mapping[str, Study], metric: str = "auroc") -> pd.DataFrame:
@@ -202,18 +250,19 @@ def forest_figure(studies: Mapping[str, Study], metric: str = "auroc"):
 
 
 def confound_grid(tables: Mapping[str, pd.DataFrame], metric: str = "auroc"):
-    """Claims × cells (rows) against pair × variant (columns, with each variant's ID accuracy and
-    images): the verdict and its difference, coloured; ``tables``: ``{benchmark: confounds.csv}``."""
-    cols = {}
+    """Pair and variant (with the variant's ID accuracy and ID images) × cell (rows) against the
+    comparison claims (columns), as :func:`verdict_grid` writes them; ``tables``:
+    ``{benchmark: confounds.csv}``."""
+    rows = {}
     for b, t in tables.items():
         t = t[t.metric == metric]
         for variant, v in t.groupby("variant", sort=False):
-            head = (short_pair(b), f"{variant} ({v.accuracy.iloc[0]:.1f} %, {int(v.n_id.iloc[0]):,} ID)")
-            cols[head] = {(get_claim(r.claim).short, r.group): f"{r.verdict} ({r.estimate:+.1f})"
-                          for r in v.itertuples()}
-    grid = pd.DataFrame(cols)
-    order = [(c.short, g) for c in COMPARISONS for g in DECISION_GROUPS if (c.short, g) in grid.index]
-    return grid.reindex(order).fillna("").style.map(_cell_style)
+            head = f"{short_pair(b)}, {variant} ({v.accuracy.iloc[0]:.1f} %, {int(v.n_id.iloc[0]):,} ID)"
+            for g in DECISION_GROUPS:
+                sub = v[v.group == g]
+                if len(sub):
+                    rows[(head, g)] = {r.claim: (r.verdict, r.estimate) for r in sub.itertuples()}
+    return _grid(rows)
 
 
 def variant_dependent_rows(tables: Mapping[str, pd.DataFrame], metric: str = "auroc") -> pd.DataFrame:
