@@ -20,12 +20,14 @@ import hashlib
 import importlib.util
 import csv
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,16 +42,26 @@ RESNET20 = SHARED_DATA / "weights" / "resnet20-12fca82f.th"
 REQUIRE_DATA_ENV = "OOD_REQUIRE_DATA"
 OFFLINE_DIR = Path(__file__).resolve().parent / "offline"
 OFFLINE_LOG_ENV = "OOD_OFFLINE_LOG"
+# pytest-xdist (`make test` runs two workers): the worker's name ("gw0", …), None in a plain run.
+# The workers share with the controller the offline log, a folder for the reliability rows, the
+# trained CNN and the built book (built by the first worker that needs it, read by the others).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+RELIABILITY_DIR_ENV = "OOD_RELIABILITY_DIR"
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "shared_data(path): needs this path under the real test data folder")
-    config.addinivalue_line("markers", "book: builds the whole book (its own pytest run in `make test`)")
+    config.addinivalue_line("markers", "book: builds the whole book (first in `make test`, on one worker)")
     config.addinivalue_line("markers", "reproduce: recomputes a recorded result in full (`make reproduce`, not `make test`)")
-    # offline for this process and, via sitecustomize on PYTHONPATH, for every Python child
+    # offline for this process and, via sitecustomize on PYTHONPATH, for every Python child; an
+    # xdist worker writes to its controller's log, which fails the run as its own attempts would
+    if WORKER and Path(os.environ.get(OFFLINE_LOG_ENV, "/nonexistent")).is_file():
+        config.stash[_LOG] = Path(os.environ[OFFLINE_LOG_ENV])
+        return
     log = Path(tempfile.mkdtemp(prefix="ood-offline-")) / "attempts.log"
     log.touch()
     os.environ[OFFLINE_LOG_ENV] = str(log)
+    os.environ[RELIABILITY_DIR_ENV] = tempfile.mkdtemp(prefix="ood-reliability-")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OFFLINE_DIR), os.environ.get("PYTHONPATH")]))
     spec = importlib.util.spec_from_file_location("ood_offline_guard", OFFLINE_DIR / "sitecustomize.py")
     guard = importlib.util.module_from_spec(spec)
@@ -67,12 +79,16 @@ def _attempts(config) -> list[str]:
 
 def pytest_unconfigure(config):
     log = config.stash.get(_LOG, None)
-    if log is not None:
+    if log is not None and not WORKER:
         log.unlink(missing_ok=True)
         log.parent.rmdir()
+        shutil.rmtree(os.environ.get(RELIABILITY_DIR_ENV, ""), ignore_errors=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if WORKER and os.environ.get(RELIABILITY_DIR_ENV):  # this worker's matrix rows, for the controller
+        (Path(os.environ[RELIABILITY_DIR_ENV]) / f"{WORKER}.json").write_text(
+            json.dumps({"rows": RELIABILITY, "skipped": SKIPPED}))
     if _attempts(session.config) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -145,17 +161,35 @@ def real_training(monkeypatch, _train_once):
     monkeypatch.setattr(T, "train_classifier", T.train_classifier.__wrapped__)
 
 
+def _run_dir(tmp_path_factory) -> Path:
+    """A folder of this run that every xdist worker sees (the base temporary folder's parent is
+    the run's, shared by the workers); in a plain run, the session's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if WORKER else base
+
+
+@contextmanager
+def _one_at_a_time(path: Path):
+    """Held by one process of the run at a time (a lock file beside ``path``)."""
+    from filelock import FileLock
+
+    with FileLock(f"{path}.lock"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def embedded_model_cache(tmp_path_factory):
     """A cache folder holding the embedded benchmark's trained CNN (trained once per session). With
-    ``$OOD_TEST_CACHE`` (``make test`` sets one folder for its two pytest sessions) the folder is
-    that one: the book session reads the CNN the first session trained (a self-checking cache entry)."""
+    ``$OOD_TEST_CACHE`` (``make test`` sets one folder for its workers) the folder is that one: the
+    first worker to need the CNN trains it, the others (and the book build) read it (a
+    self-checking cache entry)."""
     import ood_lib.models.train as T
     from ood_lib.data.benchmarks import get_benchmark
 
     shared = os.environ.get("OOD_TEST_CACHE")
-    folder = Path(shared) if shared else tmp_path_factory.mktemp("models-cache")
-    with pytest.MonkeyPatch.context() as mp:
+    folder = Path(shared) if shared else _run_dir(tmp_path_factory) / "models-cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _one_at_a_time(folder / "train"), pytest.MonkeyPatch.context() as mp:  # xdist: one worker trains
         mp.setattr(T, "train_classifier", _train_once_per_session(T.train_classifier))
         get_benchmark("embedded").load_model(cache_dir=folder)
     return folder
@@ -270,6 +304,8 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    # the book build (minutes) first: under xdist one worker builds it while the other runs the rest
+    items.sort(key=lambda i: i.get_closest_marker("book") is None)
     path = config.getoption("--reliability-ids")
     if path:
         Path(path).write_text("".join(f"{i.nodeid}\n" for i in items if "record" in getattr(i, "fixturenames", ())))
@@ -320,7 +356,18 @@ def write_reliability(path: Path, rows: list[dict[str, str]]) -> None:
     path.with_suffix(".md").write_text(reliability_markdown(merged))
 
 
+def _workers_rows() -> None:
+    """Under xdist, the controller's matrix is the workers' rows (each wrote its own at its end)."""
+    folder = os.environ.get(RELIABILITY_DIR_ENV)
+    for f in sorted(Path(folder).glob("gw*.json")) if folder and not WORKER else []:
+        got = json.loads(f.read_text())
+        RELIABILITY.update({k: {"rows": [tuple(r) for r in v["rows"]], "outcome": v["outcome"]}
+                            for k, v in got["rows"].items()})
+        SKIPPED.update(got["skipped"])
+
+
 def pytest_terminal_summary(terminalreporter, config):
+    _workers_rows()
     out = config.getoption("--reliability-csv", None)
     if out and (RELIABILITY or SKIPPED):
         write_reliability(Path(out), session_rows())
@@ -341,11 +388,17 @@ def pytest_terminal_summary(terminalreporter, config):
 def built_book(tmp_path_factory, embedded_model_cache):
     """The book built once per session as `make book` builds it (embedded default, no data root,
     warnings as errors): ``(completed process, output folder)``; the book tests read it."""
-    out = tmp_path_factory.mktemp("book")
-    cache = out / "cache"
-    shutil.copytree(embedded_model_cache / "models", cache / "models")  # the CNN trained once for all tests
-    env = {k: v for k, v in os.environ.items() if k != "OOD_DATA_ROOT"} | {"OOD_CACHE_DIR": str(cache)}
-    jb = Path(sys.executable).with_name("jupyter-book")
-    r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
-                       capture_output=True, text=True, env=env)
-    return r, out
+    out = _run_dir(tmp_path_factory) / "book"
+    done = out / "build.json"  # the build's outcome, for the workers that did not run it
+    with _one_at_a_time(out):
+        if not done.is_file():
+            cache = out / "cache"
+            shutil.copytree(embedded_model_cache / "models", cache / "models")  # the CNN trained once for all tests
+            env = {k: v for k, v in os.environ.items() if k != "OOD_DATA_ROOT"} | {"OOD_CACHE_DIR": str(cache)}
+            jb = Path(sys.executable).with_name("jupyter-book")
+            r = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--path-output", str(out), str(REPO)],
+                               capture_output=True, text=True, env=env)
+            done.write_text(json.dumps({"args": r.args, "returncode": r.returncode, "stdout": r.stdout,
+                                        "stderr": r.stderr}))
+    r = json.loads(done.read_text())
+    return subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"]), out

@@ -3,7 +3,7 @@
 A recorded study (``results/recorded/<benchmark>/``) takes minutes to an hour to recompute. Beside
 it, :func:`save_check` records ``check/``: :func:`ood_lib.findings.study.run_study` run with the study's
 own configuration (model, data root, methods, seed, detector hyper-parameters) on seeded subsets
-(:data:`SUBSET`: ``n_id`` ID test images, ``n_ood`` images per OOD set, the detectors fitted on
+(:func:`subset`: ``n_id`` ID test images, ``n_ood`` images per OOD set, the detectors fitted on
 ``n_fit`` images of the fitting split) with :data:`N_BOOT` paired-bootstrap resamples. It holds
 
 * ``scores.csv`` — every method's oriented score of every image of the subset (one row per image);
@@ -35,6 +35,10 @@ from ood_lib.run.config import RunConfig
 from ood_lib.findings.study import Study, differences, run_study
 
 SUBSET = {"n_id": 64, "n_ood": 32, "n_fit": 200}
+# networks fed 128 px or more (the ImageNet ones: a forward pass costs ~50 times a CIFAR one) are
+# checked on fewer images; every per-image score is still compared, and the fitted detectors
+# (ReAct, KNN) still fit
+LARGE_INPUT, SUBSET_LARGE = 128, {"n_id": 32, "n_ood": 16, "n_fit": 100}
 N_BOOT = 200
 # The tables small enough to record for every benchmark; hist and roc are functions of the
 # per-image scores, which are compared one by one.
@@ -80,11 +84,19 @@ def save_model(directory: str | Path, cache_dir: str | Path | None, fingerprint:
     return None
 
 
+def subset(benchmark: str) -> dict[str, int]:
+    """The check's subset sizes for ``benchmark``: :data:`SUBSET`, or :data:`SUBSET_LARGE` for a
+    network fed images of :data:`LARGE_INPUT` px or more."""
+    from ood_lib.data.benchmarks import get_benchmark
+
+    return SUBSET_LARGE if max(get_benchmark(benchmark).preprocessing.shape[1:]) >= LARGE_INPUT else SUBSET
+
+
 def check_config(study_meta: dict[str, Any], data_root: str | Path, cache_dir: str | Path | bool) -> RunConfig:
     """The recorded study's configuration on the check's subsets (never larger than the study's own)."""
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     kept = {k: v for k, v in study_meta["config"].items() if k in fields and k not in NOT_PASSED}
-    sizes = {k: n if kept.get(k) is None else min(n, kept[k]) for k, n in SUBSET.items()}
+    sizes = {k: n if kept.get(k) is None else min(n, kept[k]) for k, n in subset(study_meta["benchmark"]).items()}
     return RunConfig(**{**kept, **sizes}, data_root=data_root, cache_dir=cache_dir, progress=False)
 
 
@@ -109,7 +121,7 @@ def save_check(study: Study, directory: str | Path, study_meta: dict[str, Any]) 
     """Write the check of ``study`` (a :func:`run_check` result) into ``directory``."""
     d = Path(directory)
     small = Study(study.benchmark, {t: study[t] for t in TABLES}, dict(study.meta), "live")
-    small.meta.update(tables=list(TABLES), check={"subset": SUBSET, "n_boot": N_BOOT,
+    small.meta.update(tables=list(TABLES), check={"subset": subset(study.benchmark), "n_boot": N_BOOT,
                                                   "study_model_fingerprint": study_meta["model_fingerprint"]})
     small.save(d)
     score_table(study).to_csv(d / "scores.csv", index=False, float_format="%.10g")
