@@ -144,6 +144,7 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 # ```
 
 # %% [markdown]
+# (sec-verdicts)=
 # ## The verdicts
 #
 # Each claim is decided per *unit* — an ID task × architecture; the embedded benchmark is MNIST
@@ -175,24 +176,22 @@ glue("nb03_answer_table", captioned(
 # The AUROC verdicts, with the difference in points (claimed direction positive):
 
 # %%
-grid = captioned(bv.verdict_grid(studies, "auroc"),
-                 f"AUROC verdicts per pair and cell, with Δ AUROC in points ({bv.LEGEND})", columns=4)
-grid
+captioned(bv.verdict_grid(studies, "auroc"),
+          f"AUROC verdicts per pair and cell, with Δ AUROC in points ({bv.LEGEND})", columns=4)
 
 # %% [markdown]
 # The same claims decided on FPR95 (lower is better; the difference is oriented so that positive
 # favours the claim):
 
 # %%
-grid_fpr = captioned(bv.verdict_grid(studies, "fpr95"),
-                     f"FPR95 verdicts per pair and cell, with Δ FPR95 in points ({bv.LEGEND})", columns=4)
-grid_fpr
+captioned(bv.verdict_grid(studies, "fpr95"),
+          f"FPR95 verdicts per pair and cell, with Δ FPR95 in points ({bv.LEGEND})", columns=4)
 
 # %% tags=["remove-cell"]
-glue("nb03_verdicts", grid)  # both pasted in the discussion
-glue("nb03_verdicts_near", grid_fpr)
 for key, text in {**bv.count_phrases(studies), **bv.identity_phrases(studies)}.items():
     glue(f"nb03_count_{key}", text)
+for key, text in bv.holds_phrases(studies).items():  # "0 of 7" per claim and cell, for the abstract
+    glue(f"nb03_holds_{key}", text)
 split = bv.split_claims(studies)
 for key, value in {"n_pairs": len(units), "pairs": ", ".join(map(short_pair, units)),
                    "n_split": len(split), "n_compared": len(bv.COMPARISONS),

@@ -169,6 +169,9 @@ def test_report_tables(study):
     inc = bv.inconclusive_table({"mnist": study})
     assert len(inc) == int(((v.metric == "auroc") & (v.verdict == "inconclusive")).sum())
     assert set(bv.count_phrases({"mnist": study})) == {c.key for c in bv.COMPARISONS}
+    held = bv.holds_phrases({"embedded": study, "mnist": study})
+    assert held["gradnorm_beats_msp_far_natural"] == f"{int(holds['far-natural'])} of 1"
+    assert len(held) == 3 * len(bv.COMPARISONS)
 
 
 def test_seed_sign_changes_are_marked_once_per_difference(study):

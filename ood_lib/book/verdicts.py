@@ -57,6 +57,14 @@ def count_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[s
     return out
 
 
+def holds_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[str, str]:
+    """Per comparison claim and cell, "3 of 7" (units where it holds, of the units with the cell),
+    keyed "<claim>_<cell>" with the cell's hyphen an underscore; "—" where no unit has the cell."""
+    n = counts(studies, metric).set_index(["claim", "group"])
+    return {f"{c.key}_{g.replace('-', '_')}": f"{n.loc[(c.key, g), 'holds']} of {n.loc[(c.key, g), 'units']}"
+            if (c.key, g) in n.index else "—" for c in COMPARISONS for g in DECISION_GROUPS}
+
+
 def decision_facts(studies: Mapping[str, Study]) -> dict[str, object]:
     """How the units were decided, for the text: cells, level, resamples, training seeds, margins."""
     us = units(studies)
