@@ -192,6 +192,8 @@ for key, text in {**bv.count_phrases(studies), **bv.identity_phrases(studies)}.i
     glue(f"nb03_count_{key}", text)
 for key, text in bv.holds_phrases(studies).items():  # "0 of 7" per claim and cell, for the abstract
     glue(f"nb03_holds_{key}", text)
+for key, text in bv.reading_phrases(studies).items():  # the discussion's headings
+    glue(f"nb03_reading_{key}", text)
 split = bv.split_claims(studies)
 for key, value in {"n_pairs": len(units), "pairs": ", ".join(map(short_pair, units)),
                    "n_split": len(split), "n_compared": len(bv.COMPARISONS),

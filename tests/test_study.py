@@ -172,6 +172,10 @@ def test_report_tables(study):
     held = bv.holds_phrases({"embedded": study, "mnist": study})
     assert held["gradnorm_beats_msp_far_natural"] == f"{int(holds['far-natural'])} of 1"
     assert len(held) == 3 * len(bv.COMPARISONS)
+    reading = bv.reading_phrases({"mnist": study})["gradnorm_beats_msp"]
+    n_held = int(holds.sum())
+    assert reading == {0: "holds in none of the 3 unit × cells", 3: "holds in all 3 unit × cells"}.get(
+        n_held, f"split: {n_held} of 3 unit × cells")
 
 
 def test_seed_sign_changes_are_marked_once_per_difference(study):

@@ -65,6 +65,27 @@ def holds_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[s
             if (c.key, g) in n.index else "—" for c in COMPARISONS for g in DECISION_GROUPS}
 
 
+def reading_phrases(studies: Mapping[str, Study], metric: str = "auroc") -> dict[str, str]:
+    """Per comparison claim, the tally over every unit and cell as a heading can say it: "holds in
+    all 21 unit × cells", "holds in most: 17 of 21 …" (three quarters or more), "split: 9 of 21 …",
+    "mostly not: 3 of 21 …" (a quarter or less), "holds in none of the 21 …"."""
+    n = counts(studies, metric)
+    out = {}
+    for c in COMPARISONS:
+        t = n[n.claim == c.key]
+        h, total = int(t.holds.sum()), int(t.units.sum())
+        if total == 0:
+            out[c.key] = "not decided on any unit"
+        elif h == total:
+            out[c.key] = f"holds in all {total} unit × cells"
+        elif h == 0:
+            out[c.key] = f"holds in none of the {total} unit × cells"
+        else:
+            lead = "holds in most" if h >= 0.75 * total else "mostly not" if h <= 0.25 * total else "split"
+            out[c.key] = f"{lead}: {h} of {total} unit × cells"
+    return out
+
+
 def decision_facts(studies: Mapping[str, Study]) -> dict[str, object]:
     """How the units were decided, for the text: cells, level, resamples, training seeds, margins."""
     us = units(studies)
