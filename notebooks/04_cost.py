@@ -263,6 +263,8 @@ hooks_chunk = call_ms.loc["per_layer_hooks", b_hi] / -(-b_hi // LAYER_CHUNK)
 # a single image's share of the time of a chunk of LAYER_CHUNK images
 one_of_chunk = call_ms.loc["per_layer_hooks", b_lo] / hooks_chunk
 cf, vm = "closed_form_scoring_only", "vmap_head_scoring_only"  # from cached h
+cf_total = gpu_ratio.loc["closed_form"]  # forward pass + every closed form, per batch size
+not_free = cf_total[b_lo] >= 2  # at the smaller batch, more than twice the forward pass alone
 
 # %% tags=["remove-cell"]
 for key, value in {
@@ -281,8 +283,11 @@ for key, value in {
         "one_of_chunk": 100 * one_of_chunk, "n_scores": len(ALL_CLOSED_FORM),
         "cf_lo": gpu_ratio.loc[cf, b_lo], "cf_hi": gpu_ratio.loc[cf, b_hi],
         "vm_lo": gpu_ratio.loc[vm, b_lo], "vm_hi": gpu_ratio.loc[vm, b_hi],
-        "cf_call_lo": call_ms.loc[cf, b_lo], "cf_call_hi": call_ms.loc[cf, b_hi]}.items():
+        "cf_call_lo": call_ms.loc[cf, b_lo], "cf_call_hi": call_ms.loc[cf, b_hi],
+        "cft_lo": cf_total[b_lo], "cft_hi": cf_total[b_hi]}.items():
     glue(f"nb04_gpu_{key}", value.item() if hasattr(value, "item") else value)
+glue("nb04_gpu_cft_reading", "so for a small network on a GPU the closed forms are not free at a small batch: each call is "
+     "many small kernel launches, a fixed cost a larger batch spreads" if not_free else "cheap at either batch size")
 
 # %% [markdown]
 # On one {glue:text}`nb04_gpu_name` (torch {glue:text}`nb04_gpu_torch`),
@@ -452,7 +457,11 @@ for key, value in g.items():
 #   {glue:text}`nb04_r50_cf_overhead`× (ResNet-50) the forward pass; end to end, forward
 #   pass and closed forms take {glue:text}`nb04_r50_cf_total:.2f`×
 #   ({glue:text}`nb04_r50_cf_total_lo:.2f`–{glue:text}`nb04_r50_cf_total_hi:.2f`×) the forward
-#   pass alone on ResNet-50. The recorded GPU timings are in {ref}`sec-cost-gpu`.
+#   pass alone on ResNet-50.
+# * On a GPU ({glue:text}`nb04_gpu_name`), forward pass and every closed form take
+#   {glue:text}`nb04_gpu_cft_lo:.1f`× the {glue:text}`nb04_gpu_model` forward pass alone at batch
+#   {glue:text}`nb04_gpu_b_lo` and {glue:text}`nb04_gpu_cft_hi:.1f`× at batch
+#   {glue:text}`nb04_gpu_b_hi`, {glue:text}`nb04_gpu_cft_reading` ({ref}`sec-cost-gpu`).
 # * A per-sample gradient need not be slow: batched over samples with `torch.func`, the head
 #   gradient costs {glue:text}`nb04_r50_vmap:.2f`× the forward pass on ResNet-50 — but it still only
 #   reproduces a closed form.
