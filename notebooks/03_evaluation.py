@@ -175,7 +175,7 @@ glue("nb03_answer_table", captioned(
 # %% [markdown]
 # The AUROC verdicts, with the difference in points (claimed direction positive):
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.verdict_grid(studies, "auroc"),
           f"AUROC verdicts per pair and cell, with Δ AUROC in points ({bv.LEGEND})", columns=4)
 
@@ -183,7 +183,7 @@ captioned(bv.verdict_grid(studies, "auroc"),
 # The same claims decided on FPR95 (lower is better; the difference is oriented so that positive
 # favours the claim):
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.verdict_grid(studies, "fpr95"),
           f"FPR95 verdicts per pair and cell, with Δ FPR95 in points ({bv.LEGEND})", columns=4)
 
@@ -211,7 +211,7 @@ for key, value in {"n_pairs": len(units), "pairs": ", ".join(map(short_pair, uni
 # MSP* — {glue:text}`nb03_count_gradnorm_beats_msp`; *GradNorm beats Energy* —
 # {glue:text}`nb03_count_gradnorm_beats_energy`.
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.count_table(studies), "Units where each claim holds, per cell (AUROC)")
 
 # %% [markdown]
@@ -219,14 +219,14 @@ captioned(bv.count_table(studies), "Units where each claim holds, per cell (AURO
 # margin, so at this sample size it could not have shown equivalence; *crosses the margin*
 # means it is narrow enough but straddles ±1 point.
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.inconclusive_table(studies), "Inconclusive AUROC verdicts and their causes")
 
 # %% [markdown]
 # A cell's mean can hide sets of both signs. For *the feature norm helps MSP*, each cell's sets
 # and how many of them share the sign of the cell's estimate:
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.per_set_table(studies, "norm_helps_msp"), "‖h‖₁·MSP − MSP per cell and per set (AUROC)")
 
 # %% [markdown]
@@ -236,7 +236,7 @@ captioned(bv.per_set_table(studies, "norm_helps_msp"), "‖h‖₁·MSP − MSP 
 # The verdict of the rule of 27 November 2026 (three words, seed 0, near and far groups, no
 # margin) beside the December AUROC verdicts of the same sets' cells:
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.rule_change_table(studies), "November verdicts beside the December ones")
 
 # %% [markdown]
@@ -270,7 +270,7 @@ glue("nb03_n_confound_cells", sum(len(t[t.metric == "auroc"]) // t.variant.nuniq
 # {glue:text}`nb03_n_variant_dependent` are *better* with one ID set and *worse* with the other —
 # a property of the weakened classifier, not of the method:
 
-# %%
+# %% tags=["hide-input"]
 captioned(dependent, "Verdicts that depend on the classifier's mistakes")
 
 # %% [markdown]
@@ -278,10 +278,10 @@ captioned(dependent, "Verdicts that depend on the classifier's mistakes")
 # (embedded only: the same digits written and scanned differently), which the December rules do
 # not decide — shown under the November rule:
 
-# %%
+# %% tags=["hide-input"]
 captioned(bv.identity_table(studies), "The identities, per model (largest difference in V units)")
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.verdict_table(studies, "covariate"), "Covariate-shift sets, rule of 27 November")
 
 # %% tags=["hide-input"]
@@ -339,7 +339,7 @@ for b in ("cifar10", "mnist"):
 #
 # Near OOD sets:
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.auroc_table(studies, methods, "near"),
           "Mean AUROC (%) ± 95 % half-width, near OOD sets", columns=4)
 
@@ -347,14 +347,14 @@ captioned(report.auroc_table(studies, methods, "near"),
 # The covariate-shift group — the same ten digits, written and scanned differently — is not OOD in
 # the semantic sense; a detector that rejects it is flagging a distribution shift of the ID classes.
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.auroc_table(studies, methods, "covariate"),
           "Mean AUROC (%) ± 95 % half-width, covariate-shift sets", columns=4)
 
 # %% [markdown]
 # FPR at 95 % TPR (percent of OOD images accepted; lower is better), far OOD sets:
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.auroc_table(studies, methods, "far", metric="fpr95"),
           "FPR at 95 % TPR (%), far OOD sets (lower is better)", columns=4)
 
@@ -365,7 +365,7 @@ captioned(report.auroc_table(studies, methods, "far", metric="fpr95"),
 # shift of the logits; see {ref}`ch-factors`) without the output-only row $U = 1$ and without
 # GradNorm's own form. Where GradNorm and the pre-registered member rank, by group:
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.rank_table(studies),
           "Ranks (1 = best): GradNorm among all distinct methods, ‖h‖₁·MSP "
           "among the U·V members, by pair and group")
@@ -661,14 +661,14 @@ for key, value in {"n": len(full), **beats, "pairs": ", ".join(dict.fromkeys(
 # MNIST unit already include these seeds in their interval; the per-set tables and metrics above
 # are seed 0's.
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.seed_rows(studies, "embedded"),
           "Mean ± s.d. over the training seeds, embedded benchmark")
 
 # %% [markdown]
 # MNIST with the small CNN:
 
-# %%
+# %% tags=["hide-input"]
 captioned(report.seed_rows(studies, "mnist"),
           "Mean ± s.d. over the training seeds, MNIST")
 
@@ -687,7 +687,7 @@ glue("nb03_seed_diffs", report.n_seed_differences(studies))
 # the interval, and a sign that changes between seeds leaves the verdict *equivalent* or
 # *inconclusive* unless the pooled interval says otherwise:
 
-# %%
+# %% tags=["hide-input"]
 captioned(flips,
           "Claim differences whose sign changes between training seeds")
 
