@@ -23,7 +23,7 @@ from ..findings.verdicts import SANITY_RUNS, unit_counts
 COLOURS = {"better": "#0072b2", "equivalent": "#6c757d", "worse": "#d55e00", "inconclusive": "#c9c9c9"}
 # the symbol of each verdict in the grids, so that a grid reads without its colours
 SYMBOLS = {"better": "▲", "equivalent": "=", "worse": "▼", "inconclusive": "?"}
-LEGEND = "▲ better, = equivalent, ▼ worse, ? inconclusive"
+LEGEND = ", ".join(f"{mark} {word}" for word, mark in SYMBOLS.items())  # "▲ better, = equivalent, …"
 COMPARISONS = [c for c in CLAIMS if c.kind != "identity"] + [CONJUNCTION]
 # the grids' columns: first what the factorisation says (claim 4 and its halves, the feature norm
 # on MSP), then the comparisons with GradNorm (claim 5, and the GradNorm paper's two)
@@ -123,12 +123,15 @@ def verdict_grid(studies: Mapping[str, Study], metric: str = "auroc"):
     rows = {}
     for b, s in units(studies).items():
         v = _table(s)
-        v = v[v.metric == metric]
-        for g in DECISION_GROUPS:
-            sub = v[v.group == g]
-            if len(sub):
-                rows[(short_pair(b), g)] = {r.claim: (r.verdict, r.estimate) for r in sub.itertuples()}
+        rows.update(_by_cell(short_pair(b), v[v.metric == metric]))
     return _grid(rows)
+
+
+def _by_cell(label: str, v: pd.DataFrame) -> dict[tuple[str, str], dict[str, tuple[str, float]]]:
+    """The rows of a grid for one verdict table ``v`` (one metric): ``{(label, cell): {claim: (verdict,
+    estimate)}}`` for every decision cell it has."""
+    return {(label, g): {r.claim: (r.verdict, r.estimate) for r in v[v.group == g].itertuples()}
+            for g in DECISION_GROUPS if (v.group == g).any()}
 
 
 def verdict_mark(verdict: str, estimate: float) -> str:
@@ -160,7 +163,6 @@ def _grid(rows: Mapping[tuple[str, str], Mapping[str, tuple[str, float]]]):
 
 
 def _cell_style(word: str) -> str:
-    word = word.split(" ")[0] if word else ""
     if word not in COLOURS:
         return ""
     text = "white" if word in ("better", "worse", "equivalent") else "black"
@@ -286,11 +288,7 @@ def confound_grid(tables: Mapping[str, pd.DataFrame], metric: str = "auroc"):
     for b, t in tables.items():
         t = t[t.metric == metric]
         for variant, v in t.groupby("variant", sort=False):
-            head = f"{short_pair(b)}, {variant} ({v.accuracy.iloc[0]:.1f} %, {int(v.n_id.iloc[0]):,} ID)"
-            for g in DECISION_GROUPS:
-                sub = v[v.group == g]
-                if len(sub):
-                    rows[(head, g)] = {r.claim: (r.verdict, r.estimate) for r in sub.itertuples()}
+            rows.update(_by_cell(f"{short_pair(b)}, {variant} ({v.accuracy.iloc[0]:.1f} %, {int(v.n_id.iloc[0]):,} ID)", v))
     return _grid(rows)
 
 
