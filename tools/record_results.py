@@ -3,6 +3,7 @@
     python tools/record_results.py --data-root ../shared/data            # every study and seed run
     python tools/record_results.py --data-root DIR --only mnist cifar10  # some of them
     python tools/record_results.py --data-root DIR --check-only          # only the quick checks
+    python tools/record_results.py --data-root DIR --seeds-here embedded  # seed 0 on this vector unit
 
 Writes ``results/recorded/<benchmark>/`` (the study's tables, ``meta.json`` and the sample images ``gallery.npz``) for every benchmark
 in ``STUDIES`` with its stated configuration, its quick check ``check/`` (the same study on a
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -112,13 +115,40 @@ def record_check(benchmark: str, root: str) -> None:
           flush=True)
 
 
+def record_seeds_here(benchmark: str, root: str) -> None:
+    """The first recorded seed of ``benchmark`` trained on this machine's vector unit, its rows put
+    in ``seeds_by_vector_unit.csv`` (replacing this vector unit's earlier ones): the quick check of
+    the seed runs compares with them on processors like this one."""
+    from ood_lib.run.envinfo import vector_unit
+
+    here = vector_unit()
+    main_unit = json.loads((OUT / benchmark / "seeds.json").read_text()).get("vector_unit")
+    if here == main_unit:
+        raise SystemExit(f"{benchmark}: seeds.csv was recorded on {here} processors like this one; nothing to add")
+    seed = int(pd.read_csv(OUT / benchmark / "seeds.csv").seed.min())
+    t0 = time.perf_counter()
+    t = seed_table(benchmark, (seed,), _config(benchmark, root, {})).assign(vector_unit=here)
+    path = OUT / benchmark / "seeds_by_vector_unit.csv"
+    old = pd.read_csv(path) if path.is_file() else t.iloc[:0]
+    rows = pd.concat([old[old.vector_unit != here], t], ignore_index=True)
+    rows[["vector_unit", *[c for c in rows.columns if c != "vector_unit"]]].to_csv(path, index=False, float_format="%.10g")
+    print(f"{benchmark}: seed {seed} on {here} into {path} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", required=True)
     p.add_argument("--only", nargs="*", help="only these benchmarks")
     p.add_argument("--no-seeds", action="store_true")
     p.add_argument("--check-only", action="store_true", help="only the quick checks of the recorded studies")
+    p.add_argument("--seeds-here", nargs="+", metavar="BENCHMARK",
+                   help="only the first recorded seed run of these benchmarks, trained on this machine's vector "
+                        "unit, into seeds_by_vector_unit.csv (where seeds.csv was recorded on another)")
     args = p.parse_args()
+    if args.seeds_here:
+        for b in args.seeds_here:
+            record_seeds_here(b, args.data_root)
+        return 0
     chosen = [b for b in STUDIES if not args.only or b in args.only]
     studies = {}
     if not args.check_only:
@@ -151,7 +181,10 @@ def main() -> int:
         t.to_csv(OUT / b / "seeds.csv", index=False, float_format="%.10g")
         import torch
 
+        from ood_lib.run.envinfo import vector_unit
+
         meta = {"benchmark": b, "seeds": list(seeds), "config": cfg.as_dict(), **git_state(), "torch": torch.__version__,
+                "vector_unit": vector_unit(),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (OUT / b / "seeds.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         print(seed_summary(t).to_string(index=False), f"\n{b}: seeds in {time.perf_counter() - t0:.0f} s", flush=True)

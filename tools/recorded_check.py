@@ -44,6 +44,13 @@ N_BOOT = 200
 # per-image scores, which are compared one by one.
 TABLES = ("metrics", "verdicts", "verdicts_nov", "family", "ranks", "selection", "factors")
 TOL = 1e-6
+# A check recorded on one processor and recomputed on another with a different vector unit (AVX2,
+# AVX-512) sums the same float32 forward pass in another order: measured on ResNet-20,
+# DenseNet-BC-100 and EfficientNet-Lite0 (AVX2 record, AVX-512 check), a per-image score moved by up
+# to 7e-6 of its method's largest |score| and a table's number by up to 1.2e-7 of itself, every
+# AUROC, interval and verdict within TOL. The check allows that much on top of TOL, no more:
+# SCORE_TOL of the method's scale per image, RTOL of each number.
+SCORE_TOL, RTOL = 5e-5, 1e-6
 NOT_PASSED = ("data_root", "cache_dir", "progress")  # where the run reads and writes, not what it computes
 
 
@@ -145,14 +152,15 @@ def _score_differences(live: pd.DataFrame, rec: pd.DataFrame, tol: float) -> lis
     return out
 
 
-def check_differences(live: Study, directory: str | Path, tol: float = TOL) -> list[str]:
+def check_differences(live: Study, directory: str | Path, tol: float = TOL, rtol: float = RTOL,
+                      score_tol: float = SCORE_TOL) -> list[str]:
     """Where a recomputed check disagrees with the one recorded in ``directory``: tables (numbers
-    beyond ``tol``, other values exactly), per-image scores (beyond ``tol`` × the method's largest
-    |score|, or 1), the model's fingerprint, and the fingerprints of the images read."""
+    beyond ``tol + rtol``·|number|, other values exactly), per-image scores (beyond ``score_tol`` ×
+    the method's largest |score|, or 1), the model's fingerprint, and the fingerprints of the images read."""
     d = Path(directory)
     rec = Study.load(d)
-    out = differences(Study(live.benchmark, {t: live[t] for t in TABLES}, live.meta), rec, tol=tol)
-    out += _score_differences(score_table(live), pd.read_csv(d / "scores.csv"), tol)
+    out = differences(Study(live.benchmark, {t: live[t] for t in TABLES}, live.meta), rec, tol=tol, rtol=rtol)
+    out += _score_differences(score_table(live), pd.read_csv(d / "scores.csv"), score_tol)
     if live.meta["model_fingerprint"] != rec.meta["model_fingerprint"]:
         out.append("model: its weights are not those the check was recorded with")
     for k, s in rec.meta["sets"].items():

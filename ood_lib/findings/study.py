@@ -314,8 +314,8 @@ def load_tables(recorded: str | Path, benchmarks, name: str) -> dict[str, pd.Dat
     return out
 
 
-def differences(a: Study, b: Study, tol: float = 1e-6) -> list[str]:
-    """Where two studies' tables disagree: numbers beyond ``tol`` (absolute), any other value exactly;
+def differences(a: Study, b: Study, tol: float = 1e-6, rtol: float = 0.0) -> list[str]:
+    """Where two studies' tables disagree: numbers beyond ``tol + rtol·|b|``, any other value exactly;
     a table of :data:`TABLES` that only one of them holds is a difference too."""
     out = []
     for name in TABLES:
@@ -332,7 +332,7 @@ def differences(a: Study, b: Study, tol: float = 1e-6) -> list[str]:
             u, v = x[col], y[col]
             if pd.api.types.is_numeric_dtype(u) and pd.api.types.is_numeric_dtype(v):
                 u, v = u.to_numpy(float), v.to_numpy(float)
-                bad = ~((np.isnan(u) & np.isnan(v)) | (np.abs(u - v) <= tol))
+                bad = ~((np.isnan(u) & np.isnan(v)) | (np.abs(u - v) <= tol + rtol * np.abs(v)))
             else:
                 bad = (u.astype(object).where(u.notna(), "").astype(str).to_numpy()
                        != v.astype(object).where(v.notna(), "").astype(str).to_numpy())

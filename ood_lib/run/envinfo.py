@@ -12,8 +12,20 @@ import platform
 import sys
 
 
+def vector_unit() -> str:
+    """The CPU code path PyTorch's kernels take here ("AVX2", "AVX512", …; ``torch.backends.cpu``).
+
+    A network trained on the CPU depends on it: the same float32 sums in another order (AVX2 vs
+    AVX-512) give another trained model, so a recorded training run is reproducible on processors
+    of its own vector unit only."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def environment(device: str = "auto") -> dict[str, str]:
-    """Device name, CUDA/cuDNN, and the versions of Python, torch, torchvision, numpy and ood_lib."""
+    """Device name, CUDA/cuDNN, the CPU's vector unit, and the versions of Python, torch, torchvision,
+    numpy and ood_lib."""
     import numpy as np
     import torch
     import torchvision
@@ -28,7 +40,7 @@ def environment(device: str = "auto") -> dict[str, str]:
         "cuda": str(torch.version.cuda or ""), "cudnn": str(torch.backends.cudnn.version() or ""),
         "gpus": str(torch.cuda.device_count()), "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "numpy": np.__version__, "ood_lib": __version__,
-        "platform": platform.platform(),
+        "platform": platform.platform(), "vector_unit": vector_unit(),
     }
 
 
