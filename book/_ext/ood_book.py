@@ -10,12 +10,22 @@
   scripts twice; a repeated ``const`` is a JavaScript error on every page. Repeats are dropped,
   and so is sphinx-thebe's loader (with its CDN address) unless live code cells are switched on
   (``launch_buttons.thebe``).
+* **A numbered figure from another page.** MyST-NB pastes another page's output with
+  ``{glue:} key`` and ``:doc:``, but its ``glue:figure`` (numbered, captioned, citable) reads only the
+  page's own outputs. ``glue:figure`` is given the same ``:doc:`` option: the output stays a pending
+  reference that MyST-NB resolves after every page ran, inside a figure numbered like any other;
+  the image file is written (the other page may never show it) and ``:alt:`` set on it. Two keys
+  (``{glue:figure} wide_key narrow_key``) give one figure two drawings, the first shown on wide
+  screens, the second on narrow ones (classes ``ood-wide-only`` / ``ood-narrow-only``, in
+  ``_static/ood-book.css``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
+from binascii import a2b_base64
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,7 +33,12 @@ from typing import Any
 from pybtex.plugin import register_plugin
 from pybtex.style.formatting.plain import Style as PlainStyle
 from pybtex.style.labels import BaseLabelStyle
+from docutils import nodes
+from docutils.parsers.rst import directives as spec
+from myst_nb.ext.glue.directives import PasteFigureDirective
+from myst_nb.ext.glue.utils import PendingGlueReferenceError, create_pending_glue_ref, glue_warning
 from sphinx.application import Sphinx
+from sphinx.transforms.post_transforms import SphinxPostTransform
 
 EXECUTED = "jupyter_execute"  # MyST-NB's folder of executed notebooks, beside the HTML folder
 
@@ -98,7 +113,95 @@ def tidy_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, d
     context["script_files"] = kept
 
 
+class PasteFigureFromDoc(PasteFigureDirective):
+    """``glue:figure`` that also takes ``:doc:`` (the page that glued the output)."""
+
+    option_spec = {**PasteFigureDirective.option_spec, "doc": spec.unchanged}
+
+    def run(self) -> list:
+        if "doc" not in self.options:
+            return super().run()
+        keys = self.arguments[0].split()
+        if len(keys) > 2:
+            return [glue_warning("glue:figure takes one key, or two (wide and narrow screens)", self.document, self.line)]
+        try:
+            refs = [create_pending_glue_ref(self.document, self.source, self.line, self.options["doc"], k) for k in keys]
+        except PendingGlueReferenceError as exc:
+            return [glue_warning(str(exc), self.document, self.line)]
+        if len(refs) == 2:
+            refs = [nodes.container("", r, classes=[c]) for r, c in zip(refs, ("ood-wide-only", "ood-narrow-only"))]
+        figure = nodes.figure("", *refs)
+        self.set_source_info(figure)
+        if "figwidth" in self.options:
+            figure["width"] = self.options["figwidth"]
+        figure["classes"] += self.options.get("figclass", [])
+        if "align" in self.options:
+            figure["align"] = self.options["align"]
+        if "alt" in self.options:
+            figure["ood_alt"] = self.options["alt"]
+        self.add_name(figure)
+        if self.content:
+            parsed = nodes.Element()
+            self.state.nested_parse(self.content, self.content_offset, parsed)
+            first = parsed[0]
+            if not isinstance(first, nodes.paragraph):
+                return [figure, glue_warning("Figure caption must be a paragraph.", self.document, self.lineno)]
+            caption = nodes.caption(first.rawsource, "", *first.children)
+            caption.source, caption.line = first.source, first.line
+            figure += caption
+            if len(parsed) > 1:
+                figure += nodes.legend("", *parsed[1:])
+        return [figure]
+
+
+class WritePastedImages(SphinxPostTransform):
+    """The image file of every figure output pasted from another page, before MyST-NB turns the
+    pending reference into an image node pointing at it (priority 5): MyST-NB writes an output's
+    image only where its own page shows it."""
+
+    default_priority = 4
+    formats = ("html",)
+
+    def apply(self, **kwargs: Any) -> None:
+        from myst_nb.ext.glue.crossref import read_glue_cache
+        from myst_nb.ext.glue.utils import PendingGlueReference
+
+        folder = self.env.mystnb_config.output_folder
+        images = Path(self.app.builder.outdir) / self.app.builder.imagedir
+        for ref in self.document.findall(PendingGlueReference):
+            if ref.get("inline") or not any(isinstance(a, nodes.figure) for a in _ancestors(ref)):
+                continue
+            png = read_glue_cache(folder, ref.refdoc).get(ref.key, {}).get("data", {}).get("image/png")
+            if png:
+                raw = a2b_base64(png)
+                target = images / f"{hashlib.sha256(raw).hexdigest()}.png"  # MyST-NB's name for it
+                if not target.is_file():
+                    images.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(raw)
+
+
+def _ancestors(node: nodes.Node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
+
+
+class AltOfPastedFigures(SphinxPostTransform):
+    """The ``:alt:`` of a ``glue:figure`` with ``:doc:`` set on its image, after MyST-NB pasted it (priority 5)."""
+
+    default_priority = 6
+
+    def apply(self, **kwargs: Any) -> None:
+        for figure in self.document.findall(nodes.figure):
+            if "ood_alt" in figure:
+                for image in figure.findall(nodes.image):
+                    image["alt"] = figure["ood_alt"]
+
+
 def setup(app: Sphinx) -> dict:
+    app.add_directive_to_domain("glue", "figure", PasteFigureFromDoc, override=True)  # MyST-NB's glue domain
+    app.add_post_transform(WritePastedImages)
+    app.add_post_transform(AltOfPastedFigures)
     register_plugin("pybtex.style.labels", "author_year", AuthorYearLabelStyle)
     register_plugin("pybtex.style.formatting", "author_year", AuthorYearStyle)
     app.connect("html-page-context", offer_executed_notebook)  # default priority 500: before the theme's 501

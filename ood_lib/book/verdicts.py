@@ -13,9 +13,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from .._checks import OODInputError
 from ..data.benchmarks import DECISION_GROUPS
 from ..findings.claims import CLAIMS, CONJUNCTION, MARGINS, get_claim
-from ..findings.labels import short_pair
+from ..findings.labels import BENCHMARK_NAMES, model_name, short_pair
 from ..findings.study import Study
 from ..findings.verdicts import SANITY_RUNS, unit_counts
 
@@ -31,6 +32,11 @@ GRID_ORDER = [get_claim(k) for k in ("product_beats_v", "product_beats_u", "u_an
                                      "preregistered_beats_gradnorm", "some_member_beats_gradnorm",
                                      "gradnorm_beats_msp", "gradnorm_beats_energy")]
 GRID_ORDER += [c for c in COMPARISONS if c not in GRID_ORDER]  # a claim added later: at the end
+CELL_SHORT = {"near": "near", "far-natural": "far nat.", "far-synthetic": "far syn."}
+# a unit in one short line, for the answer figure's columns (the model's name where none is given)
+UNIT_SHORT = {"mnist": "CNN\nMNIST", "cifar10": "ResNet-20\nCIFAR-10", "cifar10_densenet": "DenseNet\nCIFAR-10",
+              "imagenet_lite": "Lite0\nImageNet", "imagenet_lite1": "Lite1\nImageNet", "imagenet_lite2": "Lite2\nImageNet",
+              "imagenet_vit": "ViT-Ti\nImageNet"}
 OLD_CELLS = {"near": ("near",), "far": ("far-natural", "far-synthetic")}  # the November groups, in December cells
 
 
@@ -304,3 +310,56 @@ def variant_dependent_rows(tables: Mapping[str, pd.DataFrame], metric: str = "au
             d["claim"] = [get_claim(k).short for k in d.claim]
             parts.append(d.rename(columns={"group": "cell"}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["pair", "claim", "cell"])
+
+
+# the two questions of the answer figure, with the difference each panel shows
+ANSWER_CLAIMS = {"gradnorm_beats_msp": "GradNorm − MSP", "some_member_beats_gradnorm": "best U·V member − GradNorm"}
+
+
+def answer_figure(studies: Mapping[str, Study], claims: Mapping[str, str] = ANSWER_CLAIMS, metric: str = "auroc",
+                  layout: str = "wide"):
+    """The answer at a glance: each unit × cell of each claim a square coloured by its verdict,
+    carrying its symbol and the difference in points. ``layout="wide"``: a panel per claim side by
+    side, a row per cell and a column per unit (short enough to share a first screen with the text);
+    ``"narrow"``: the panels stacked, a row per unit and a column per cell (readable on a phone)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    if layout not in ("wide", "narrow"):
+        raise OODInputError(f"layout must be 'wide' or 'narrow', got {layout!r}")
+    us = units(studies)
+    groups = [g for g in DECISION_GROUPS if any((_table(s).group == g).any() for s in us.values())]
+    wide = layout == "wide"
+    rows, cols = (groups, list(us)) if wide else (list(us), groups)
+    size = (7.0, 0.3 * len(rows) * len(claims) + 1.2) if wide else (3.9, (0.36 * len(rows) + 0.55) * len(claims) + 0.9)
+    fig, axes = plt.subplots(len(claims), 1, figsize=size, dpi=150, sharex=True, constrained_layout=True)
+    for ax, (key, title) in zip(np.atleast_1d(axes), claims.items()):
+        for b, s in us.items():
+            v = _table(s)
+            v = v[(v.metric == metric) & (v.claim == key)].set_index("group")
+            for g in groups:
+                if g not in v.index:
+                    continue
+                word, est = v.loc[g, "verdict"], v.loc[g, "estimate"]
+                i, j = (groups.index(g), cols.index(b)) if wide else (rows.index(b), groups.index(g))
+                ax.add_patch(plt.Rectangle((j - 0.48, i - 0.45), 0.96, 0.9, color=COLOURS.get(word, "white"), lw=0))
+                ax.text(j, i, verdict_mark(word, est), ha="center", va="center", fontsize=8.5,
+                        color="black" if word == "inconclusive" else "white")
+        ax.set_xlim(-0.5, len(cols) - 0.5)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_yticks(range(len(rows)), [CELL_SHORT.get(r, r) if wide else f"{model_name(r)}\n{BENCHMARK_NAMES.get(r, r)}"
+                                         for r in rows], fontsize=8.5 if wide else 8)
+        ax.set_title(title, fontsize=9.5, pad=3, loc="left")
+        ax.tick_params(length=0, labelbottom=False)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    top = np.atleast_1d(axes)[0]
+    top.xaxis.tick_top()
+    top.set_xticks(range(len(cols)), [UNIT_SHORT.get(c, model_name(c)) if wide else CELL_SHORT.get(c, c) for c in cols],
+                   fontsize=8.5)
+    top.tick_params(axis="x", labeltop=True)
+    handles = [Patch(color=c, label=f"{SYMBOLS[w]} {w}") for w, c in COLOURS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4 if wide else 2, fontsize=8.5, frameon=False,
+               handlelength=1.2, columnspacing=1.0, title_fontsize=8.5,
+               title=f"{metric.upper()} difference in points;{' ' if wide else chr(10)}colour: the pre-registered verdict")
+    return fig

@@ -1,0 +1,239 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (ch-depth)=
+# # Below the head and at the input
+#
+# **Question.** The closed forms stop at the convolutions ({numref}`fig-schematic`): the
+# gradients of deeper layers and of the input have to be computed. Do they carry OOD information
+# that no forward-only score has?
+#
+# **Answer.** Rarely: a deeper layer's gradient beats the best forward-only score in
+# {glue:text}`nb03c_depth_beat_best:d` of {glue:text}`nb03c_depth_n:d` layer × group
+# comparisons ({ref}`sec-depth`).
+#
+# **Parameters** (the folded cell below): `DATA_ROOT` (or `$OOD_DATA_ROOT`) computes every
+# benchmark in `REAL` live instead of reading the results recorded in `RECORDED`; `N_ID`,
+# `N_OOD`, `N_FIT` subsample a live run's sets, `N_BOOT` sets the bootstrap resamples, `DEVICE`
+# where the networks run. The per-layer runs are recorded (`tools/record_depth.py`); the studies are those of {ref}`ch-evaluation`.
+
+# %% tags=["remove-cell"]
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from ood_lib.book import glue, newer, plots, report
+from ood_lib.book.tables import captioned
+from ood_lib.findings.depth import depth_figure
+from ood_lib.findings.labels import short_pair
+from ood_lib.findings.study import load_tables
+
+# %% tags=["parameters", "hide-cell"]
+DATA_ROOT = ""
+RECORDED = "../results/recorded"
+REAL = "mnist,cifar10,cifar10_densenet,imagenet_lite,imagenet_lite1,imagenet_lite2,imagenet_vit"
+DEVICE = "auto"
+SEED = 0
+N_BOOT = 1000
+N_ID = None
+N_OOD = None
+N_FIT = None
+
+# %%
+studies = report.load_studies(
+    REAL.split(","), root=DATA_ROOT, recorded=RECORDED, device=DEVICE,
+    seed=SEED, n_boot=N_BOOT, n_id=N_ID, n_ood=N_OOD, n_fit=N_FIT,
+    progress=False)
+
+# %% [markdown]
+# (sec-depth)=
+# ## Below the head: does a deeper gradient add anything?
+#
+# Closed forms reach the linear layers and the last convolution before pooling
+# ({ref}`ch-closed-forms`); the other layers' gradient norms have to be computed — so the
+# question is whether they carry OOD information that no forward-only score has. For each
+# block of the network, GradNorm's loss differentiated with respect to that block's parameters
+# (per-sample $\ell_1$ norm), the whole network, and the input; the AUROC of each, against one
+# forward-only reference per benchmark (the gradient-free detector with the best mean AUROC over
+# its near and far sets together), with simultaneous paired-bootstrap intervals over the layers
+# (recorded on seeded subsets; `tools/record_depth.py`).
+
+# %%
+depth = load_tables(RECORDED, studies, "depth.csv")
+# one row per layer × group (near, far): its verdicts against the best forward-only score and
+# against the last-layer closed form
+rows = pd.concat([newer.group_summaries(t).dropna(subset="verdict_family")
+                  for t in depth.values()]) if depth else pd.DataFrame(columns=["verdict_family", "verdict_vs_gradnorm"])
+beat = {"beat_best": int((rows.verdict_family == "supported").sum()),
+        "beat_gradnorm": int((rows.verdict_vs_gradnorm == "supported").sum())}
+
+# %% tags=["remove-cell"]
+for key, value in {"n": len(rows), **beat, "pairs": ", ".join(map(short_pair, depth))}.items():
+    glue(f"nb03c_depth_{key}", value)
+
+# %% tags=["hide-input"]
+for b in ("mnist", "cifar10", "cifar10_densenet"):
+    fig = (depth_figure(depth[b]) if b in depth else
+           plots.placeholder(f"no depth results recorded for {b}"))
+    glue(f"nb03c_fig_depth_{b}", fig)
+    plt.close(fig)
+
+# %% [markdown]
+# On {glue:text}`nb03c_depth_pairs`, {glue:text}`nb03c_depth_beat_best` of the
+# {glue:text}`nb03c_depth_n` layer × group comparisons put a deeper gradient's AUROC above the best
+# forward-only score with the interval clear of 0; {glue:text}`nb03c_depth_beat_gradnorm` beat the
+# last-layer closed form itself. The ImageNet model is not part of this recording: per-sample
+# gradients of every layer of EfficientNet-Lite0 take over a second per image on a CPU, so its run
+# is left to a GPU (`python tools/record_depth.py --data-root DIR --only imagenet_lite`).
+#
+# ```{glue:figure} nb03c_fig_depth_cifar10
+# :name: fig-depth-cifar10
+#
+# AUROC of GradNorm taken with respect to each block of ResNet-20 (input side on the left), with
+# 95 % intervals, on CIFAR-10; horizontal lines: the whole network, the last-layer closed form and
+# the best forward-only score.
+# ```
+#
+# ```{glue:figure} nb03c_fig_depth_cifar10_densenet
+# :name: fig-depth-densenet
+#
+# The same for DenseNet-BC-100 (per dense block and transition).
+# ```
+#
+# ```{glue:figure} nb03c_fig_depth_mnist
+# :name: fig-depth-mnist
+#
+# The same for the small CNN on MNIST.
+# ```
+
+# %% [markdown]
+# (sec-odin-first-order)=
+# ### ODIN's step, to first order
+#
+# ODIN moves the input along $\nabla_x \log S_T$; to first order its step adds
+# $\varepsilon\lVert\nabla_{\text{pixel}}\log S_T\rVert_1$, an input-gradient norm, to
+# $\log S_T$ ({ref}`ch-closed-forms`). ODIN's gain over $S_T$ at the same temperature, and the
+# gain of that first-order score alone, with paired 95 % intervals (the depth runs' subsets):
+
+# %% tags=["hide-input"]
+odin_t = load_tables(RECORDED, studies, "depth_odin.csv")
+odin = newer.odin_rows(odin_t)
+captioned(odin, "ODIN and its first-order term against S_T: AUROC (%) "
+          "and differences in points") if len(odin) else None
+
+# %% [markdown]
+# The cells where ODIN's gain over $S_T$ has its interval above 0:
+
+# %%
+cells = pd.concat([newer.group_summaries(t) for t in odin_t.values()]
+                  ) if odin_t else pd.DataFrame(columns=["gain_lo", "explained"])
+gains = cells[cells.gain_lo > 0]
+
+# %% tags=["remove-cell"]
+glue("nb03c_odin_n", len(cells))
+glue("nb03c_odin_gain_n", len(gains))
+glue("nb03c_odin_explained", f"{gains.explained.min():.2f} to {gains.explained.max():.2f}" if len(gains) else "—")
+
+# %% [markdown]
+# ODIN's step raises the AUROC with the interval above 0 in {glue:text}`nb03c_odin_gain_n` of the
+# {glue:text}`nb03c_odin_n` benchmark × model × group cells; there, the first-order term alone
+# accounts for {glue:text}`nb03c_odin_explained` times the gain.
+
+# %% [markdown]
+# (sec-newer)=
+# ## Newer detectors: which of them need a gradient?
+#
+# Detectors published after GradNorm — the gradient scores GradOrth {cite}`behpour2023gradorth`,
+# a K-FAC natural gradient and the gradient uncertainty of {cite:t}`oberdiek2018gradient`, and the
+# forward-only ViM {cite}`wang2022vim`, ASH {cite}`djurisic2023ash`, SCALE {cite}`xu2024scale`,
+# DICE {cite}`sun2022dice`, GEN {cite}`liu2023gen`, fDBD {cite}`liu2024fdbd` and NNGuide
+# {cite}`park2023nnguide` — each with the backward pass it needs, read from the library's
+# registry (a score computed from its closed form needs none; {ref}`ch-closed-forms` derives
+# each), and how it relates to the $U\cdot V$ family:
+
+# %%
+kinds_of = newer.newer_table(studies, "far")
+captioned(kinds_of[["backward pass", "relation to U·V"]],
+          "Newer detectors: backward pass and relation to U·V")
+
+# %% [markdown]
+# Their mean AUROC over the far OOD sets, per benchmark × model:
+
+# %% tags=["hide-input"]
+pairs = [c for c in kinds_of.columns
+         if c not in ("backward pass", "relation to U·V")]
+captioned(kinds_of[pairs], "Newer detectors: mean AUROC (%), far OOD sets",
+          "{:.1f}", best="max", columns=4)
+
+# %% [markdown]
+# The best of the gradient scores (all computed without a backward pass) against the best of the
+# forward-only ones, per group:
+
+# %% tags=["hide-input"]
+kinds = pd.concat({g: newer.best_by_kind(studies, g)
+                   for g in ("near", "far")}, names=["group"])
+order = [short_pair(b) for b in studies]
+kinds = kinds.swaplevel().sort_index(
+    level=0, key=lambda p: p.map(order.index), sort_remaining=False)
+aurocs = ["gradient AUROC", "forward-only AUROC"]
+captioned(kinds.style.format("{:.1f}", subset=aurocs),
+          "Best newer gradient score and best newer forward-only "
+          "detector, mean AUROC (%)")
+
+# %%
+# cells where the best gradient score is above the best forward-only detector
+wins = int((kinds["gradient AUROC"] > kinds["forward-only AUROC"]).sum())
+
+# %% tags=["remove-cell"]
+glue("nb03c_newer_grad_wins", wins)
+glue("nb03c_newer_n", len(kinds))
+
+# %% [markdown]
+# The best newer gradient score is above the best newer forward-only detector in
+# {glue:text}`nb03c_newer_grad_wins` of {glue:text}`nb03c_newer_n` benchmark × model × group
+# cells. Only GAIA {cite}`chen2023gaia` genuinely differentiates below the head: it aggregates the
+# gradients of inner feature maps, and only its last-layer part has a closed form. What the inner
+# layers add, on {glue:text}`nb03c_gaia_pairs` (recorded on the same seeded subsets as the depth
+# runs, `tools/record_depth.py`): GAIA-A with every layer against its last-layer part alone, and
+# against the best forward-only score, paired 95 % intervals.
+
+# %% tags=["hide-input"]
+gaia_t = load_tables(RECORDED, studies, "gaia.csv")
+gaia = newer.gaia_rows(gaia_t)
+captioned(gaia, "GAIA-A: all layers against its last layer and against "
+          "the best forward-only score (AUROC, %)")
+
+# %%
+# GAIA-A with every layer, per pair and group: its verdicts against its last-layer part and
+# against the best forward-only score
+full = pd.concat([newer.group_summaries(t).query(
+    "part == 'all_layers' and variant == 'A'") for t in gaia_t.values()]
+                 ) if gaia_t else pd.DataFrame(columns=["verdict_vs_last", "verdict"])
+beats = {"beats_last": int((full.verdict_vs_last == "supported").sum()),
+         "beats_best": int((full.verdict == "supported").sum())}
+
+# %% tags=["remove-cell"]
+for key, value in {"n": len(full), **beats, "pairs": ", ".join(dict.fromkeys(
+        gaia.index.get_level_values(0))) if len(gaia) else "none"}.items():
+    glue(f"nb03c_gaia_{key}", value)
+
+# %% [markdown]
+# With its inner layers GAIA-A beats its own last-layer part in
+# {glue:text}`nb03c_gaia_beats_last` of {glue:text}`nb03c_gaia_n` benchmark × model × group cells
+# (interval clear of 0), and the best forward-only score in {glue:text}`nb03c_gaia_beats_best`.
+# GAIA is read as its authors orient it (larger abnormality = OOD); an AUROC below 50 means the
+# OOD images look *less* abnormal than the ID ones. The library hooks every BatchNorm layer (the
+# convolutions on the MNIST CNN, which has none), where the authors hooked only the last stages
+# of their ResNets for GAIA-A; the per-set rows and GAIA-Z are in `results/recorded/*/gaia.csv`.
