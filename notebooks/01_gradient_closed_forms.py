@@ -258,7 +258,11 @@ for kind, caption in captions.items():
 # since in eval mode the images do not interact — but the output factor $\lVert\delta\rVert$ now
 # depends on the ReLU mask and the head's weights, not on $p$ alone.
 #
-# **The last convolution before global average pooling.** Let $z = \operatorname{conv}(a)$ have
+# **The last convolution before global average pooling** has a closed form too, a sum of
+# $C_{\text{out}}$ products $\sum_c |g_c|\,\lVert \bar a_c\rVert_1$ rather than one:
+#
+# :::{dropdown} Why: the derivation
+# Let $z = \operatorname{conv}(a)$ have
 # $C_{\text{out}}$ channels over $S$ positions, followed only by per-channel affine maps
 # (eval-mode BatchNorm with scale $s_c$), residual additions, one ReLU with mask $m_{c,\sigma}$,
 # the mean over positions and the head. Then $\delta_{c,\sigma} = g_c\, m_{c,\sigma}/S$ with
@@ -276,6 +280,7 @@ for kind, caption in captions.items():
 # input-side norm $\lVert \bar a_c\rVert$. It is not one product $U(x)\,V(p)$: that would need every
 # channel to see the same mean patch $\bar a_c$, i.e. no ReLU mask. It still needs no per-sample
 # backward pass; each further loss target costs one $C_{\text{out}}$-vector $g$.
+# :::
 #
 # Both forms against the reference — `loss.backward()` through the whole network, one image at a
 # time — for GradNorm's loss, in float64:
@@ -394,15 +399,17 @@ for key, value in {"rank_linear": float(worst_linear), "n_open": len(open_convs)
 # %% [markdown]
 # ```{glue:figure} nb01_fig_rank
 # :name: fig-rank-one
+# :alt: Dots per image and median bars of the rank-one residual of each weight tensor's per-sample gradient, from the input side to the head, coloured by the closed form the layer has.
 #
-# Rank-one residual $r$ of each image's per-sample weight gradient (dots; bars: medians), per
+# Only the linear layers' gradients are one outer product (residual near 0); the convolutions'
+# are far from it. Rank-one residual $r$ of each image's per-sample weight gradient (dots; bars: medians), per
 # weight tensor from the input side to the head, for GradNorm's loss on the
 # {glue:text}`nb01_model` ({glue:text}`nb01_n_images` ID test images). Colour: which closed form
 # the layer's gradient norm has.
 # ```
 #
-# The linear layers sit at $r \le$ {glue:text}`nb01_rank_linear:.0e`: one outer product up to
-# rounding. The {glue:text}`nb01_n_open` convolutions without a closed form have median residuals
+# In {numref}`fig-rank-one` the linear layers sit at $r \le$ {glue:text}`nb01_rank_linear:.0e`: one
+# outer product up to rounding. The {glue:text}`nb01_n_open` convolutions without a closed form have median residuals
 # between {glue:text}`nb01_rank_open_lo:.2f` and {glue:text}`nb01_rank_open_hi:.2f`: much of their
 # gradient lies outside any single outer product, so its $\ell_1$ norm is not a product of an
 # output-side and an input-side norm and has to be computed from the per-sample gradient (its
@@ -465,43 +472,15 @@ for key, value in {"t": ODIN_TEMPERATURE, "eps": ODIN_EPSILON, "ratio_med": rise
 # explains is measured in {ref}`sec-odin-first-order`.
 
 # %% [markdown]
-# ## The V terms over the probability simplex
-#
-# {numref}`fig-simplex` draws the output terms of the $U\cdot V$ grid ({ref}`ch-factors`) over the
-# 3-class simplex, each as defined (bright = larger). Every one of them is non-negative, smallest at
-# the uniform prediction and largest towards a vertex — the direction "larger = in-distribution" — and
-# none is a constant shift of another: the grid's $1 - 2/C + \lVert p\rVert_2^2$ is the panel
-# $\lVert p\rVert_2^2$ moved by a constant, so it is not drawn twice. The two terms built from the
-# logits, $\max_k f_k - \operatorname{mean}_k f_k$ and $T \operatorname{logsumexp}(f/T) -
-# \operatorname{mean}_k f_k$, are the shift-invariant forms of MaxLogit and Energy; at a fixed $T$
-# they are functions of $p$ (through $\mathrm{KL}(u \Vert p)$), which is why they can be drawn here.
-#
-# ExGrad's Gini impurity $\sum_k p_k(1-p_k) = 1 - \lVert p\rVert_2^2$ is the third panel upside
-# down: largest at the *uniform* prediction. Its feature factor $\lVert h\rVert_1$ still says
-# "larger means in-distribution", so ExGrad's two factors pull in opposite directions; the same holds
-# for the Fisher trace ($1 - \lVert p\rVert_2^2$ again) and the predicted-label gradient
-# ($1 - \max_k p_k$). These mixed scores are not grid members: they are evaluated in both readings,
-# and {ref}`ch-factors` measures what each reading does.
-
-# %% tags=["hide-input"]
-terms = ["msp", "pu_l1", "p_l2sq", "kl_u", "maxlogit_gap", "lse_gap"]
-fig = plots.simplex_figure(terms)
-glue("nb01_fig_simplex", fig)
-plt.close(fig)
-
-# %% [markdown]
-# ```{glue:figure} nb01_fig_simplex
-# :name: fig-simplex
-#
-# The grid's V terms over the 3-class probability simplex (corners: one-hot predictions; centre:
-# uniform), each drawn as defined, $T = 1$. Every panel is larger towards the corners.
-# ```
-
-# %% [markdown]
 # ## Newer gradient detectors reduce the same way
 #
 # Detectors published after the paper reuse the last-layer gradient in new guises, and the same
-# outer-product structure gives each a closed form without a backward pass. GradOrth
+# outer-product structure gives each a closed form without a backward pass.
+# GradOrth, a K-FAC natural gradient, the gradient uncertainty of {cite:t}`oberdiek2018gradient`
+# and GAIA's last-layer term are each a feature term times an output term:
+#
+# :::{dropdown} The closed forms
+# GradOrth
 # {cite}`behpour2023gradorth` projects GradNorm's gradient onto the principal subspace $S_k$ of
 # ID features: $\lVert (p-u)h^\top S_kS_k^\top\rVert_F/T = \lVert p-u\rVert_2\,
 # \lVert S_k^\top h\rVert_2/T$, a $U\cdot V$ product whose $U$ is the norm of $h$ *inside*
@@ -518,7 +497,10 @@ plt.close(fig)
 # abnormality is $\sum_c \rho_c^2 / (S\,\lVert W^\top(1 - C p)\rVert_1)$ (GAIA-A) and
 # $\operatorname{mean}_c (\rho_c\, \mathbb 1[W_{\hat y, c} \ne 0])^2$ (GAIA-Z), with $\rho_c$ the
 # share of positions where channel $c$ of $A$ is non-zero — activation density, head weights and
-# $p$, from one forward pass. Each by autograd, as defined, against its closed form (the subspace
+# $p$, from one forward pass.
+# :::
+#
+# Each by autograd, as defined, against its closed form (the subspace
 # and the factors are fitted here on the same images; the identities hold for any fit; GAIA's
 # last term hooks the last BatchNorm, or on a network without one the layer whose ReLU gives $h$):
 
@@ -580,7 +562,10 @@ for key, value in {"newer_worst_name": method_label(max(worst, key=worst.get)),
 # %% [markdown]
 # The largest difference is the {glue:text}`nb01_newer_worst_name` row's
 # {glue:text}`nb01_newer_worst:.1e`; apart from the K-FAC and the gradient-uncertainty $\ell_2$
-# rows, every row agrees to {glue:text}`nb01_newer_rest:.1e`. The K-FAC difference
+# rows, every row agrees to {glue:text}`nb01_newer_rest:.1e`.
+#
+# :::{dropdown} Why the K-FAC and gradient-uncertainty rows differ more
+# The K-FAC difference
 # ({glue:text}`nb01_kfac_rel:.1e`) is the conditioning of the fitted factors, not the identity:
 # both sides use the same inverses $A^{-1}$ and $G^{-1}$ (fitted and inverted in float64), but sum
 # the quadratic forms in a different order, and rounding in a quadratic form is amplified by up to
@@ -596,25 +581,17 @@ for key, value in {"newer_worst_name": method_label(max(worst, key=worst.get)),
 # {glue:text}`nb01_gradunc_units:.1e`. GAIA itself averages such terms over the channels of
 # *every* hooked layer, and the terms of the earlier layers have no closed form — they need the
 # backward pass through the network; what that aggregation adds to detection is measured in
-# {ref}`ch-evaluation`.
+# {ref}`ch-depth`.
+# :::
 
 # %% [markdown]
 # ## Summary
 #
-# * Each last-layer gradient score is $c\,U(h)\,V(p)$ exactly; the check above leaves differences
-#   of {glue:text}`nb01_worst_v:.1e` in units of $V$. GradOrth, the K-FAC natural-gradient norm,
-#   the gradient uncertainty and GAIA's last-layer term have closed forms too.
-# * The official GradNorm code's score is $C$ times the KL form — the same ranking.
-# * Every linear layer's gradient norm is a product $\lVert\delta\rVert\,\lVert a\rVert$
-#   (agreement {glue:text}`nb01_linear_worst:.1e` on {glue:text}`nb01_linear_layers`); below the
-#   head $\delta$ depends on more than $p$.
-# * The last convolution before global average pooling has a closed form that is a sum of
-#   per-channel products, not one product (here {glue:text}`nb01_gap_conv`, which
-#   {glue:text}`nb01_gap_is` followed by global average pooling).
-# * The other convolutions' per-sample gradients are far from one outer product (median rank-one
-#   residual {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`): their norms
-#   have to be computed. Whether that buys any OOD information is measured in {ref}`sec-depth`.
-# * ODIN's input direction is $\nabla_x \log S_T$ at $T =$ {glue:text}`nb01_odin_t:.0f`, its step
-#   taken in pixel units; to first order it adds $\varepsilon\lVert\nabla_{\text{pixel}}\log
-#   S_T\rVert_1$ to $\log S_T$, an input-gradient norm with no closed form
-#   ({ref}`sec-odin-first-order` measures what it explains of ODIN's gain).
+# * Each last-layer gradient score is $c\,U(h)\,V(p)$ exactly (to {glue:text}`nb01_worst_v:.1e` in
+#   units of $V$), and so are GradOrth, the K-FAC natural-gradient norm, the gradient uncertainty
+#   and GAIA's last-layer term; the official GradNorm code's score is $C$ times the KL form.
+# * Below the head, every linear layer keeps a product $\lVert\delta\rVert\,\lVert a\rVert$ and
+#   the last convolution before global average pooling a sum of per-channel products; the other
+#   convolutions (median rank-one residual {glue:text}`nb01_rank_open_lo:.2f` to
+#   {glue:text}`nb01_rank_open_hi:.2f`) and ODIN's input step need the backward pass —
+#   {ref}`ch-depth` measures what they add.

@@ -95,6 +95,40 @@ glue("nb02_grid_shape", f"{len(GRID_U)} × {len(GRID_V)}")
 # gradient mix the two orientations and are kept apart as gradient scores, read both ways.
 
 # %% [markdown]
+# ## The V terms over the probability simplex
+#
+# {numref}`fig-simplex` draws the output terms of the grid over the
+# 3-class simplex, each as defined (bright = larger). Every one of them is non-negative, smallest at
+# the uniform prediction and largest towards a vertex — the direction "larger = in-distribution" — and
+# none is a constant shift of another: the grid's $1 - 2/C + \lVert p\rVert_2^2$ is the panel
+# $\lVert p\rVert_2^2$ moved by a constant, so it is not drawn twice. The two terms built from the
+# logits, $\max_k f_k - \operatorname{mean}_k f_k$ and $T \operatorname{logsumexp}(f/T) -
+# \operatorname{mean}_k f_k$, are the shift-invariant forms of MaxLogit and Energy; at a fixed $T$
+# they are functions of $p$ (through $\mathrm{KL}(u \Vert p)$), which is why they can be drawn here.
+#
+# ExGrad's Gini impurity $\sum_k p_k(1-p_k) = 1 - \lVert p\rVert_2^2$ is the third panel upside
+# down: largest at the *uniform* prediction. Its feature factor $\lVert h\rVert_1$ still says
+# "larger means in-distribution", so ExGrad's two factors pull in opposite directions; the same holds
+# for the Fisher trace ($1 - \lVert p\rVert_2^2$ again) and the predicted-label gradient
+# ($1 - \max_k p_k$). These mixed scores are not grid members: they are evaluated in both readings,
+# and {ref}`sec-exgrad-orientation` measures what each reading does.
+
+# %% tags=["hide-input"]
+terms = ["msp", "pu_l1", "p_l2sq", "kl_u", "maxlogit_gap", "lse_gap"]
+fig = plots.simplex_figure(terms)
+glue("nb02_fig_simplex", fig)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} nb02_fig_simplex
+# :name: fig-simplex
+# :alt: Six triangular heat maps, one per output term, over the 3-class probability simplex; each is brightest towards the corners.
+#
+# Every output term of the grid rises from the uniform prediction towards the one-hot corners. The grid's V terms over the 3-class probability simplex (corners: one-hot predictions; centre:
+# uniform), each drawn as defined, $T = 1$. Every panel is larger towards the corners.
+# ```
+
+# %% [markdown]
 # ## Features and scores
 #
 # One forward pass per image gives $h$ and the logits (cached on disk); every score on this page
@@ -199,8 +233,9 @@ glue("nb02_joint_one_top", 100 * share_one_top)
 # %% [markdown]
 # ```{glue:figure} nb02_fig_joint
 # :name: fig-joint
+# :alt: Scatter of the feature norm against the confidence for ID test images and one OOD set, with histograms of each coordinate on the sides.
 #
-# The feature norm $U = \lVert h\rVert_1$ (log scale) and the confidence
+# The two factors separate ID from OOD along different axes, so their product can beat either. The feature norm $U = \lVert h\rVert_1$ (log scale) and the confidence
 # $-\log_{10}(1 - \max_k p)$ for the ID test images and one OOD set,
 # {glue:text}`nb02_joint_set`, with the distribution of each coordinate on its side (each set's
 # bars sum to 1).
@@ -270,6 +305,7 @@ for key, value in {"spearman_text": near_one["spearman"], "kendall_text": near_o
 # {glue:text}`nb02_auc_phrase`.
 
 # %% [markdown]
+# (sec-exgrad-orientation)=
 # ## Which way should ExGrad point?
 #
 # ExGrad $= 2\lVert h\rVert_1 \sum_k p_k(1-p_k)$ multiplies a feature norm that is larger for ID

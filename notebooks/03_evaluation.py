@@ -36,10 +36,9 @@
 
 # %% tags=["hide-cell"]
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from ood_lib.book import glue
-from ood_lib.book import gallery, plots, report
+from ood_lib.book import report
 from ood_lib.book import verdicts as bv
 from ood_lib.book.tables import captioned
 from ood_lib.findings.study import load_tables
@@ -56,88 +55,24 @@ N_OOD = None
 N_FIT = None
 
 # %% [markdown]
-# ## Benchmarks, models and where the numbers come from
+# ## Where the numbers come from
 #
 # The embedded benchmark runs live in every build. The real benchmarks run live when the book is
-# built with a data root; otherwise the tables below are read from results recorded in the
-# repository (`results/recorded/`, one folder per benchmark with its provenance), and a test
-# recomputes them from the data and fails if any number moved by more than $10^{-6}$.
+# built with a data root; otherwise they are read from results recorded in the repository
+# (`results/recorded/`, one folder per benchmark with its provenance), and a test recomputes them
+# from the data and fails if any number moved by more than $10^{-6}$. Which source each unit's
+# numbers come from, what was subsampled or left out, and sample images of every set are in
+# {ref}`sec-provenance`.
 
 # %%
 studies = report.load_studies(
     REAL.split(","), root=DATA_ROOT, recorded=RECORDED, device=DEVICE,
     seed=SEED, n_boot=N_BOOT, n_id=N_ID, n_ood=N_OOD, n_fit=N_FIT,
     progress=False)
-captioned(report.provenance(studies),
-          "Benchmarks, models and the source of each column's numbers", columns=4)
 
 # %% tags=["remove-cell"]
-glue("nb03_versions", pd.Series(studies["embedded"].meta["versions"], name="version").to_frame())
-# accuracy and split sizes of each pair, pasted in the prose (as text: "—" where a pair is not part of this run)
-for b, m in ((b, studies[b].meta if b in studies else None) for b in ("cifar10", "cifar10_densenet", "imagenet_lite")):
-    for key, value in (("acc", m and f"{m['id_accuracy']:.1f} %"), ("n_test", m and f"{m['sets']['id_test']['n']:,}"),
-                       ("n_fit", m and f"{m['sets']['id_train']['n']:,}")):
-        glue(f"nb03_{key}_{b}", value or "—")
-
-# %% [markdown]
-# `source` says, for each row, whether this build computed it (`live`) or read it back
-# (`recorded`); `subset` and `left out` say where a run used a seeded subset of the images
-# or left a method out because it is too slow on a CPU (ODIN needs a backward pass through the
-# whole network per image); `not applicable`, which detector cannot be fitted on that training
-# split (the next table gives the reasons). With a data root every benchmark runs in full. The
-# pretrained models (ResNet-20, DenseNet-BC-100 and the four ImageNet networks) have one set of
-# weights each, so their intervals are bootstrap intervals over images only; the small CNN is
-# trained here, and its verdicts' intervals include its training seeds ({ref}`sec-seeds`).
-
-# %%
-na = report.not_applicable(studies)
-captioned(na.style.hide(axis="index"),
-          "Detectors that could not be fitted, and why") if len(na) else None
-
-# %% tags=["hide-input"]
-for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
-    samples = b in studies and gallery.samples_or_recorded(
-        b, DATA_ROOT, RECORDED, live=studies[b].source == "live")
-    fig = (gallery.gallery_figure(samples, b) if samples else
-           plots.placeholder(f"{b}: no sample images in this run"))
-    glue(f"nb03_fig_gallery_{b}", fig)
-    plt.close(fig)
-
-# %% [markdown]
-# What the images look like: seeded samples of the ID test split and of every OOD set, per
-# benchmark (CIFAR-10's sets serve both of its models). The data: MNIST {cite}`lecun1998mnist`,
-# CIFAR-10 {cite}`krizhevsky2009cifar` and a subset of the ImageNet validation images
-# {cite}`russakovsky2015imagenet` in distribution; Fashion-MNIST {cite}`xiao2017fashion`, notMNIST
-# {cite}`bulatov2011notmnist`, KMNIST {cite}`clanuwat2018kmnist` (where the data root holds it),
-# Tiny-ImageNet {cite}`le2015tiny` without the classes that overlap CIFAR-10, and Textures
-# {cite}`cimpoi2014dtd` among the OOD sets.
-# The pretrained models: ResNet-20 {cite}`he2016resnet`, DenseNet-BC-100 {cite}`huang2017densenet`
-# and EfficientNet-Lite0, a variant of EfficientNet {cite}`tan2019efficientnet` for mobile devices.
-#
-# ```{glue:figure} nb03_fig_gallery_cifar10
-# :name: fig-gallery-cifar10
-#
-# CIFAR-10: ID test images and each OOD set, with its group.
-# ```
-#
-# ```{glue:figure} nb03_fig_gallery_mnist
-# :name: fig-gallery-mnist
-#
-# MNIST: ID test images and each OOD set.
-# ```
-#
-# ```{glue:figure} nb03_fig_gallery_imagenet_lite
-# :name: fig-gallery-imagenet
-#
-# ImageNet validation subset and its far OOD sets (shown at 64 px).
-# ```
-#
-# ```{glue:figure} nb03_fig_gallery_embedded
-# :name: fig-gallery-embedded
-#
-# The embedded benchmark, which needs no data: MNIST digits against printed letters, textures,
-# photo crops, noise and the covariate-shifted scikit-learn digits.
-# ```
+for b in ("cifar10", "cifar10_densenet"):  # the JPEG copy's accuracy, pasted in the prose ("—": not in this run)
+    glue(f"nb03_acc_{b}", f"{studies[b].meta['id_accuracy']:.1f} %" if b in studies else "—")
 
 # %% [markdown]
 # (sec-verdicts)=
@@ -159,30 +94,43 @@ for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
 
 # %%
 units = bv.units(studies)  # every study but the embedded sanity run
-answer = report.answer_table(units)
+answer = captioned(report.answer_table(units),
+                   "The answer per pair and cell: what ‖h‖₁ does to MSP (the AUROC verdict and Δ AUROC; † "
+                   "its sign changes between training seeds), GradNorm's rank among all distinct methods in "
+                   "the cell's group (1 = best), and the best method there")
 
 # %% tags=["remove-cell"]
 for key, value in {**bv.decision_facts(studies), "n_pairs": len(units)}.items():  # cells, level, resamples, seeds, margins, units
     glue(f"nb03_{key}", value)
-glue("nb03_answer_table", captioned(
-    answer, "The answer per pair and cell: what ‖h‖₁ does to MSP (the AUROC verdict and Δ AUROC; † its "
-    "sign changes between training seeds), GradNorm's rank among all distinct methods in the "
-    "cell's group (1 = best), and the best method there"))
+glue("nb03_answer_table", answer)
 
 # %% [markdown]
-# The AUROC verdicts, with the difference in points (claimed direction positive):
+# The AUROC verdicts, with the difference in points (claimed direction positive);
+# {numref}`fig-forest` draws each with its interval, and the same claims decided on FPR95 are in
+# {ref}`sec-more-verdicts`:
 
 # %% tags=["hide-input"]
 captioned(bv.verdict_grid(studies, "auroc"),
           f"AUROC verdicts per pair and cell, with Δ AUROC in points ({bv.LEGEND})", columns=4)
 
-# %% [markdown]
-# The same claims decided on FPR95 (lower is better; the difference is oriented so that positive
-# favours the claim):
-
 # %% tags=["hide-input"]
-captioned(bv.verdict_grid(studies, "fpr95"),
-          f"FPR95 verdicts per pair and cell, with Δ FPR95 in points ({bv.LEGEND})", columns=4)
+fig = bv.forest_figure(studies)
+glue("nb03_fig_forest", fig)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} nb03_fig_forest
+# :name: fig-forest
+# :alt: For each pre-registered comparison and OOD group, one marker per unit at its AUROC difference with a horizontal interval, coloured by the verdict, beside a grey equivalence band around 0.
+#
+# The same claim lands on both sides of 0 on different units: *GradNorm beats MSP* holds
+# {glue:text}`nb03_reading_gradnorm_beats_msp`, *‖h‖₁·MSP matches or beats GradNorm*
+# {glue:text}`nb03_reading_preregistered_beats_gradnorm`. Each pre-registered comparison per
+# cell: the AUROC difference with its Bonferroni-corrected interval (claimed direction to the
+# right of 0; the grey band is the equivalence margin), one marker per unit, coloured by its
+# verdict. For *some U·V member*, the member with the largest difference, with its interval
+# simultaneous over the family.
+# ```
 
 # %% tags=["remove-cell"]
 # "count": "1 of 4 units near, …" per claim; "holds": "0 of 7" per claim and cell (the abstract);
@@ -191,8 +139,6 @@ for kind, phrases in (("count", {**bv.count_phrases(studies), **bv.identity_phra
                       ("holds", bv.holds_phrases(studies)), ("reading", bv.reading_phrases(studies))):
     for key, text in phrases.items():
         glue(f"nb03_{kind}_{key}", text)
-member = bv.counts(studies).query("claim == 'some_member_beats_gradnorm'")  # the answer figure's caption
-glue("nb03_member_holds_all", f"{member.holds.sum()} of {member.units.sum()}")
 
 # %% [markdown]
 # Counted over the {glue:text}`nb03_n_pairs:d` units, the units on which each claim holds, per
@@ -205,32 +151,15 @@ glue("nb03_member_holds_all", f"{member.holds.sum()} of {member.units.sum()}")
 # {glue:text}`nb03_count_gradnorm_beats_energy`.
 
 # %% tags=["hide-input"]
+member = bv.counts(studies).query("claim == 'some_member_beats_gradnorm'")  # where a gradient-free member does
 captioned(bv.count_table(studies), "Units where each claim holds, per cell (AUROC)")
 
-# %% [markdown]
-# Every inconclusive AUROC verdict and why: *too wide* means the interval is at least twice the
-# margin, so at this sample size it could not have shown equivalence; *crosses the margin*
-# means it is narrow enough but straddles ±1 point.
-
-# %% tags=["hide-input"]
-captioned(bv.inconclusive_table(studies), "Inconclusive AUROC verdicts and their causes")
+# %% tags=["remove-cell"]
+glue("nb03_member_holds_all", f"{member.holds.sum()} of {member.units.sum()}")  # the answer figure's caption
 
 # %% [markdown]
-# A cell's mean can hide sets of both signs. For *the feature norm helps MSP*, each cell's sets
-# and how many of them share the sign of the cell's estimate:
-
-# %% tags=["hide-input"]
-captioned(bv.per_set_table(studies, "norm_helps_msp"), "‖h‖₁·MSP − MSP per cell and per set (AUROC)")
-
-# %% [markdown]
-# (sec-rule-change)=
-# ### What the new rules changed
-#
-# The verdict of the rule of 27 November 2026 (three words, seed 0, near and far groups, no
-# margin) beside the December AUROC verdicts of the same sets' cells:
-
-# %% tags=["hide-input"]
-captioned(bv.rule_change_table(studies), "November verdicts beside the December ones")
+# Why each *inconclusive* verdict is one (an interval too wide for the margin, or one straddling
+# it) is in {ref}`sec-more-verdicts`.
 
 # %% [markdown]
 # (sec-confounds)=
@@ -268,36 +197,14 @@ glue("nb03_n_confound_cells", n_cells)
 captioned(dependent, "Verdicts that depend on the classifier's mistakes")
 
 # %% [markdown]
-# The two identities, decided once per model by their tolerance, and the covariate-shift group
-# (embedded only: the same digits written and scanned differently), which the December rules do
-# not decide — shown under the November rule:
+# The two identities, decided once per model by their tolerance (the covariate-shift sets, which
+# the December rules do not decide, are in {ref}`sec-more-verdicts`):
 
 # %% tags=["hide-input"]
 captioned(bv.identity_table(studies), "The identities, per model (largest difference in V units)")
-
-# %% tags=["hide-input"]
-captioned(report.verdict_table(studies, "covariate"), "Covariate-shift sets, rule of 27 November")
-
-# %% tags=["hide-input"]
-fig = bv.forest_figure(studies)
-glue("nb03_fig_forest", fig)
-plt.close(fig)
 
 # %% tags=["remove-cell"]
 # the introduction's answer figure (two of the claims, every unit and cell), for wide and narrow screens
 for layout in ("wide", "narrow"):
     glue(f"nb03_fig_answer_{layout}", bv.answer_figure(studies, layout=layout))
 plt.close("all")
-
-# %% [markdown]
-# ```{glue:figure} nb03_fig_forest
-# :name: fig-forest
-#
-# The same claim lands on both sides of 0 on different units: *GradNorm beats MSP* holds
-# {glue:text}`nb03_reading_gradnorm_beats_msp`, *‖h‖₁·MSP matches or beats GradNorm*
-# {glue:text}`nb03_reading_preregistered_beats_gradnorm`. Each pre-registered comparison per
-# cell: the AUROC difference with its Bonferroni-corrected interval (claimed direction to the
-# right of 0; the grey band is the equivalence margin), one marker per unit, coloured by its
-# verdict. For *some U·V member*, the member with the largest difference, with its interval
-# simultaneous over the family.
-# ```

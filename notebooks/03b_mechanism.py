@@ -99,6 +99,7 @@ glue("nb03b_sel_n", len(sel))
 # On average over the {glue:text}`nb03b_sel_n` held-out OOD sets (covariate-shift sets are not
 # held out), the member chosen elsewhere differs from GradNorm by
 # {glue:text}`nb03b_sel_chosen_minus_gradnorm:+.1f` AUROC points (positive: better than GradNorm).
+# {numref}`fig-grid` shows the whole family on one unit.
 
 # %% tags=["hide-input"]
 fig = plots.grid_heatmap(studies["cifar10"]["metrics"], "auroc", ood="far")
@@ -108,8 +109,9 @@ plt.close(fig)
 # %% [markdown]
 # ```{glue:figure} nb03b_fig_grid
 # :name: fig-grid
+# :alt: Heat map of mean AUROC, one row per feature-norm term U and one column per output term V, for CIFAR-10 with ResNet-20 on the far OOD sets.
 #
-# Mean AUROC (%) over the far OOD sets of CIFAR-10 with ResNet-20, for every $U\cdot V$ member of
+# GradNorm's form is one cell of a family, and the row and column it sits in decide its rank. Mean AUROC (%) over the far OOD sets of CIFAR-10 with ResNet-20, for every $U\cdot V$ member of
 # the family, with the output-only row $U = 1$ on top for reference ($1\cdot 1$ is no
 # score and stays blank). The outlined cells are GradNorm's form and the pre-registered member.
 # ```
@@ -146,6 +148,7 @@ for key, value in {"norm_agree": effect["n_agree"], "norm_sets": effect["n_sets"
 # on {glue:text}`nb03b_norm_agree` of {glue:text}`nb03b_norm_sets` {glue:text}`nb03b_norm_sets_what`.
 # Of the {glue:text}`nb03b_n_fail` sets where it fails, $U$ separates less well than $V$ on
 # {glue:text}`nb03b_n_fail_weaker` — the product then lands between its two factors.
+# {numref}`fig-norm-mnist` and {numref}`fig-norm-cifar10` show the feature norms behind it.
 
 # %% tags=["hide-input"]
 for b in ("mnist", "cifar10"):
@@ -162,15 +165,18 @@ for b in ("mnist", "cifar10"):
 # %% [markdown]
 # ```{glue:figure} nb03b_fig_norm_mnist
 # :name: fig-norm-mnist
+# :alt: Histograms of the feature norm on MNIST test images and on each OOD set.
 #
-# Distribution of the feature norm $\lVert h\rVert_1$ on MNIST (ID, grey) and each OOD set,
+# Where an OOD set's feature norms lie left of the ID ones, multiplying by $\lVert h\rVert_1$ can
+# help; where they overlap or lie right, it cannot. Distribution of the feature norm $\lVert h\rVert_1$ on MNIST (ID, grey) and each OOD set,
 # small CNN.
 # ```
 #
 # ```{glue:figure} nb03b_fig_norm_cifar10
 # :name: fig-norm-cifar10
+# :alt: Histograms of the feature norm on CIFAR-10 test images and on each OOD set, ResNet-20.
 #
-# The same on CIFAR-10 with ResNet-20.
+# The same reading on CIFAR-10 with ResNet-20.
 # ```
 
 # %% [markdown]

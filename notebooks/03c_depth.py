@@ -94,28 +94,34 @@ for b in ("mnist", "cifar10", "cifar10_densenet"):
 # On {glue:text}`nb03c_depth_pairs`, {glue:text}`nb03c_depth_beat_best` of the
 # {glue:text}`nb03c_depth_n` layer × group comparisons put a deeper gradient's AUROC above the best
 # forward-only score with the interval clear of 0; {glue:text}`nb03c_depth_beat_gradnorm` beat the
-# last-layer closed form itself. The ImageNet model is not part of this recording: per-sample
+# last-layer closed form itself ({numref}`fig-depth-cifar10`, {numref}`fig-depth-densenet`,
+# {numref}`fig-depth-mnist`). The ImageNet model is not part of this recording: per-sample
 # gradients of every layer of EfficientNet-Lite0 take over a second per image on a CPU, so its run
 # is left to a GPU (`python tools/record_depth.py --data-root DIR --only imagenet_lite`).
 #
 # ```{glue:figure} nb03c_fig_depth_cifar10
 # :name: fig-depth-cifar10
+# :alt: AUROC with intervals of GradNorm taken at each block of ResNet-20, from the input side to the head, with horizontal lines for the whole network, the last-layer closed form and the best forward-only score.
 #
-# AUROC of GradNorm taken with respect to each block of ResNet-20 (input side on the left), with
+# Where a block's interval stays below the top line, its gradient adds nothing the best
+# forward-only score lacks; {glue:text}`nb03c_depth_beat_best` of {glue:text}`nb03c_depth_n`
+# layer × group comparisons rise above it. AUROC of GradNorm taken with respect to each block of ResNet-20 (input side on the left), with
 # 95 % intervals, on CIFAR-10; horizontal lines: the whole network, the last-layer closed form and
 # the best forward-only score.
 # ```
 #
 # ```{glue:figure} nb03c_fig_depth_cifar10_densenet
 # :name: fig-depth-densenet
+# :alt: The same AUROC by block for DenseNet-BC-100.
 #
-# The same for DenseNet-BC-100 (per dense block and transition).
+# The same reading for DenseNet-BC-100 (per dense block and transition).
 # ```
 #
 # ```{glue:figure} nb03c_fig_depth_mnist
 # :name: fig-depth-mnist
+# :alt: The same AUROC by layer for the small CNN on MNIST.
 #
-# The same for the small CNN on MNIST.
+# The same reading for the small CNN on MNIST.
 # ```
 
 # %% [markdown]

@@ -30,7 +30,9 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ood_lib.book import glue, plots, report, roc_plot
+from ood_lib.book import glue
+from ood_lib.book import gallery, plots, report, roc_plot
+from ood_lib.book import verdicts as bv
 from ood_lib.book.tables import captioned
 from ood_lib.findings.labels import method_label, model_name
 from ood_lib.findings.reference import gradnorm_imagenet_table, openood_cifar10_table
@@ -54,12 +56,132 @@ studies = report.load_studies(
     progress=False)
 
 # %% tags=["remove-cell"]
+glue("nb03d_versions", pd.Series(studies["embedded"].meta["versions"], name="version").to_frame())
 # accuracy and split sizes of each pair, pasted in the prose ("—" where a pair is not part of this run)
 for b in ("cifar10", "cifar10_densenet", "imagenet_lite"):
     m = studies[b].meta if b in studies else None
     glue(f"nb03d_acc_{b}", f"{m['id_accuracy']:.1f} %" if m else "—")
     for key, split in (("n_test", "id_test"), ("n_fit", "id_train")):
         glue(f"nb03d_{key}_{b}", f"{m['sets'][split]['n']:,}" if m else "—")
+
+# %% [markdown]
+# (sec-provenance)=
+# ## Benchmarks, models and where the numbers come from
+
+# %% tags=["hide-input"]
+captioned(report.provenance(studies), "Benchmarks, models and the source of each column's numbers", columns=4)
+
+# %% [markdown]
+# `source` says, for each row, whether this build computed it (`live`) or read it back
+# (`recorded`); `subset` and `left out` say where a run used a seeded subset of the images
+# or left a method out because it is too slow on a CPU (ODIN needs a backward pass through the
+# whole network per image); `not applicable`, which detector cannot be fitted on that training
+# split (the next table gives the reasons). With a data root every benchmark runs in full. The
+# pretrained models (ResNet-20, DenseNet-BC-100 and the four ImageNet networks) have one set of
+# weights each, so their intervals are bootstrap intervals over images only; the small CNN is
+# trained here, and its verdicts' intervals include its training seeds ({ref}`sec-seeds`).
+
+# %%
+na = report.not_applicable(studies)
+captioned(na.style.hide(axis="index"),
+          "Detectors that could not be fitted, and why") if len(na) else None
+
+# %% tags=["hide-input"]
+for b in ("embedded", "mnist", "cifar10", "imagenet_lite"):
+    samples = b in studies and gallery.samples_or_recorded(
+        b, DATA_ROOT, RECORDED, live=studies[b].source == "live")
+    fig = (gallery.gallery_figure(samples, b) if samples else
+           plots.placeholder(f"{b}: no sample images in this run"))
+    glue(f"nb03d_fig_gallery_{b}", fig)
+    plt.close(fig)
+
+# %% [markdown]
+# What the images look like ({numref}`fig-gallery-cifar10`, {numref}`fig-gallery-mnist`,
+# {numref}`fig-gallery-imagenet`, {numref}`fig-gallery-embedded`): seeded samples of the ID test
+# split and of every OOD set, per benchmark (CIFAR-10's sets serve both of its models). The data: MNIST {cite}`lecun1998mnist`,
+# CIFAR-10 {cite}`krizhevsky2009cifar` and a subset of the ImageNet validation images
+# {cite}`russakovsky2015imagenet` in distribution; Fashion-MNIST {cite}`xiao2017fashion`, notMNIST
+# {cite}`bulatov2011notmnist`, KMNIST {cite}`clanuwat2018kmnist` (where the data root holds it),
+# Tiny-ImageNet {cite}`le2015tiny` without the classes that overlap CIFAR-10, and Textures
+# {cite}`cimpoi2014dtd` among the OOD sets.
+# The pretrained models: ResNet-20 {cite}`he2016resnet`, DenseNet-BC-100 {cite}`huang2017densenet`
+# and EfficientNet-Lite0, a variant of EfficientNet {cite}`tan2019efficientnet` for mobile devices.
+#
+# ```{glue:figure} nb03d_fig_gallery_cifar10
+# :name: fig-gallery-cifar10
+# :alt: Rows of sample images: CIFAR-10 test images, then each OOD set with its group.
+#
+# Near OOD looks like the ID photographs; far-synthetic sets do not look like photographs at all.
+# CIFAR-10: ID test images and each OOD set, with its group.
+# ```
+#
+# ```{glue:figure} nb03d_fig_gallery_mnist
+# :name: fig-gallery-mnist
+# :alt: Rows of sample images: MNIST test digits, then each OOD set.
+#
+# The OOD sets share MNIST's format (grayscale, 28 px) but not its classes. MNIST: ID test images
+# and each OOD set.
+# ```
+#
+# ```{glue:figure} nb03d_fig_gallery_imagenet_lite
+# :name: fig-gallery-imagenet
+# :alt: Rows of sample images: ImageNet validation images, then each OOD set.
+#
+# NINCO's objects come from classes ImageNet lacks; the far sets are textures and synthetic
+# images. ImageNet validation subset and its far OOD sets (shown at 64 px).
+# ```
+#
+# ```{glue:figure} nb03d_fig_gallery_embedded
+# :name: fig-gallery-embedded
+# :alt: Rows of sample images: MNIST digits, then printed letters, textures, photo crops, noise and scikit-learn digits.
+#
+# Every set the book needs without data, from Python packages. The embedded benchmark, which needs no data: MNIST digits against printed letters, textures,
+# photo crops, noise and the covariate-shifted scikit-learn digits.
+# ```
+
+# %% [markdown]
+# (sec-more-verdicts)=
+# ## More verdicts
+#
+# The same claims decided on FPR95 (lower is better; the difference is oriented so that positive
+# favours the claim):
+
+# %% tags=["hide-input"]
+captioned(bv.verdict_grid(studies, "fpr95"),
+          f"FPR95 verdicts per pair and cell, with Δ FPR95 in points ({bv.LEGEND})", columns=4)
+
+# %% [markdown]
+# A cell's mean can hide sets of both signs. For *the feature norm helps MSP*, each cell's sets
+# and how many of them share the sign of the cell's estimate:
+
+# %% tags=["hide-input"]
+captioned(bv.per_set_table(studies, "norm_helps_msp"), "‖h‖₁·MSP − MSP per cell and per set (AUROC)")
+
+# %% [markdown]
+# Every inconclusive AUROC verdict and why: *too wide* means the interval is at least twice the
+# margin, so at this sample size it could not have shown equivalence; *crosses the margin*
+# means it is narrow enough but straddles ±1 point.
+
+# %% tags=["hide-input"]
+captioned(bv.inconclusive_table(studies), "Inconclusive AUROC verdicts and their causes")
+
+# %% [markdown]
+# The covariate-shift group (embedded only: the same digits written and scanned differently),
+# which the December rules do not decide, under the rule of 27 November:
+
+# %% tags=["hide-input"]
+captioned(report.verdict_table(studies, "covariate"), "Covariate-shift sets, rule of 27 November")
+
+# %% [markdown]
+# (sec-rule-change)=
+# ### What the new rules changed
+#
+# The verdict of the rule of 27 November 2026 (three words, seed 0, near and far groups, no
+# margin) beside the December AUROC verdicts of the same sets' cells (a long table, folded: the
+# button below opens it):
+
+# %% tags=["remove-input", "hide-output"]
+captioned(bv.rule_change_table(studies), "November verdicts beside the December ones")
 
 # %% [markdown]
 # ## Every headline method, per group
@@ -69,7 +191,8 @@ for b in ("cifar10", "cifar10_densenet", "imagenet_lite"):
 # $\lVert h\rVert_1\lVert p-u\rVert_1$, $\lVert h\rVert_1\cdot\max p$ the member chosen
 # before any result, $\lVert h\rVert_1$ and $\lVert p-u\rVert_1$ GradNorm's two factors alone.
 # A dash: the method was left out of that run, or could not be fitted there (the provenance
-# table says which, and why).
+# table says which, and why). The ROC curves behind two of the columns are drawn in
+# {numref}`fig-roc-cifar10` and {numref}`fig-roc-mnist`.
 
 # %%
 methods = list(HEADLINE)
@@ -88,15 +211,17 @@ for b in ("cifar10", "mnist"):
 # %% [markdown]
 # ```{glue:figure} nb03d_fig_roc_cifar10
 # :name: fig-roc-cifar10
+# :alt: ROC curves of the headline methods on CIFAR-10 with ResNet-20, one panel per OOD group.
 #
-# ROC curves of the headline methods on CIFAR-10 with ResNet-20, each OOD set of a group weighted
+# A curve higher at the dotted line accepts fewer OOD images at 95 % TPR. ROC curves of the headline methods on CIFAR-10 with ResNet-20, each OOD set of a group weighted
 # equally; ID images are the positives. The dotted line marks 95 % TPR, where FPR95 is read.
 # ```
 #
 # ```{glue:figure} nb03d_fig_roc_mnist
 # :name: fig-roc-mnist
+# :alt: ROC curves of the headline methods on MNIST with the small CNN, one panel per OOD group.
 #
-# The same on MNIST with the small CNN.
+# The same reading on MNIST with the small CNN.
 # ```
 #
 # Near OOD sets:

@@ -99,8 +99,8 @@ display(tables.captioned(result.performance("auroc", per_set=False), "AUROC (%) 
 # %% [markdown]
 # ## The verdicts
 #
-# Each claim's AUROC difference with its simultaneous interval; inside the shaded band the two
-# scores are equivalent.
+# Each claim's AUROC difference with its simultaneous interval ({numref}`fig-own-verdicts`); inside
+# the shaded band the two scores are equivalent.
 
 # %% tags=["remove-cell"]
 glue("nb05_fig_verdicts", result.figures()["verdicts"])
@@ -109,8 +109,10 @@ plt.close("all")
 # %% [markdown]
 # ```{glue:figure} nb05_fig_verdicts
 # :name: fig-own-verdicts
+# :alt: Horizontal intervals of AUROC differences per claim and OOD group, with a shaded equivalence band around 0.
 #
-# GradNorm against MSP and Energy, and the gradient-free ‖h‖₁·MSP and best U·V member against
+# An interval right of the band supports the claim, left of it refutes it, inside it the two are
+# equivalent. GradNorm against MSP and Energy, and the gradient-free ‖h‖₁·MSP and best U·V member against
 # GradNorm: AUROC differences (points) with their intervals, per decided cell.
 # ```
 

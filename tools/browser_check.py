@@ -10,7 +10,10 @@ A problem is reported when
 * JavaScript throws or logs an error, or a resource (script, style, font, image) fails to load or
   asks for the network,
 * an element of the article is wider than the content column, or scrolls sideways in it,
-* an image does not load, or a local link points to a missing file or anchor.
+* an image does not load, a figure's image has no description (no alt text, or its file name), or a
+  local link points to a missing file or anchor,
+* a page is longer than :data:`MAX_SCREENS` windows (the parts in :data:`LONG_PARTS`: their own
+  limit), or a numbered figure or table is cited by no link of the book (``{numref}``/``{ref}``).
 
 A screenshot of each page's first screen is saved when a folder is given. The browser is driven
 through the Chrome DevTools Protocol over a pipe (``--remote-debugging-pipe``): no driver binary,
@@ -37,6 +40,11 @@ from urllib.parse import unquote, urlsplit
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 BROWSER_ENV = "OOD_CHROMIUM"  # a browser binary to use instead of the first of BROWSERS on PATH
 SKIP_DIRS = ("_static", "_sources", "_images", "_downloads")
+# A chapter a reader finishes: at most this many windows (900 px high) long at the check's 1,280 px
+# width (about 12 at 1,400 px, where the column is wider); reference parts may be longer (their
+# tables are looked up, not read through).
+MAX_SCREENS = 13
+LONG_PARTS = {"Appendix": 32}
 INSPECT_JS = Path(__file__).with_name("browser_inspect.js").read_text()  # run in each loaded page
 
 
@@ -189,6 +197,31 @@ def _event_problems(page: str, events: list[dict]) -> list[Problem]:
     return out
 
 
+def _length_problems(found: dict[str, dict]) -> list[Problem]:
+    out = []
+    for page, info in found.items():
+        limit = LONG_PARTS.get(info.get("part", ""), MAX_SCREENS)
+        if info.get("screens", 0) > limit:
+            out.append(Problem(page, "too-long", f"{info['screens']:.1f} windows long (at most {limit} in "
+                                                 f"{info.get('part') or 'this part'})"))
+    return out
+
+
+def _citation_problems(html: Path, found: dict[str, dict]) -> list[Problem]:
+    """Numbered figures and tables no link of the book points to."""
+    cited = set()
+    for info in found.values():
+        for href in info.get("cites", []):
+            url = urlsplit(href)
+            try:
+                rel = Path(unquote(url.path)).resolve().relative_to(html.resolve()).as_posix()
+            except ValueError:
+                continue
+            cited.add((rel, unquote(url.fragment)))
+    return [Problem(page, "not-cited", f"{number or 'figure'} (#{fid}) is cited nowhere in the book")
+            for page, info in found.items() for fid, number in info.get("figures", []) if (page, fid) not in cited]
+
+
 def _link_problems(html: Path, found: dict[str, dict]) -> list[Problem]:
     ids = {page: set(info["ids"]) for page, info in found.items()}
     out = []
@@ -233,6 +266,8 @@ def check_book(html: Path, screenshots: Path | None = None, width: int = 1280, h
             b.send("Page.navigate", {"url": path.as_uri()}, page=True)
             b.wait_for("Page.loadEventFired")
             info = b.evaluate(INSPECT_JS)
+            if urlsplit(info.get("url", path.as_uri())).path != urlsplit(path.as_uri()).path:
+                info["figures"] = []  # a redirect (index.html): the page it shows is checked as itself
             b.send("Runtime.evaluate", {"expression": "window.scrollTo(0, 0)"}, page=True)
             problems += _event_problems(page, b.events)
             problems += [Problem(page, kind, detail) for kind, detail in info["problems"]]
@@ -243,7 +278,7 @@ def check_book(html: Path, screenshots: Path | None = None, width: int = 1280, h
                     base64.b64decode(shot))
     finally:
         b.close()
-    return problems + _link_problems(html, found)
+    return problems + _link_problems(html, found) + _length_problems(found) + _citation_problems(html, found)
 
 
 def summary(problems: list[Problem], per_kind: int = 3) -> str:

@@ -1,6 +1,8 @@
 // Run in each page by tools/browser_check.py once the page has loaded: waits for MathJax, the
 // fonts and every image, then reports what a reader would see go wrong. Returns
-// {problems: [[kind, detail]], links: [absolute file: URLs], ids: [element ids]}.
+// {problems: [[kind, detail]], links: [absolute file: URLs], ids: [element ids], screens: the page's
+// height in windows, part: its part of the book (the sidebar's caption), figures: [[id, number]]
+// of its numbered figures and tables, cites: the links but a caption's own permalink, url}.
 (async () => {
   const problems = [];
   const describe = (el) => {
@@ -31,6 +33,9 @@
   ]);
   for (const img of images) {
     if (!(img.complete && img.naturalWidth > 0)) problems.push(["image", `does not load: ${img.getAttribute("src")}`]);
+    // a figure's image says what it shows to a reader who cannot see it (not its file name)
+    const alt = (img.getAttribute("alt") || "").trim();
+    if (img.closest("figure") && (!alt || /\.(png|svg|jpe?g|gif)$/i.test(alt))) problems.push(["alt", `no description: ${img.getAttribute("src")}`]);
   }
 
   // 2. raw TeX in the rendered text (code and MathJax's own output excluded)
@@ -76,5 +81,16 @@
     .filter((href) => href.startsWith("file:"));
   const ids = Array.from(document.querySelectorAll("[id]")).map((el) => el.id)
     .concat(Array.from(document.querySelectorAll("a[name]")).map((a) => a.name));
-  return { problems, links, ids };
+  // 5. how long the page is, which part of the book it is in, and what it numbers (checked by the caller)
+  const screens = document.documentElement.scrollHeight / window.innerHeight;
+  const current = document.querySelector("nav.bd-docs-nav li.toctree-l1.current");
+  const caption = current && current.closest("ul") && current.closest("ul").previousElementSibling;
+  const part = caption ? caption.textContent.trim() : "";
+  const figures = Array.from(column.querySelectorAll("figure[id], table[id]"))
+    .filter((el) => el.querySelector(":scope > figcaption .caption-number, :scope > caption .caption-number"))
+    .map((el) => [el.id, (el.querySelector(".caption-number").textContent || "").trim()]);
+  const cites = Array.from(document.querySelectorAll("a[href]:not(.headerlink)"))
+    .map((a) => a.href)
+    .filter((href) => href.startsWith("file:"));
+  return { problems, links, ids, screens, part, figures, cites, url: location.href };
 })()
