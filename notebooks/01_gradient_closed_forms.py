@@ -22,16 +22,12 @@
 # penultimate features times a function of the softmax output. **Answer on this page's model**
 # ({glue:text}`nb01_model`, {glue:text}`nb01_n_images` ID test images): every one of the {glue:text}`nb01_n_scores` last-layer scores agrees with
 # its closed form to {glue:text}`nb01_worst_v:.1e` (in units of $V$), for both the batched and the
-# one-image-at-a-time autograd paths. The same outer product makes the gradient norm of *every*
-# linear layer a product $\lVert\delta\rVert\,\lVert a\rVert$ (here {glue:text}`nb01_linear_layers`,
-# to {glue:text}`nb01_linear_worst:.1e`), although below the head $\delta$ depends on more than
-# $p$; the last convolution before global average pooling keeps a *sum* of per-channel products
-# (here {glue:text}`nb01_gap_conv`, which {glue:text}`nb01_gap_is` followed by global average
-# pooling). It stops at the other convolutions, which share their weights
-# across positions: their per-sample gradients are far from one outer product (median rank-one
-# residual {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`), so their
-# norms have to be computed. What such a norm adds to OOD detection is measured in
-# {ref}`sec-depth`.
+# one-image-at-a-time autograd paths. Every linear layer's gradient norm is a product too (here
+# {glue:text}`nb01_linear_layers`, to {glue:text}`nb01_linear_worst:.1e`), the last convolution
+# before global average pooling a sum of per-channel products; the other convolutions' per-sample
+# gradients are far from one outer product (median rank-one residual
+# {glue:text}`nb01_rank_open_lo:.2f` to {glue:text}`nb01_rank_open_hi:.2f`), so their norms have to
+# be computed — what they add is measured in {ref}`sec-depth`.
 
 # %% tags=["remove-cell"]
 import textwrap
@@ -464,12 +460,18 @@ for key, value in {"t": ODIN_TEMPERATURE, "eps": ODIN_EPSILON, "ratio_med": rise
 # {glue:text}`nb01_odin_ratio_lo:.2f` to {glue:text}`nb01_odin_ratio_hi:.2f`). ODIN's direction is
 # not, in general, the input gradient of GradNorm's loss at $T = 1$, but on these images it is
 # close: their cosine similarity (in pixel units) has median {glue:text}`nb01_odin_cos_med:.3f` and
-# minimum {glue:text}`nb01_odin_cos_min:.2f`. For a large $T$,
+# minimum {glue:text}`nb01_odin_cos_min:.2f`.
+#
+# :::{dropdown} Why the two directions are close
+# For a large $T$,
 # $\log S_T = (\max_k f_k - \operatorname{mean}_k f_k)/T - \log C + O(T^{-2})$, and for a confident
 # prediction ($p$ near a one-hot vector) $\nabla_x \mathrm{KL}(u \Vert p) \approx
 # \nabla_x(\max_k f_k - \operatorname{mean}_k f_k)$; the two differ where the prediction is
-# uncertain. How much of ODIN's gain over the unperturbed $S_T$ on OOD data this first-order term
-# explains is measured in {ref}`sec-odin-first-order`.
+# uncertain.
+# :::
+#
+# How much of ODIN's gain over the unperturbed $S_T$ on OOD data this first-order term explains is
+# measured in {ref}`sec-odin-first-order`.
 
 # %% [markdown]
 # ## Newer gradient detectors reduce the same way

@@ -22,9 +22,10 @@
 # be predicted before a model is scored, and is any gradient-free $U\cdot V$ member as good as
 # GradNorm?
 #
-# **Answer.** The feature norm helps an output score where it separates ID from OOD on its own:
-# a rule fixed in advance predicted the sign on {glue:text}`nb03b_oos_hits:d` of
-# {glue:text}`nb03b_oos_n:d` (model, OOD set) pairs it had not seen ({ref}`sec-imagenet`).
+# **Answer.** A rule fixed in advance — the feature norm helps an output score where it separates
+# ID from OOD on its own — predicted the sign on {glue:text}`nb03b_oos_hits:d` of
+# {glue:text}`nb03b_oos_n:d` (model, OOD set) pairs it had not seen, against
+# {glue:text}`nb03b_oos_base` for the best constant guess ({ref}`sec-imagenet`).
 #
 # **Parameters** (the folded cell below): `DATA_ROOT` (or `$OOD_DATA_ROOT`) computes every
 # benchmark in `REAL` live instead of reading the results recorded in `RECORDED`; `N_ID`,

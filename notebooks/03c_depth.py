@@ -21,7 +21,7 @@
 # gradients of deeper layers and of the input have to be computed. Do they carry OOD information
 # that no forward-only score has?
 #
-# **Answer.** Rarely: a deeper layer's gradient beats the best forward-only score in
+# **Answer.** A deeper layer's gradient beats the best forward-only score in
 # {glue:text}`nb03c_depth_beat_best:d` of {glue:text}`nb03c_depth_n:d` layer × group
 # comparisons ({ref}`sec-depth`).
 #

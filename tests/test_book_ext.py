@@ -64,3 +64,52 @@ def test_a_chapter_offers_its_executed_notebook(tmp_path):
     ctx = {}
     ood_book.offer_executed_notebook(app, "book/intro", "page.html", ctx, None)
     assert ctx == {}
+
+
+def _clone(tmp_path, dirty: bool) -> Path:
+    import subprocess
+
+    repo = tmp_path / "book"
+    repo.mkdir(parents=True)
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (repo / "page.md").write_text("# a page\n")
+    run("add", "page.md")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    if dirty:
+        (repo / "page.md").write_text("# a changed page\n")
+    return repo
+
+
+def test_a_build_of_uncommitted_changes_says_so_and_refuses_to_be_published(tmp_path, monkeypatch):
+    import pytest
+    from sphinx.errors import ExtensionError
+
+    monkeypatch.delenv(ood_book.PUBLISH_ENV, raising=False)
+    for dirty in (False, True):
+        app = SimpleNamespace(srcdir=str(_clone(tmp_path / str(dirty), dirty)))
+        config = SimpleNamespace(html_theme_options={"extra_footer": "<p>licence</p>"})
+        ood_book.flag_uncommitted(app, config)
+        options = config.html_theme_options
+        assert ("announcement" in options) == dirty and "uncommitted" in options.get("announcement", "uncommitted")
+        assert options["extra_footer"].startswith("<p>licence</p><p>Built from commit <code>")
+    monkeypatch.setenv(ood_book.PUBLISH_ENV, "1")
+    ood_book.flag_uncommitted(SimpleNamespace(srcdir=str(tmp_path / "False" / "book")),
+                              SimpleNamespace(html_theme_options={}))  # clean: published
+    with pytest.raises(ExtensionError, match="uncommitted changes"):
+        ood_book.flag_uncommitted(SimpleNamespace(srcdir=str(tmp_path / "True" / "book")),
+                                  SimpleNamespace(html_theme_options={}))
+
+
+def test_the_repository_buttons_and_binder_only_with_an_address(monkeypatch):
+    monkeypatch.delenv(ood_book.REPOSITORY_ENV, raising=False)
+    config = SimpleNamespace(html_theme_options={})
+    ood_book.point_at_repository(SimpleNamespace(), config)
+    assert config.html_theme_options == {}  # a local build: nothing points anywhere
+    monkeypatch.setenv(ood_book.REPOSITORY_ENV, "https://github.com/someone/ood-gradients/")
+    monkeypatch.setenv(ood_book.BRANCH_ENV, "trunk")
+    ood_book.point_at_repository(SimpleNamespace(), config)
+    o = config.html_theme_options
+    assert o["repository_url"] == "https://github.com/someone/ood-gradients" and o["repository_branch"] == "trunk"
+    assert o["use_repository_button"] and o["launch_buttons"]["binderhub_url"] == ood_book.BINDER
+    assert 'href="https://github.com/someone/ood-gradients"' in o["extra_footer"]

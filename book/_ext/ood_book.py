@@ -18,13 +18,24 @@
   (``{glue:figure} wide_key narrow_key``) give one figure two drawings, the first shown on wide
   screens, the second on narrow ones (classes ``ood-wide-only`` / ``ood-narrow-only``, in
   ``_static/ood-book.css``).
+* **No unmarked build of uncommitted code.** A book built from a working tree whose tracked files
+  (outside ``results/``) differ from its commit says so at the top of every page; with
+  ``OOD_PUBLISH=1`` (the publishing workflow) such a build stops instead. The footer names the
+  commit the book was built from.
+* **Where it lives.** With ``OOD_REPOSITORY_URL`` (and ``OOD_REPOSITORY_BRANCH``, default ``main``)
+  set, as the publishing workflow sets them, the header gets the repository and issue buttons, every
+  chapter a Binder launch button (the chapters are jupytext ``.py`` notebooks, which Binder's
+  JupyterLab opens with jupytext from the lock; Colab opens only ``.ipynb`` files from a repository,
+  so it gets none), and the footer a link to the repository. A local build has no address to point to.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import subprocess
 from binascii import a2b_base64
 from collections import Counter
 from pathlib import Path
@@ -38,6 +49,7 @@ from docutils.parsers.rst import directives as spec
 from myst_nb.ext.glue.directives import PasteFigureDirective
 from myst_nb.ext.glue.utils import PendingGlueReferenceError, create_pending_glue_ref, glue_warning
 from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
 EXECUTED = "jupyter_execute"  # MyST-NB's folder of executed notebooks, beside the HTML folder
@@ -198,7 +210,57 @@ class AltOfPastedFigures(SphinxPostTransform):
                     image["alt"] = figure["ood_alt"]
 
 
+PUBLISH_ENV = "OOD_PUBLISH"
+
+
+def _working_tree(folder: str) -> tuple[str, bool] | None:
+    """(commit, whether tracked files outside results/ differ from it) of the clone holding ``folder``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/results"],
+                                cwd=folder, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode or status.returncode:
+        return None
+    return head.stdout.strip(), bool(status.stdout.strip())
+
+
+def flag_uncommitted(app: Sphinx, config: Any) -> None:
+    state = _working_tree(app.srcdir)
+    options = dict(config.html_theme_options or {})
+    if state is not None:
+        commit, dirty = state
+        if dirty and os.environ.get(PUBLISH_ENV):
+            raise ExtensionError(f"refusing to build a book to publish from a working tree with uncommitted changes "
+                                 f"(on {commit}): commit them first (or unset {PUBLISH_ENV})")
+        if dirty:
+            options["announcement"] = (f"Built from commit {commit} with uncommitted changes: its numbers belong to "
+                                       "no published version of this book.")
+        options["extra_footer"] = options.get("extra_footer", "") + (
+            f"<p>Built from commit <code>{commit}</code>{' with uncommitted changes' if dirty else ''}.</p>")
+    config.html_theme_options = options
+
+
+REPOSITORY_ENV, BRANCH_ENV = "OOD_REPOSITORY_URL", "OOD_REPOSITORY_BRANCH"
+BINDER = "https://mybinder.org"
+
+
+def point_at_repository(app: Sphinx, config: Any) -> None:
+    url = os.environ.get(REPOSITORY_ENV, "").strip().rstrip("/")
+    if not url:
+        return
+    options = dict(config.html_theme_options or {})
+    options.update(repository_url=url, repository_branch=os.environ.get(BRANCH_ENV) or "main", path_to_docs="",
+                   use_repository_button=True, use_issues_button=True,
+                   launch_buttons={"binderhub_url": BINDER, "notebook_interface": "jupyterlab"})
+    options["extra_footer"] = options.get("extra_footer", "") + f'<p>Source, issues and history: <a href="{url}">{url}</a>.</p>'
+    config.html_theme_options = options
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", flag_uncommitted)
+    app.connect("config-inited", point_at_repository)
     app.add_directive_to_domain("glue", "figure", PasteFigureFromDoc, override=True)  # MyST-NB's glue domain
     app.add_post_transform(WritePastedImages)
     app.add_post_transform(AltOfPastedFigures)
