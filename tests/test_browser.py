@@ -123,3 +123,11 @@ def test_the_built_book_reads_well_offline(chromium, built_book):
     problems = browser_check.check_book(built_book, screenshots=shots, browser=chromium)
     assert len(list(shots.glob("*.png"))) >= len(browser_check.pages(built_book))
     assert not problems, f"{len(problems)} problems a reader would see:\n" + browser_check.summary(problems)
+
+
+def test_a_redirect_stub_is_followed_not_loaded(chromium, site):
+    site("target.html", "<p>the page</p>", "")
+    (site.root / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=target.html" />')
+    assert browser_check.check_book(site.root, browser=chromium) == []
+    (site.root / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=gone.html" />')
+    assert [(p.page, p.kind) for p in browser_check.check_book(site.root, browser=chromium)] == [("index.html", "link")]

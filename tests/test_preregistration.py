@@ -46,3 +46,13 @@ def test_no_page_but_the_rules_types_a_verdict():
         text = re.sub(r"\{glue:[a-z]*\}`[^`]*`", "", page.read_text())  # pasted (computed) text is fine
         found = VERDICT_WORDS.findall(text)
         assert not found, f"{page.name} types verdict words {found}"
+
+
+def test_every_claim_heading_of_the_discussion_carries_a_computed_finding():
+    """The bold numbered claim headings ("**4. … — mostly not: 3 of 21 unit × cells.**") paste their
+    finding: a heading that only restated the hypothesis would read as if it were the result."""
+    text = (REPO / "book" / "discussion.md").read_text()
+    headings = re.findall(r"^\*\*(\d+)\. (.*?)\*\*", text, re.M | re.S)
+    assert [int(n) for n, _ in headings] == list(range(1, len(headings) + 1)) and len(headings) >= 6
+    for n, heading in headings:
+        assert "{glue:text}`" in heading, f"claim heading {n} pastes no computed finding: {heading[:80]!r}"

@@ -27,6 +27,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -172,6 +173,14 @@ def pages(html: Path) -> list[Path]:
                   if not any(part in SKIP_DIRS for part in p.relative_to(html).parts))
 
 
+def _redirect(path: Path) -> str | None:
+    """The page a redirect stub (``<meta http-equiv="refresh" content="0; url=…">``) sends the reader
+    to, or None for a page of its own. A stub is not loaded: it navigates away while it is inspected."""
+    head = path.read_text(errors="replace")[:2000]
+    m = re.search(r"<meta\s+http-equiv=[\"']refresh[\"']\s+content=[\"']\s*\d+\s*;\s*url=([^\"']+)[\"']", head, re.I)
+    return unquote(m.group(1).strip()) if m else None
+
+
 def _event_problems(page: str, events: list[dict]) -> list[Problem]:
     out = []
     urls = {e["params"]["requestId"]: e["params"]["request"]["url"]
@@ -262,12 +271,15 @@ def check_book(html: Path, screenshots: Path | None = None, width: int = 1280, h
     try:
         for path in pages(html):
             page = path.relative_to(html).as_posix()
+            target = _redirect(path)
+            if target is not None:  # a stub that sends the reader on (index.html): its target must exist
+                if not (path.parent / target).is_file():
+                    problems.append(Problem(page, "link", f"redirects to a missing page {target}"))
+                continue
             b.events.clear()
             b.send("Page.navigate", {"url": path.as_uri()}, page=True)
             b.wait_for("Page.loadEventFired")
             info = b.evaluate(INSPECT_JS)
-            if urlsplit(info.get("url", path.as_uri())).path != urlsplit(path.as_uri()).path:
-                info["figures"] = []  # a redirect (index.html): the page it shows is checked as itself
             b.send("Runtime.evaluate", {"expression": "window.scrollTo(0, 0)"}, page=True)
             problems += _event_problems(page, b.events)
             problems += [Problem(page, kind, detail) for kind, detail in info["problems"]]
