@@ -132,7 +132,7 @@ glue("nb01_n_images", len(x))
 # Before any library function, the claim on a few images with nothing but autograd. GradNorm's
 # loss is $\mathrm{KL}(u \Vert p) = -\log C - \frac1C \sum_k \log p_k$; we differentiate it
 # with respect to the head's weight $W$, take the entry-wise $\ell_1$ norm, and put it beside
-# the closed form $\lVert h\rVert_1 \lVert p - u\rVert_1 / T$ written out.
+# the closed form $\lVert h\rVert_1 \lVert p - u\rVert_1 / T$ written out:
 
 # %%
 W = m64.head.weight
@@ -181,7 +181,8 @@ glue("nb01_by_hand_rel", float(by_hand["relative difference"].max()))
 # $\varepsilon / (1 - \max_k p_k)$ relative to the result, which the closed form (computed from
 # the small probabilities directly) does not. The *spread* tests the factorisation without any
 # closed form at all: for each one-hot target it divides the gradient norm by
-# $\lVert p - e_y \rVert$; if the norm factorises, that ratio is the same for every $y$.
+# $\lVert p - e_y \rVert$; if the norm factorises, that ratio is the same for every $y$. The largest
+# differences over the images:
 
 # %%
 table = verify(model, x, temperature=TEMPERATURE, deeper=[])

@@ -69,7 +69,8 @@ N_OOD = None
 # $1 - \text{Gini} = \lVert p\rVert_2^2$; the max logit and $\operatorname{logsumexp}$ change with a
 # shift of the logits, so their grid forms subtract the mean logit. The bias rows of the closed forms
 # ($\lVert h\rVert_1 + 1$, …) differ from their bias-free rows only by a 1, which matters only where
-# the norm itself is near 1: near-duplicates, so the grid leaves them out too.
+# the norm itself is near 1: near-duplicates, so the grid leaves them out too. The terms, and why
+# some are not grid terms:
 
 # %% tags=["hide-input"]
 terms = pd.DataFrame(
@@ -160,7 +161,7 @@ glue("nb02_id_accuracy", prep.id_accuracy)
 # The AUROC of $U$ alone, $V$ alone and GradNorm, their product; the same for MSP, which is
 # $V = \max_k p_k$ alone, and $\lVert h\rVert_1 \max_k p_k$. The product *wins* on an OOD set
 # where it beats both of its factors. Only the near and far OOD sets count, and only they enter
-# the mean; a covariate-shift set holds the ID classes under a shift, so it is shown apart.
+# the mean; a covariate-shift set holds the ID classes under a shift, so it is shown apart:
 
 # %%
 groups = {k: prep.splits[k].group for k in prep.ood_keys}
@@ -245,7 +246,7 @@ glue("nb02_joint_one_top", 100 * share_one_top)
 # ## How much of GradNorm each factor carries
 #
 # On a log scale GradNorm is a sum, $\log S = \log U + \log V - \log T$, so its variance over the
-# pooled ID and OOD images splits into a part from each factor and a covariance term.
+# pooled ID and OOD images splits into a part from each factor and a covariance term:
 
 # %%
 u = np.concatenate([per["l1*one"] for per in s.values()])
@@ -271,7 +272,7 @@ tables.book_table(share.to_frame().style.format("{:.0f}"),
 # ## Autograd and closed form rank the same way
 #
 # If the identity holds, the two computations order the images identically and every metric is
-# the same. Both are computed here in float64 from the same features.
+# the same. Both are computed here in float64 from the same features:
 
 # %%
 a = np.concatenate([per["gradnorm_autograd"] for per in s.values()])
@@ -315,7 +316,7 @@ for key, value in {"spearman_text": near_one["spearman"], "kendall_text": near_o
 # score. For comparison, the Gini term alone in
 # both readings: as ExGrad reads it (raw $\sum_k p_k(1-p_k)$, larger = in-distribution) and
 # oriented the other way, as the grid's $1 - \text{Gini} = \lVert p\rVert_2^2$ (a constant shift
-# of $-\text{Gini}$, so the same ranking).
+# of $-\text{Gini}$, so the same ranking):
 
 # %%
 ex = auc[["exgrad", "exgrad_flipped", "l1*one", "gini_as_exgrad",

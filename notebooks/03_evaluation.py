@@ -148,7 +148,7 @@ for kind, phrases in (("count", {**bv.count_phrases(studies), **bv.identity_phra
 # matches or beats GradNorm* — {glue:text}`nb03_count_some_member_beats_gradnorm`; *U alone and V
 # alone are each weaker than GradNorm* — {glue:text}`nb03_count_u_and_v_weaker`; *GradNorm beats
 # MSP* — {glue:text}`nb03_count_gradnorm_beats_msp`; *GradNorm beats Energy* —
-# {glue:text}`nb03_count_gradnorm_beats_energy`.
+# {glue:text}`nb03_count_gradnorm_beats_energy`. As a table:
 
 # %% tags=["hide-input"]
 member = bv.counts(studies).query("claim == 'some_member_beats_gradnorm'")  # where a gradient-free member does

@@ -76,7 +76,7 @@ captioned(report.rank_table(studies),
 # %% [markdown]
 # A "best member" picked on the sets it is then reported on is optimistic. Here it is picked
 # without peeking: for each OOD set, the member with the highest mean AUROC on the *other* sets of
-# the benchmark, then scored on the held-out set.
+# the benchmark, then scored on the held-out set:
 
 # %% tags=["hide-input"]
 sel = pd.concat([s["selection"].assign(pair=short_pair(b))
@@ -255,7 +255,7 @@ glue("nb03b_vit_cv_id", f"{norms['imagenet_vit'].set_index('set').cv['id_test']:
 # %% [markdown]
 # EfficientNet-Lite clips its features with ReLU6 at 6 — a built-in ReAct. How much of
 # $\lVert h\rVert_1$ the clip removes, measured on 128 images per set (recorded): from
-# {glue:text}`nb03b_relu6_cut` of it.
+# {glue:text}`nb03b_relu6_cut` of it:
 
 # %%
 clip = load_tables(RECORDED, list(report.imagenet_units(studies)), "clipping.csv")

@@ -213,7 +213,7 @@ glue("nb03c_newer_n", len(kinds))
 # gradients of inner feature maps, and only its last-layer part has a closed form. What the inner
 # layers add, on {glue:text}`nb03c_gaia_pairs` (recorded on the same seeded subsets as the depth
 # runs, `tools/record_depth.py`): GAIA-A with every layer against its last-layer part alone, and
-# against the best forward-only score, paired 95 % intervals.
+# against the best forward-only score, paired 95 % intervals:
 
 # %% tags=["hide-input"]
 gaia_t = load_tables(RECORDED, studies, "gaia.csv")

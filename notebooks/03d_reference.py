@@ -67,6 +67,8 @@ for b in ("cifar10", "cifar10_densenet", "imagenet_lite"):
 # %% [markdown]
 # (sec-provenance)=
 # ## Benchmarks, models and where the numbers come from
+#
+# Each benchmark × model, and where its numbers come from:
 
 # %% tags=["hide-input"]
 captioned(report.provenance(studies), "Benchmarks, models and the source of each column's numbers", columns=4)
@@ -160,7 +162,7 @@ captioned(bv.per_set_table(studies, "norm_helps_msp"), "‖h‖₁·MSP − MSP 
 # %% [markdown]
 # Every inconclusive AUROC verdict and why: *too wide* means the interval is at least twice the
 # margin, so at this sample size it could not have shown equivalence; *crosses the margin*
-# means it is narrow enough but straddles ±1 point.
+# means it is narrow enough but straddles ±1 point:
 
 # %% tags=["hide-input"]
 captioned(bv.inconclusive_table(studies), "Inconclusive AUROC verdicts and their causes")
@@ -232,7 +234,7 @@ captioned(report.auroc_table(studies, methods, "near"),
 
 # %% [markdown]
 # The covariate-shift group — the same ten digits, written and scanned differently — is not OOD in
-# the semantic sense; a detector that rejects it is flagging a distribution shift of the ID classes.
+# the semantic sense; a detector that rejects it is flagging a distribution shift of the ID classes:
 
 # %% tags=["hide-input"]
 captioned(report.auroc_table(studies, methods, "covariate"),

@@ -184,7 +184,7 @@ tables.book_table(cpu_table.style.format(tables.ratio_text),
 # $\|\nabla_\theta \ell\|_1$ and $\|\nabla_\theta \ell\|_2^2$ of every parameter tensor
 # $\theta$: the batch-1 loop (`loss.backward()` per image), plain `torch.func`
 # (`vmap(grad(·))`), and one batched forward + backward per chunk of 64 images with each layer's
-# per-sample gradient rebuilt from its input and back-propagated signal (hooks).
+# per-sample gradient rebuilt from its input and back-propagated signal (hooks):
 
 # %%
 # medians ÷ forward + backward, and the batch-1 loop's slowdown
@@ -324,7 +324,8 @@ glue("nb04_gpu_cft_reading", "so for a small network on a GPU the closed forms a
 # {glue:text}`nb04_gpu_hooks_one:.1f` ms for a single image, {glue:text}`nb04_gpu_one_of_chunk:.0f` %
 # of a chunk's time. Their time thus goes with the number of chunks, not of images: the
 # per-layer rebuild is many small operations, each with a fixed cost that the cheap batched
-# backward of a GPU does not hide.
+# backward of a GPU does not hide. Per model, each way of scoring against the forward pass, then
+# the end-to-end runs:
 
 # %% tags=["hide-input"]
 settings = [cost.assign(setting=f"{here}, " + ("recorded" if COST_CSV else "measured here"))]
@@ -381,7 +382,7 @@ plt.close(fig)
 # as one row of `(c[:, None] * U[u]) * V[v]` (the constant $c$ carries a flipped reading's sign)
 # and checks the whole result once. Its rows equal the per-member scores bit for bit in float64.
 # The count of operator calls of one scoring call, from `torch.profiler`, is the CPU-measurable
-# stand-in for the number of kernel launches.
+# stand-in for the number of kernel launches:
 
 # %%
 with torch.inference_mode():

@@ -75,7 +75,8 @@ REPORT = ""
 # ## The study, in one call
 #
 # `inputs` turns the parameters into a model and data; `ood_lib.study` takes any `nn.Module`
-# whose output is one `nn.Linear`'s, and datasets, loaders, tensors or folders.
+# whose output is one `nn.Linear`'s, and datasets, loaders, tensors or folders. Its answer, per
+# decided cell:
 
 # %%
 model, id_set, ood_sets, fit_set = inputs(MODEL, CHECKPOINT, ID_DIR, OOD_DIRS, FIT_DIR, seed=SEED)
@@ -121,7 +122,7 @@ plt.close("all")
 #
 # The pre-registered mechanism predicts from the features alone that the feature norm helps
 # where AUROC(‖h‖₁) exceeds τ = {glue:text}`nb05_tau:.0f`; the prediction agrees with what
-# ‖h‖₁·MSP − MSP did on {glue:text}`nb05_mech_agree` of {glue:text}`nb05_n_sets` sets.
+# ‖h‖₁·MSP − MSP did on {glue:text}`nb05_mech_agree` of {glue:text}`nb05_n_sets` sets:
 
 # %%
 display(tables.captioned(result["mechanism"].set_index("ood").drop(columns=["group", "tau"]),

@@ -137,6 +137,8 @@ def test_book_builds_without_warnings(built_book):
     for page in ["book/intro", "book/discussion", "notebooks/03_evaluation", "notebooks/03b_mechanism",
                  "notebooks/03c_depth", "notebooks/03d_reference", "book/appendix_environment"]:
         assert (html / f"{page}.html").is_file(), page
+    verdicts = (html / "notebooks" / "03_evaluation.html").read_text()
+    assert 'id="table-1">Table 1.</span>' in verdicts and 'id="table-2">Table 2.</span>' in verdicts  # citable numbers
     intro = (html / "book" / "intro.html").read_text()
     assert intro.count('class="pasted-text"') >= 8
     assert len(list((html / "_images").glob("*.png"))) >= 6

@@ -13,7 +13,9 @@ A problem is reported when
 * an image does not load, a figure's image has no description (no alt text, or its file name), or a
   local link points to a missing file or anchor,
 * a page is longer than :data:`MAX_SCREENS` windows (the parts in :data:`LONG_PARTS`: their own
-  limit), or a numbered figure or table is cited by no link of the book (``{numref}``/``{ref}``).
+  limit), a numbered figure is cited by no link of the book (``{numref}``/``{ref}``), or a numbered
+  table (book/_ext numbers the printed ones) is neither cited nor introduced by the text right before
+  it (a sentence ending in a colon, or naming a table; a table right after another continues its run).
 
 A screenshot of each page's first screen is saved when a folder is given. The browser is driven
 through the Chrome DevTools Protocol over a pipe (``--remote-debugging-pipe``): no driver binary,
@@ -173,7 +175,7 @@ def pages(html: Path) -> list[Path]:
                   if not any(part in SKIP_DIRS for part in p.relative_to(html).parts))
 
 
-def _redirect(path: Path) -> str | None:
+def redirect_target(path: Path) -> str | None:
     """The page a redirect stub (``<meta http-equiv="refresh" content="0; url=…">``) sends the reader
     to, or None for a page of its own. A stub is not loaded: it navigates away while it is inspected."""
     head = path.read_text(errors="replace")[:2000]
@@ -227,8 +229,11 @@ def _citation_problems(html: Path, found: dict[str, dict]) -> list[Problem]:
             except ValueError:
                 continue
             cited.add((rel, unquote(url.fragment)))
-    return [Problem(page, "not-cited", f"{number or 'figure'} (#{fid}) is cited nowhere in the book")
-            for page, info in found.items() for fid, number in info.get("figures", []) if (page, fid) not in cited]
+    out = [Problem(page, "not-cited", f"{number or 'figure'} (#{fid}) is cited nowhere in the book")
+           for page, info in found.items() for fid, number in info.get("figures", []) if (page, fid) not in cited]
+    return out + [Problem(page, "not-cited", f"{number} (#{tid}) is neither cited nor introduced by the text before it")
+                  for page, info in found.items() for tid, number, intro in info.get("tables", [])
+                  if not intro and (page, tid) not in cited]
 
 
 def _link_problems(html: Path, found: dict[str, dict]) -> list[Problem]:
@@ -271,7 +276,7 @@ def check_book(html: Path, screenshots: Path | None = None, width: int = 1280, h
     try:
         for path in pages(html):
             page = path.relative_to(html).as_posix()
-            target = _redirect(path)
+            target = redirect_target(path)
             if target is not None:  # a stub that sends the reader on (index.html): its target must exist
                 if not (path.parent / target).is_file():
                     problems.append(Problem(page, "link", f"redirects to a missing page {target}"))

@@ -89,8 +89,27 @@
   const figures = Array.from(column.querySelectorAll("figure[id], table[id]"))
     .filter((el) => el.querySelector(":scope > figcaption .caption-number, :scope > caption .caption-number"))
     .map((el) => [el.id, (el.querySelector(".caption-number").textContent || "").trim()]);
+  // a numbered table is cited by a link, or introduced by the text just before it (code cells
+  // skipped: a sentence ending in a colon, or one that names a table); a table right after another
+  // continues its run
+  const introduced = (table) => {
+    const block = table.closest("div.cell") || table.closest("div.output") || table;
+    if (block !== table && block.querySelector("table") !== table) return true;  // after another in its cell
+    for (let el = block.previousElementSibling; el; el = el.previousElementSibling) {
+      if (el.matches("div.cell")) {  // code that computes it, or the table before it in a run
+        if (el.querySelector("table")) return true;
+        continue;
+      }
+      const text = (el.innerText || "").trim();
+      if (!text) continue;
+      return /:$/.test(text) || /\btables?\b/i.test(text);
+    }
+    return false;
+  };
+  const tables = Array.from(column.querySelectorAll("table .ood-table-number"))
+    .map((n) => [n.id, n.textContent.trim(), introduced(n.closest("table"))]);
   const cites = Array.from(document.querySelectorAll("a[href]:not(.headerlink)"))
     .map((a) => a.href)
     .filter((href) => href.startsWith("file:"));
-  return { problems, links, ids, screens, part, figures, cites, url: location.href };
+  return { problems, links, ids, screens, part, figures, tables, cites, url: location.href };
 })()

@@ -18,6 +18,9 @@
   (``{glue:figure} wide_key narrow_key``) give one figure two drawings, the first shown on wide
   screens, the second on narrow ones (classes ``ood-wide-only`` / ``ood-narrow-only``, in
   ``_static/ood-book.css``).
+* **Citable table numbers.** The tables the notebooks print (pandas, with a caption) are numbered
+  page by page in reading order, in the caption's text ("Table 3.") with an anchor (``#table-3``),
+  so that a number can be quoted and linked; the prose cites one with ``[Table 3](#table-3)``.
 * **No unmarked build of uncommitted code.** A book built from a working tree whose tracked files
   (outside ``results/``) differ from its commit says so at the top of every page; with
   ``OOD_PUBLISH=1`` (the publishing workflow) such a build stops instead. The footer names the
@@ -192,6 +195,28 @@ class WritePastedImages(SphinxPostTransform):
                     target.write_bytes(raw)
 
 
+class NumberOutputTables(SphinxPostTransform):
+    """"Table N." and the anchor ``table-N`` at the head of every captioned table a cell printed,
+    in reading order (after MyST-NB pasted the glued ones, priority 5)."""
+
+    default_priority = 900
+    formats = ("html",)
+
+    def apply(self, **kwargs: Any) -> None:
+        count = 0
+
+        def number(match: re.Match) -> str:
+            nonlocal count
+            count += 1
+            return f'{match.group(0)}<span class="ood-table-number" id="table-{count}">Table {count}.</span> '
+
+        for node in list(self.document.findall(nodes.raw)):
+            if node.get("format") != "html" or "<caption" not in node.astext():
+                continue
+            text = re.sub(r"<caption\b[^>]*>", number, node.astext())
+            node.replace_self(nodes.raw("", text, format="html", classes=list(node.get("classes", []))))
+
+
 def _ancestors(node: nodes.Node):
     while node.parent is not None:
         node = node.parent
@@ -264,6 +289,7 @@ def setup(app: Sphinx) -> dict:
     app.add_directive_to_domain("glue", "figure", PasteFigureFromDoc, override=True)  # MyST-NB's glue domain
     app.add_post_transform(WritePastedImages)
     app.add_post_transform(AltOfPastedFigures)
+    app.add_post_transform(NumberOutputTables)
     register_plugin("pybtex.style.labels", "author_year", AuthorYearLabelStyle)
     register_plugin("pybtex.style.formatting", "author_year", AuthorYearStyle)
     app.connect("html-page-context", offer_executed_notebook)  # default priority 500: before the theme's 501
