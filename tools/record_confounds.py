@@ -3,7 +3,9 @@
     python tools/record_confounds.py --data-root ../shared/data              # every CIFAR-10 unit
     python tools/record_confounds.py --data-root DIR --only cifar10
 
-Writes ``results/recorded/<benchmark>/confounds.csv`` (:func:`ood_lib.findings.confounds.confound_table`):
+Writes ``results/recorded/<benchmark>/confounds.csv`` and ``confounds.json`` (how each adapted
+model was made: method, images, settings, seed, wall time, the model file and its fingerprint,
+the commit and vector unit) (:func:`ood_lib.findings.confounds.confound_table`):
 the recorded verdicts ("as is") beside the same claims decided with the ID test set restricted to
 the correctly classified images ("correct ID only") and, where :data:`ADAPT` says, with the model
 adapted to the JPEG training images ("AdaBN", "fine-tuned"; :mod:`ood_lib.models.adapt`, kept in
@@ -14,6 +16,8 @@ the model cache), on the recorded study's configuration, cells and resamples. Th
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,14 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from ood_lib.findings.study import git_state  # noqa: E402
+from ood_lib.models import weights_fingerprint  # noqa: E402
+from ood_lib.run.envinfo import vector_unit  # noqa: E402
 from record_results import OUT, STUDIES, _config  # noqa: E402
 
 CONFOUNDED = ("cifar10", "cifar10_densenet")  # the units whose classifiers the JPEG copy weakens
 # the models adapted to the JPEG copy (model cache entries, rebuilt by this command): AdaBN on a
-# seeded 10,000 of the 50,000 JPEG training images. Fine-tuning (``("finetune", None, {"epochs": 2,
-# "lr": 0.01})``: all 50,000 images) and DenseNet-BC-100's adaptation are not recorded: on this
-# 2-core CPU they take more than the time this recording had; add them here on a faster machine.
-ADAPT = {"cifar10": {"AdaBN": ("adabn", 10_000, {})}}
+# seeded 10,000 of the 50,000 JPEG training images; ResNet-20 fine-tuned for 2 epochs on all 50,000
+# (SGD, cosine from lr 0.01, crops and flips; seed = the study's). DenseNet-BC-100's adaptation is
+# not recorded: on a 2-core CPU one epoch of it takes about seven times ResNet-20's; add it here on
+# a faster machine.
+ADAPT = {"cifar10": {"AdaBN": ("adabn", 10_000, {}), "fine-tuned": ("finetune", None, {"epochs": 2, "lr": 0.01})}}
 
 
 def _decided(bench, cfg, rec, prep, scores):
@@ -62,13 +70,24 @@ def adapted(benchmark: str, root: str, method: str, n: int | None, settings: dic
     base = bench.load_model(data_root(root))
     data = cifar10_train_full(data_root(root), bench.preprocessing, n=n, seed=cfg.seed)
     t0 = time.perf_counter()
-    _, path = cached_adaptation(base, data, method, tag=benchmark, cache_dir=default_cache_dir(), progress=True,
-                                **settings)
-    print(f"{benchmark}: {method} ({len(data):,} images, {settings}) in {time.perf_counter() - t0:.0f} s "
-          f"(0 if cached): {path}", flush=True)
+    cached = _cache_entries()
+    model, path = cached_adaptation(base, data, method, tag=benchmark, cache_dir=default_cache_dir(), progress=True,
+                                    **settings)
+    seconds = round(time.perf_counter() - t0, 1)
+    print(f"{benchmark}: {method} ({len(data):,} images, {settings}) in {seconds:.0f} s "
+          f"({'read from the cache' if path in cached else 'computed'}): {path}", flush=True)
     prep = prepare(bench, cfg.replace(checkpoint=str(path)), with_train=True)
     _, scores, _ = score_methods(prep, four.decided_methods(uv_members()))
-    return prep.id_accuracy, len(prep.feats["id_test"].labels), _decided(bench, cfg, rec, prep, scores)
+    how = {"method": method, "images": len(data), "settings": settings, "seed": cfg.seed,
+           "seconds": None if path in cached else seconds, "model_file": path.name,
+           "weights_fingerprint": weights_fingerprint(model)}
+    return prep.id_accuracy, len(prep.feats["id_test"].labels), _decided(bench, cfg, rec, prep, scores), how
+
+
+def _cache_entries() -> set:
+    from ood_lib.cache import default_cache_dir
+
+    return set((default_cache_dir() / "models").glob("*.pt"))
 
 
 def confounds(benchmark: str, root: str):
@@ -92,9 +111,12 @@ def confounds(benchmark: str, root: str):
                  correct)
     variants = {"as is": (rec.meta["id_accuracy"], len(correct), rec["verdicts"]),
                 "correct ID only": (100.0, int(correct.sum()), cf.correct_only(live))}
+    how = {}
     for name, (method, n, settings) in ADAPT.get(benchmark, {}).items():
-        variants[name] = adapted(benchmark, root, method, n, settings, rec)
-    return cf.confound_table(variants)
+        *variants[name], how[name] = adapted(benchmark, root, method, n, settings, rec)
+    table = cf.confound_table(variants)
+    table.attrs["adaptations"] = how
+    return table
 
 
 def main() -> int:
@@ -108,6 +130,11 @@ def main() -> int:
         t0 = time.perf_counter()
         t = confounds(b, args.data_root)
         t.to_csv(OUT / b / "confounds.csv", index=False, float_format="%.10g")
+        meta = {"benchmark": b, "command": f"python tools/record_confounds.py --data-root DIR --only {b}",
+                "adaptations": t.attrs.get("adaptations", {}), "vector_unit": vector_unit(), **git_state(),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        (OUT / b / "confounds.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         print(f"{b}: confounds in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
