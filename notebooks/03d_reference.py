@@ -168,6 +168,12 @@ captioned(bv.per_set_table(studies, "norm_helps_msp"), "‖h‖₁·MSP − MSP 
 captioned(bv.inconclusive_table(studies), "Inconclusive AUROC verdicts and their causes")
 
 # %% [markdown]
+# The two identities, decided once per model by their tolerance:
+
+# %% tags=["hide-input"]
+captioned(bv.identity_table(studies), "The identities, per model (largest difference in V units)")
+
+# %% [markdown]
 # The covariate-shift group (embedded only: the same digits written and scanned differently),
 # which the December rules do not decide, under the rule of 27 November:
 
