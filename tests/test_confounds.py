@@ -53,3 +53,29 @@ def test_a_verdict_that_flips_between_variants_is_listed(study):
     better = v[(v.metric == "auroc") & (v.verdict == "better")]
     assert len(dep) == len(better) and (dep["as is"] == "better").all() and (dep["other"] == "worse").all()
     assert confounds.variant_dependent(confounds.confound_table({"as is": (90.0, 200, v)})).empty
+
+
+def test_adapted_models_are_tested_by_the_mechanism_out_of_sample(tmp_path):
+    """An adapted model (confounds.json) enters the out-of-sample test with every one of its pairs,
+    even a pair whose base model's was in the sample τ was chosen on; one without factors is refused."""
+    import json
+
+    import pytest
+
+    from ood_lib import OODInputError
+    from ood_lib.findings.confounds import adapted_units
+    from ood_lib.findings.out_of_sample import IN_SAMPLE, hit_rates, out_of_sample_table
+
+    (tmp_path / "cifar10").mkdir()
+    factors = [{"ood": "textures", "group": "far-natural", "v_term": "msp", "auroc_u": 80.0, "uv_minus_v": 2.0},
+               {"ood": "noise", "group": "far-synthetic", "v_term": "msp", "auroc_u": 40.0, "uv_minus_v": 1.0}]
+    (tmp_path / "cifar10" / "confounds.json").write_text(json.dumps({"adaptations": {"fine-tuned": {"factors": factors}}}))
+    units = adapted_units(tmp_path, ["cifar10", "mnist"])  # mnist: nothing recorded, nothing added
+    assert list(units) == ["cifar10:fine-tuned"] and units["cifar10:fine-tuned"].meta["base"] == "cifar10"
+    assert ("cifar10", "textures") in IN_SAMPLE  # the base model's pair was in the sample; the adapted one's is not
+    t = out_of_sample_table(units)
+    assert len(t) == 2 and not t.in_sample.any() and t.hit.tolist() == [True, False]
+    assert hit_rates(t)["hits"] == 1
+    (tmp_path / "cifar10" / "confounds.json").write_text(json.dumps({"adaptations": {"AdaBN": {"seed": 0}}}))
+    with pytest.raises(OODInputError, match="no factors"):
+        adapted_units(tmp_path, ["cifar10"])

@@ -12,7 +12,9 @@ artefact, not a property of the method.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -65,3 +67,27 @@ def variant_dependent(table: pd.DataFrame, metric: str = "auroc") -> pd.DataFram
     wide = t.pivot_table(index=["claim", "group"], columns="variant", values="verdict", aggfunc="first", sort=False)
     flips = wide.apply(lambda r: {"better", "worse"} <= set(r.dropna()), axis=1)
     return wide[flips].reset_index()
+
+
+def adapted_units(recorded: str | Path, benchmarks: Iterable[str]) -> dict[str, Study]:
+    """The models adapted to a shifted copy of their training data (``<recorded>/<b>/confounds.json``,
+    written by ``tools/record_confounds.py``) as studies holding what the pre-registered mechanism
+    reads: a ``factors`` table (per OOD set, AUROC of ‖h‖₁ and AUROC(‖h‖₁·MSP) − AUROC(MSP)). Keyed
+    ``"<benchmark>:<variant>"``; ``meta`` names the base benchmark, the variant and the model. An
+    adapted model was scored after the rule was fixed, so every one of its pairs tests it."""
+    from .labels import model_name
+
+    out = {}
+    for b in benchmarks:
+        path = Path(recorded) / b / "confounds.json"
+        if not path.is_file():
+            continue
+        for variant, how in json.loads(path.read_text()).get("adaptations", {}).items():
+            rows = how.get("factors")
+            if not rows:
+                raise OODInputError(f"{path}: the {variant!r} model has no factors (record it again with "
+                                    f"tools/record_confounds.py)")
+            out[f"{b}:{variant}"] = Study(f"{b}:{variant}", {"factors": pd.DataFrame(rows)},
+                                          {"base": b, "variant": variant, "model": f"{model_name(b)}, {variant}"},
+                                          "recorded")
+    return out
