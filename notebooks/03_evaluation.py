@@ -170,11 +170,11 @@ glue("nb03_member_holds_all", f"{member.holds.sum()} of {member.units.sum()}")  
 # correctly. A misclassified ID image gets a low confidence, so every score built on the softmax
 # output ranks it like an OOD image, and a gain of the feature norm may come from rescuing those
 # images rather than from separating OOD ones. Each CIFAR-10 unit is therefore decided again with
-# the ID test set restricted to the correctly classified images, and ResNet-20 also adapted to the
-# JPEG training images — its BatchNorm statistics re-estimated (AdaBN), and every weight trained
-# further (fine-tuned; how each was made, with its seed and wall time, is in
-# `results/recorded/cifar10/confounds.json`) — with the same rule, cells and resamples and the OOD
-# sets unchanged (each variant's accuracy beside its name):
+# the ID test set restricted to the correctly classified images, and with the network adapted to
+# the JPEG training images — its BatchNorm statistics re-estimated (AdaBN, both networks), and for
+# ResNet-20 every weight trained further (fine-tuned; how each was made, with its seed and wall
+# time, is in `results/recorded/<benchmark>/confounds.json`) — with the same rule, cells and
+# resamples and the OOD sets unchanged (each variant's accuracy beside its name):
 
 # %%
 confound_tables = load_tables(RECORDED, [b for b in REAL.split(",") if b], "confounds.csv")
@@ -204,10 +204,12 @@ glue("nb03_finetuned", tuned)
 # Of the {glue:text}`nb03_n_confound_cells` claim × cell verdicts of the CIFAR-10 units,
 # {glue:text}`nb03_n_variant_dependent` are *better* in one variant and *worse* in another — a
 # property of the classifier, not of the method. Fine-tuned on the JPEG copy, ResNet-20 reaches
-# {glue:text}`nb03_finetuned` of its AUROC verdicts:
+# {glue:text}`nb03_finetuned` of its AUROC verdicts. The verdicts that depend on the variant
+# (folded: the button opens the table):
 
-# %% tags=["hide-input"]
-captioned(dependent, "Verdicts that depend on the classifier's mistakes")
+# %% tags=["remove-input", "hide-output"]
+captioned(dependent.set_index(["pair", "claim", "cell"]).replace(bv.SYMBOLS),
+          f"Verdicts that depend on the classifier ({bv.LEGEND})")
 
 # %% [markdown]
 # The two identities, decided once per model by their tolerance ({ref}`ch-closed-forms` proves

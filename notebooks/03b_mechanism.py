@@ -227,6 +227,16 @@ base = {b: s.meta["base"] for b, s in adapted.items()}  # "cifar10:fine-tuned" �
 pairs = [f"{short_pair(base[b])}, {adapted[b].meta['variant']}" if b in base else short_pair(b) for b in oos.benchmark]
 shown = oos.assign(pair=pairs, ood=[set_label(o, base.get(b, b)) for o, b in zip(oos.ood, oos.benchmark)])
 shown = shown.set_index(["pair", "ood"])[["group", "auroc_u", "predicted_helps", "difference", "helps", "hit"]].round(1)
+per_model = (oos.assign(pair=pairs).groupby("pair", sort=False)
+             .agg(pairs=("hit", "size"), hits=("hit", "sum"), helps=("helps", "sum")))
+captioned(per_model.rename(columns={"pairs": "pairs", "hits": "rule right", "helps": "‖h‖₁ helps"}),
+          "The rule out of sample, per model: (model, OOD set) pairs, how many it got right, and how many "
+          "times multiplying by ‖h‖₁ helped MSP")
+
+# %% [markdown]
+# Each pair, the prediction beside the outcome (a long table, folded: the button opens it):
+
+# %% tags=["remove-input", "hide-output"]
 yes_no = ["predicted_helps", "helps", "hit"]
 shown[yes_no] = shown[yes_no].map(lambda x: "yes" if x else "no")
 captioned(shown.rename(columns={"group": "cell", "auroc_u": "AUROC of ‖h‖₁", "predicted_helps": "predicted: helps",
