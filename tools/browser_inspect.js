@@ -76,9 +76,8 @@
   }
 
   // 4. the local links and anchors, checked by the caller across pages
-  const links = Array.from(document.querySelectorAll("a[href]"))
-    .map((a) => a.href)
-    .filter((href) => href.startsWith("file:"));
+  const local = Array.from(document.querySelectorAll("a[href]")).filter((a) => a.href.startsWith("file:"));
+  const links = local.map((a) => a.href);
   const ids = Array.from(document.querySelectorAll("[id]")).map((el) => el.id)
     .concat(Array.from(document.querySelectorAll("a[name]")).map((a) => a.name));
   // 5. how long the page is, which part of the book it is in, and what it numbers (checked by the caller)
@@ -108,8 +107,6 @@
   };
   const tables = Array.from(column.querySelectorAll("table .ood-table-number"))
     .map((n) => [n.id, n.textContent.trim(), introduced(n.closest("table"))]);
-  const cites = Array.from(document.querySelectorAll("a[href]:not(.headerlink)"))
-    .map((a) => a.href)
-    .filter((href) => href.startsWith("file:"));
+  const cites = local.filter((a) => !a.classList.contains("headerlink")).map((a) => a.href);
   return { problems, links, ids, screens, part, figures, tables, cites, url: location.href };
 })()

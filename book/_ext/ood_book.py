@@ -38,7 +38,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from binascii import a2b_base64
 from collections import Counter
 from pathlib import Path
@@ -238,24 +237,13 @@ class AltOfPastedFigures(SphinxPostTransform):
 PUBLISH_ENV = "OOD_PUBLISH"
 
 
-def _working_tree(folder: str) -> tuple[str, bool] | None:
-    """(commit, whether tracked files outside results/ differ from it) of the clone holding ``folder``."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/results"],
-                                cwd=folder, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode or status.returncode:
-        return None
-    return head.stdout.strip(), bool(status.stdout.strip())
-
-
 def flag_uncommitted(app: Sphinx, config: Any) -> None:
-    state = _working_tree(app.srcdir)
+    from ood_lib.findings.study import git_state  # the studies' own record of the tree they ran from
+
+    state = git_state(app.srcdir)
     options = dict(config.html_theme_options or {})
-    if state is not None:
-        commit, dirty = state
+    if state["commit"] != "unknown":
+        commit, dirty = state["commit"][:7], state["dirty"]
         if dirty and os.environ.get(PUBLISH_ENV):
             raise ExtensionError(f"refusing to build a book to publish from a working tree with uncommitted changes "
                                  f"(on {commit}): commit them first (or unset {PUBLISH_ENV})")

@@ -118,10 +118,11 @@ class Study:
         return cls(meta["benchmark"], tables, meta, "recorded")
 
 
-def git_state() -> dict[str, Any]:
-    """The commit the code runs from and whether tracked files outside ``results/`` differ from it
-    (recording one study writes results: that is not a change of the code; "unknown" outside a clone)."""
-    here = Path(__file__).resolve().parent
+def git_state(folder: str | Path | None = None) -> dict[str, Any]:
+    """The commit the code runs from (or of the clone holding ``folder``) and whether tracked files
+    outside ``results/`` differ from it (recording one study writes results: that is not a change of
+    the code; "unknown" outside a clone)."""
+    here = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/results"], cwd=here,
