@@ -247,7 +247,7 @@ def mnist_recorded(tmp_path_factory):
     return meta, prep, best, ref
 
 
-def _same_rows(live, recorded_csv, columns, key, tmp_path):
+def _same_rows(live, recorded_csv, columns, key, tmp_path, n_id=None):
     """The rows of the one OOD set of ``live`` (written and read back as recorded) are the recorded
     ones: names exactly, numbers to :data:`TOL` plus what another processor's summation order may
     move (the quick check's ``recorded_check.RTOL`` of each number, and one ID × OOD pair of
@@ -262,7 +262,7 @@ def _same_rows(live, recorded_csv, columns, key, tmp_path):
     assert list(got.columns) == list(want.columns) == columns
     checked = got.ood.iloc[0]
     sizes = json.loads((RECORDED / "depth.json").read_text())["sizes"]
-    pair = 100.0 / (sizes["id_test"] * sizes[checked])
+    pair = 100.0 / ((n_id or sizes["id_test"]) * sizes[checked])
     got, want = (d[d.ood == checked].reset_index(drop=True) for d in (got, want))
     assert len(want) > 0 and list(got[key]) == list(want[key])
     for c in columns:
@@ -287,3 +287,22 @@ def test_recorded_mnist_gaia_table_reproduces(mnist_recorded, tmp_path):
     assert meta["gaia"]["reference"] == best and meta["gaia"]["n_boot"] >= 1000
     live = gaia_table(prep, ref, best, variants=list(meta["gaia"]["variants"]), n_boot=meta["gaia"]["n_boot"])
     _same_rows(live, "gaia.csv", GAIA_COLUMNS, "method", tmp_path)
+
+
+@needs_shared_data()
+def test_recorded_mnist_increment_table_reproduces(mnist_recorded, tmp_path):
+    """The increment test's rows of the first OOD set (the same-block choice as recorded: it is made
+    over all sets), on the evaluation half of the ID images."""
+    import pandas as pd
+    from ood_lib.findings.increment import INCREMENT_COLUMNS, block_forward_scores, increment_table
+
+    meta, prep, best, ref = mnist_recorded
+    inc = meta["increment"]
+    assert inc["reference"] == best and inc["n_boot"] >= 1000
+    grads = depth_scores(prep, method=meta["method"], chunk_size=meta.get("chunk_size", 64))
+    forward = block_forward_scores(prep, list(grads), n_fit=inc["n_fit_max"])
+    want = pd.read_csv(RECORDED / "increment.csv")
+    same = want.dropna(subset=["same_block"]).drop_duplicates("layer").set_index("layer").same_block.to_dict()
+    live = increment_table(prep, grads, forward, ref, odin=odin_terms(prep, **inc["odin"]), same_block=same,
+                           n_boot=inc["n_boot"])
+    _same_rows(live, "increment.csv", INCREMENT_COLUMNS, "layer", tmp_path, n_id=inc["n_evaluation"])

@@ -3,13 +3,18 @@
     python tools/record_depth.py --data-root ../shared/data                    # mnist, cifar10 (both models)
     python tools/record_depth.py --data-root DIR --only mnist imagenet_lite    # these
     python tools/record_depth.py --data-root DIR --tables gaia                 # only GAIA's table
+    python tools/record_depth.py --data-root DIR --tables increment            # only the increment test
 
 Writes ``results/recorded/<benchmark>/depth.csv`` (:func:`ood_lib.findings.depth.depth_table`),
 ``depth_odin.csv`` (:func:`ood_lib.findings.depth.odin_first_order`) — together, ``--tables depth`` —,
-``gaia.csv`` (:func:`ood_lib.findings.depth.gaia_table`, ``--tables gaia``) and ``depth.json`` (commit,
-versions, configuration, the chosen gradient-free reference, blocks, timings; GAIA's under the key
-``gaia``). Recording only GAIA's table keeps the rest of ``depth.json`` as it is and requires the
-recorded configuration and reference to be the ones computed now. Every image is
+``gaia.csv`` (:func:`ood_lib.findings.depth.gaia_table`, ``--tables gaia``), ``increment.csv``
+(:func:`ood_lib.findings.increment.increment_table`, ``--tables increment``: each block's gradient
+against the same block's forward statistics and fused with the best forward score, ODIN's input
+gradient as the positive control) and ``depth.json`` (commit, versions, configuration, the chosen
+gradient-free reference, blocks, timings; GAIA's and the increment test's under the keys ``gaia``
+and ``increment``). Recording only GAIA's table or the increment test keeps the rest of
+``depth.json`` as it is and requires the recorded configuration and reference to be the ones
+computed now. Every image is
 back-propagated through the whole network, so the ID test and OOD sets are subsampled (seeded,
 ``SUBSETS``) to keep each benchmark to a few minutes on a 2-core CPU; the fitting split is not.
 """
@@ -27,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ood_lib.findings import depth as D  # noqa: E402
+from ood_lib.findings import increment as I  # noqa: E402
 from ood_lib.run.config import RunConfig  # noqa: E402
 from ood_lib.run.cost import LAYER_CHUNK  # noqa: E402
 from ood_lib.run.envinfo import environment  # noqa: E402
@@ -54,7 +60,7 @@ DEFAULT = ("mnist", "cifar10", "cifar10_densenet")
 # 4.65 M parameters at a time bound the memory
 CHUNK = {"imagenet_lite": 16}
 ODIN = {"temperature": 1000.0, "epsilon": 0.0014}  # ODIN's published setting; ε in [0, 1]-pixel units
-TABLES = ("depth", "gaia")  # depth: depth.csv and depth_odin.csv; gaia: gaia.csv
+TABLES = ("depth", "gaia", "increment")  # depth: depth.csv and depth_odin.csv; gaia: gaia.csv; increment.csv
 UNRECORDED = ("data_root", "cache_dir", "progress")  # configuration fields that do not change the numbers
 
 
@@ -100,14 +106,16 @@ def record(benchmark: str, root: str, over: dict, n_boot: int, tables: tuple[str
     d = OUT / benchmark
     d.mkdir(parents=True, exist_ok=True)
     old = json.loads((d / "depth.json").read_text()) if (d / "depth.json").is_file() else None
-    kept = old.get("gaia") if old is not None and "gaia" not in tables else None
-    if kept is not None and kept.get("reference") != best:
-        raise SystemExit(f"{benchmark}: gaia.csv was recorded against {kept.get('reference')}, the reference is "
-                         f"now {best}: record --tables depth gaia")
+    kept = {x: old[x] for x in ("gaia", "increment") if old is not None and x in old and x not in tables}
+    for x, k in kept.items():
+        if k.get("reference") != best:
+            raise SystemExit(f"{benchmark}: {x}.csv was recorded against {k.get('reference')}, the reference is "
+                             f"now {best}: record --tables {' '.join(TABLES)}")
+    computed: dict = {}
     if "depth" in tables:
-        meta = _depth(prep, cfg, benchmark, best, ref, n_boot, t, d)
-        if kept is not None:  # the GAIA table recorded before stays, with its provenance
-            meta["gaia"], meta["tables"] = kept, [*meta["tables"], "gaia"]
+        meta = _depth(prep, cfg, benchmark, best, ref, n_boot, t, d, computed)
+        for x, k in kept.items():  # a side table recorded before stays, with its provenance
+            meta[x], meta["tables"] = k, [*meta["tables"], x]
     else:
         _check_recorded(old, cfg, best, benchmark)
         meta = old
@@ -118,19 +126,55 @@ def record(benchmark: str, root: str, over: dict, n_boot: int, tables: tuple[str
         gaia["seconds"]["total"] = round(time.perf_counter() - t0, 1)
         meta["gaia"] = {**_provenance(prep, cfg, n_boot), **gaia}
         meta["tables"] = [*[x for x in meta.get("tables", []) if x != "gaia"], "gaia"]
+    if "increment" in tables:
+        t0 = time.perf_counter()
+        table, inc = _increment(prep, benchmark, best, ref, n_boot, computed)
+        table.to_csv(d / "increment.csv", index=False, float_format="%.10g")
+        inc["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+        meta["increment"] = {**_provenance(prep, cfg, n_boot), **inc}
+        meta["tables"] = [*[x for x in meta.get("tables", []) if x != "increment"], "increment"]
     (d / "depth.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
     return meta
 
 
-def _depth(prep, cfg: RunConfig, benchmark: str, best: str, ref: dict, n_boot: int, t: dict, d: Path) -> dict:
-    """GradNorm by depth and ODIN's first-order term: the two tables and the run's provenance."""
+def _increment(prep, benchmark: str, best: str, ref: dict, n_boot: int, computed: dict) -> tuple:
+    """The increment test's table and its provenance; gradients and ODIN's terms reused from ``computed``."""
+    seconds = {}
+    t0 = time.perf_counter()
+    if "scores" not in computed:
+        computed["scores"] = D.depth_scores(prep, method=fastest_method(prep.model),
+                                            chunk_size=CHUNK.get(benchmark, LAYER_CHUNK))
+        seconds["gradients"] = round(time.perf_counter() - t0, 1)
+    if "odin" not in computed:
+        t1 = time.perf_counter()
+        computed["odin"] = D.odin_terms(prep, **ODIN)
+        seconds["odin"] = round(time.perf_counter() - t1, 1)
+    t2 = time.perf_counter()
+    forward = I.block_forward_scores(prep, list(computed["scores"]))
+    seconds["forward"] = round(time.perf_counter() - t2, 1)
+    table = I.increment_table(prep, computed["scores"], forward, ref, odin=computed["odin"], n_boot=n_boot)
+    heads = I.head_blocks(prep.model, D.layer_blocks(prep.model))
+    return table, {"reference": best, "head_blocks_left_out": heads, "n_fit_max": I.MAX_FIT,
+                   "n_calibration": table.attrs["n_calibration"], "n_evaluation": table.attrs["n_evaluation"],
+                   "odin": ODIN, "seconds": seconds,
+                   "rule": "same block: gradient norm vs the better of the block's activation l1 norm and its "
+                           "Mahalanobis score (fitted on ID train); fusion: z(reference) + z(gradient), z fitted on "
+                           "a seeded half of the ID test images, AUROC on the other half; simultaneous "
+                           "max-statistic intervals over every comparison of a target"}
+
+
+def _depth(prep, cfg: RunConfig, benchmark: str, best: str, ref: dict, n_boot: int, t: dict, d: Path,
+           computed: dict) -> dict:
+    """GradNorm by depth and ODIN's first-order term: the two tables and the run's provenance
+    (the gradients and ODIN's terms kept in ``computed`` for the increment test)."""
     method = fastest_method(prep.model)
     chunk = CHUNK.get(benchmark, LAYER_CHUNK)
-    scores = D.depth_scores(prep, method=method, chunk_size=chunk)
+    scores = computed["scores"] = D.depth_scores(prep, method=method, chunk_size=chunk)
     t["gradients"] = time.perf_counter()
     table = D.depth_table(prep, ref, best, scores=scores, n_boot=n_boot)
     t["bootstrap"] = time.perf_counter()
-    odin = D.odin_first_order(prep, n_boot=n_boot, **ODIN)
+    terms = computed["odin"] = D.odin_terms(prep, **ODIN)
+    odin = D.odin_first_order(prep, terms=terms, n_boot=n_boot, **ODIN)
     t["odin"] = time.perf_counter()
     table.to_csv(d / "depth.csv", index=False, float_format="%.10g")
     odin.to_csv(d / "depth_odin.csv", index=False, float_format="%.10g")
@@ -158,7 +202,7 @@ def main() -> int:
     p.add_argument("--only", nargs="*", choices=list(SUBSETS), help=f"these benchmarks (default: {', '.join(DEFAULT)})")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES),
-                   help="depth: depth.csv and depth_odin.csv; gaia: gaia.csv (default: both)")
+                   help="depth: depth.csv and depth_odin.csv; gaia: gaia.csv; increment: increment.csv (default: all)")
     args = p.parse_args()
     for b in args.only or DEFAULT:
         meta = record(b, args.data_root, SUBSETS[b], args.n_boot, tuple(args.tables))

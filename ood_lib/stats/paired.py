@@ -264,7 +264,6 @@ class PairedBootstrap:
         ``sets``), simultaneous max-statistic interval ``[lo, hi]``, raw ``p`` and Holm-adjusted
         ``p_holm`` bootstrap p-values, and the ``verdict`` of the simultaneous interval for a
         difference claimed in ``direction`` (both corrections: module docstring)."""
-        level = _check_level(level)
         members = [members] if isinstance(members, str) else list(members)
         if not members:
             raise OODInputError("members is empty: name at least one method")
@@ -272,12 +271,31 @@ class PairedBootstrap:
             raise OODInputError(f"members names a method twice: {members}")
         if reference in members:
             raise OODInputError(f"the reference {reference!r} is also a member")
+        out = self.pairs_family([(m, reference) for m in members], sets, level, direction)
+        return out.drop(columns="b").rename(columns={"a": "member"})
+
+    def pairs_family(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        sets: Sequence[str] | None = None,
+        level: float = 0.95,
+        direction: int = +1,
+    ) -> pd.DataFrame:
+        """:meth:`family` for any pairs ``(a, b)``, each with its own reference: one row per pair with
+        ``a``, ``b``, ``estimate`` = AUROC(a) − AUROC(b), the interval ``[lo, hi]`` simultaneous over
+        all pairs (max-statistic), ``p``, ``p_holm`` and ``verdict``."""
+        level = _check_level(level)
+        pairs = [tuple(p) for p in pairs]
+        if not pairs:
+            raise OODInputError("pairs is empty: name at least one pair of methods")
+        if len(set(pairs)) != len(pairs) or any(a == b for a, b in pairs):
+            raise OODInputError(f"pairs must be distinct pairs of two different methods, got {pairs}")
         verdict(0.0, 0.0, direction)  # validates direction before any work
         idx = self._set_index(sets)
-        est, reps = zip(*(self._diff(mem, reference, idx) for mem in members))
+        est, reps = zip(*(self._diff(a, b, idx) for a, b in pairs))
         d, draws = np.array(est), np.stack(reps)  # (K,), (K, n_boot)
         sd = draws.std(axis=1)
-        live = sd > 0  # members whose difference never varies keep the interval [d, d]
+        live = sd > 0  # pairs whose difference never varies keep the interval [d, d]
         q = 0.0
         if live.any():
             t = np.abs(draws[live] - d[live, None]) / sd[live, None]
@@ -285,6 +303,6 @@ class PairedBootstrap:
         lo, hi = d - q * sd, d + q * sd
         p = np.array([_p_value(x) for x in draws])
         return pd.DataFrame({
-            "member": members, "estimate": d, "lo": lo, "hi": hi, "p": p, "p_holm": holm(p),
-            "verdict": [verdict(a, b, direction) for a, b in zip(lo, hi)],
+            "a": [a for a, _ in pairs], "b": [b for _, b in pairs], "estimate": d, "lo": lo, "hi": hi, "p": p,
+            "p_holm": holm(p), "verdict": [verdict(a, b, direction) for a, b in zip(lo, hi)],
         })
