@@ -76,8 +76,11 @@ def _check_recorded(old: dict | None, cfg: RunConfig, best: str, benchmark: str)
     """GAIA's table alone joins a recorded depth run only on the same configuration and reference."""
     if old is None:
         raise SystemExit(f"{benchmark}: no depth.json to add GAIA's table to: record --tables depth gaia")
+    # a field added to RunConfig after the recording counts as recorded at its default
+    defaults = RunConfig().as_dict()
     now = {k: v for k, v in cfg.as_dict().items() if k not in UNRECORDED}
-    was = {k: v for k, v in old["config"].items() if k not in UNRECORDED}
+    was = {k: old["config"].get(k, defaults[k]) for k in now}
+    was.update({k: v for k, v in old["config"].items() if k not in UNRECORDED and k not in now})
     if now != was or old.get("reference") != best:
         raise SystemExit(f"{benchmark}: the recorded depth run (config {was}, reference {old.get('reference')}) "
                          f"differs from this one (config {now}, reference {best}): record --tables depth gaia")
