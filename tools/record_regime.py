@@ -114,8 +114,8 @@ def _check_before(benchmark: str, table) -> dict:
             diffs["auroc"] = max(diffs["auroc"], abs(a - got.auroc))
             diffs["fpr95"] = max(diffs["fpr95"], abs(f - got.fpr95))
             n += 1
-    return {"compared": n, "max_abs_diff": diffs, "methods": [*COMPARED, "energy"],
-            "matches": n > 0 and max(diffs.values()) < 1e-6}
+    return {"compared": n, "max_abs_diff": {k: float(v) for k, v in diffs.items()}, "methods": [*COMPARED, "energy"],
+            "matches": bool(n > 0 and max(diffs.values()) < 1e-6)}
 
 
 def record(benchmark: str, root: str, odin: bool = True) -> dict:
