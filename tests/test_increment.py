@@ -130,3 +130,29 @@ def test_increment_table_positive_control_and_bad_input(small):
     flat = {**grads, "conv1": {k: np.ones(len(v)) for k, v in grads["conv1"].items()}}
     with pytest.raises(OODInputError, match="constant"):
         increment_table(prep, flat, forward, ref, n_boot=200)
+
+
+def test_summary_counts_verdicts_and_the_figure_draws_every_group(small):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ood_lib.findings.increment import increment_figure, increment_summary
+
+    prep, grads, forward = small
+    rng = np.random.default_rng(6)
+    ref = {k: (1.0 if k == "id_test" else 0.0) + rng.normal(size=len(v)) for k, v in grads["input"].items()}
+    odin = {k: {"log_s0": ref[k], "log_s": ref[k] + (9.0 if k == "id_test" else 0.0)} for k in ref}
+    t = increment_table(prep, {**grads, "conv2": _oracle(prep, 10.0)}, forward, ref, odin=odin, n_boot=200)
+    groups = sorted(set(t.group) & {"near", "far"})
+    s = increment_summary({"embedded": t}, groups)
+    assert list(s.group) == groups
+    for _, r in s.iterrows():
+        g = t[(t.ood == r.group) & (t.group == r.group) & (t.kind != "control")]
+        assert r.fused_n == len(g) and r.fused_supported == (g.verdict_fused == "supported").sum() >= 1
+        assert r.same_n == g.verdict_same.notna().sum() and r.control_verdict == "supported"
+    fig = increment_figure(t, groups)
+    assert len(fig.axes) == len(groups)
+    fig.canvas.draw()
+    assert [x.get_text() for x in fig.axes[-1].get_xticklabels()][-1] == "ODIN"
+    with pytest.raises(OODInputError, match="group rows"):
+        increment_figure(t, ["covariate-only"])

@@ -156,3 +156,28 @@ def gaia_rows(tables: Mapping[str, pd.DataFrame], variant: str = "A") -> pd.Data
     if not out:
         return pd.DataFrame()
     return pd.DataFrame(out).set_index(["pair", "group"])
+
+
+def increment_rows(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per benchmark × model and group (near, far), from ``increment.csv``
+    (:func:`ood_lib.findings.increment.increment_table`): how many layers' gradients beat / tie / lose
+    to the same layer's forward statistic, how many add to / leave / lower the best forward score when
+    fused with it, and the positive control (ODIN's step − S_T) with its simultaneous interval."""
+    from ..findings.increment import increment_summary
+
+    s = increment_summary(tables)
+    if not len(s):
+        return pd.DataFrame()
+
+    def tally(r: pd.Series, tag: str) -> str:
+        n, up, down = r[f"{tag}_n"], r[f"{tag}_supported"], r[f"{tag}_refuted"]
+        return f"{up} / {n - up - down} / {down}"
+
+    return pd.DataFrame({
+        "pair": s.benchmark.map(short_pair), "group": s.group,
+        "layers": s.fused_n,
+        "gradient vs same layer (above / tie / below)": [tally(r, "same") for _, r in s.iterrows()],
+        "fused vs best forward (adds / tie / lowers)": [tally(r, "fused") for _, r in s.iterrows()],
+        "control: ODIN's step − S_T": [interval_text(r.control_diff, r.control_lo, r.control_hi, 1)
+                                      for _, r in s.iterrows()],
+    }).set_index(["pair", "group"])

@@ -9,7 +9,8 @@ Modules, by method family (result tables list them in :data:`TABLE_ORDER`):
 * :mod:`.shaping` — h reshaped before the head: ReAct, ASH, SCALE, DICE;
 * :mod:`.model_access` — run the network on the images again: ODIN;
 * :mod:`.gradient_family` — the newer gradient detectors and GAIA;
-* :mod:`.settings` — the papers' settings that defaults follow (KNN's k, ViM's dimension).
+* :mod:`.settings` — the papers' settings that defaults follow (KNN's k, ViM's dimension);
+* :mod:`.regime` — shaping settings chosen on the ID training features (``percentile="id"``).
 
 ``create(name, model=...)`` builds a registered detector; ``canonical(name)`` names the detector
 an alias repeats (:data:`ALIASES`).
@@ -27,7 +28,8 @@ from .autograd import AutogradGradient, autograd_name
 from .base import DETECTORS, Detector, Entry, FitData, FittedDetector, Needs, add, canonical, create, register
 from .distance import KNN, Mahalanobis
 from .model_access import ODIN, odin_scores
-from .shaping import ReAct
+from .shaping import IN_REGIME, ReAct
+from .regime import Regime, choose_in_regime
 from .posthoc import UV, ClosedFormScore, Energy, GradientClosedForm, MaxLogit, MSP
 
 # Result tables keep the order they were first recorded in: the closed forms and their autograd
@@ -43,7 +45,7 @@ DETECTORS.update({n: _entries[n] for n in (*_first, *TABLE_ORDER, *_rest)})
 ALIASES: dict[str, Entry] = {n: e for n, e in DETECTORS.items() if e.alias_of is not None}
 
 __all__ = [
-    "ALIASES", "DETECTORS", "KNN", "MSP", "ODIN", "UV", "AutogradGradient", "ClosedFormScore", "Detector",
+    "ALIASES", "DETECTORS", "IN_REGIME", "KNN", "MSP", "ODIN", "UV", "AutogradGradient", "ClosedFormScore", "Detector",
     "Energy", "Entry", "FitData", "FittedDetector", "GradientClosedForm", "Mahalanobis", "MaxLogit", "Needs",
-    "ReAct", "add", "autograd_name", "canonical", "create", "odin_scores", "register",
+    "ReAct", "Regime", "add", "autograd_name", "canonical", "choose_in_regime", "create", "odin_scores", "register",
 ]

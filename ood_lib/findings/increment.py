@@ -25,6 +25,7 @@ so every interval is simultaneous over blocks, both questions and the control.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,11 @@ from .claims import LEVEL, N_BOOT
 from .depth import layer_blocks
 from .paired_tables import targets
 
-__all__ = ["INCREMENT_COLUMNS", "MAX_FIT", "block_forward_scores", "head_blocks", "increment_table",
-           "mahalanobis_fit", "mahalanobis_score"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["INCREMENT_COLUMNS", "MAX_FIT", "block_forward_scores", "head_blocks", "increment_figure",
+           "increment_summary", "increment_table", "mahalanobis_fit", "mahalanobis_score"]
 
 NETWORK, CONTROL = "network", "odin_input"
 MAX_FIT = 10_000  # ID training images (seeded subsample) the Mahalanobis fits use at most
@@ -249,3 +253,68 @@ def increment_table(prep: Prepared, gradients: Mapping[str, Mapping[str, np.ndar
     df = pd.DataFrame(rows, columns=INCREMENT_COLUMNS)
     df.attrs.update(n_boot=n_boot, level=level, benchmark=prep.name, n_calibration=len(cal), n_evaluation=len(ev))
     return df
+
+
+def increment_summary(tables: Mapping[str, pd.DataFrame], groups: Sequence[str] = ("near", "far")) -> pd.DataFrame:
+    """Per benchmark and group: how many layers' gradients beat / tie / lose to the same layer's
+    forward statistics and, fused with the best forward score, add to / leave / lower it
+    (verdicts of the simultaneous intervals), and the positive control's difference and verdict."""
+    rows = []
+    for name, t in tables.items():
+        for g in groups:
+            r = t[(t.ood == g) & (t.group == g)]
+            if not len(r):
+                continue
+            layers, ctrl = r[r.kind != "control"], r[r.kind == "control"]
+            row = {"benchmark": name, "group": g}
+            for tag, col in (("same", "verdict_same"), ("fused", "verdict_fused")):
+                v = layers[col].dropna()
+                v = v[v != ""]
+                row.update({f"{tag}_n": len(v), f"{tag}_supported": int((v == "supported").sum()),
+                            f"{tag}_refuted": int((v == "refuted").sum())})
+            c = ctrl.iloc[0] if len(ctrl) else None
+            row.update(control_diff=c.diff_fused if c is not None else np.nan,
+                       control_lo=c.lo_fused if c is not None else np.nan,
+                       control_hi=c.hi_fused if c is not None else np.nan,
+                       control_verdict=c.verdict_fused if c is not None else "")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def increment_figure(table: pd.DataFrame, groups: Sequence[str] = ("near", "far")) -> "Figure":
+    """Per group, by depth: AUROC(gradient) − AUROC(same layer's forward statistic) and AUROC(fusion)
+    − AUROC(best forward score), with simultaneous intervals; the positive control (ODIN's step)
+    at the right. A bar that clears 0 upwards is information a forward pass lacks."""
+    import matplotlib.pyplot as plt  # imported here: importing ood_lib must not load a plotting backend
+
+    groups = [g for g in groups if ((table.ood == g) & (table.group == g)).any()]
+    if not groups:
+        raise OODInputError(f"the table has no group rows among {list(groups)}")
+    fig, axes = plt.subplots(len(groups), 1, figsize=(6.6, 2.1 * len(groups) + 1.5), dpi=150, squeeze=False,
+                             sharex=True, layout="constrained")
+    for ax, g in zip(axes[:, 0], groups):
+        t = table[(table.ood == g) & (table.group == g)]
+        layers = t[t.kind != "control"].reset_index(drop=True)
+        x = np.arange(len(layers))
+        for col, lo, hi, dx, color, label in (
+                ("diff_same", "lo_same", "hi_same", -0.15, "C0", "gradient − same layer's forward statistic"),
+                ("diff_fused", "lo_fused", "hi_fused", 0.15, "C1", "best forward + gradient − best forward")):
+            ok = layers[col].notna().to_numpy()
+            d = layers[ok]
+            ax.errorbar(x[ok] + dx, d[col], yerr=np.vstack([d[col] - d[lo], d[hi] - d[col]]), fmt="o", ms=3.5,
+                        capsize=2, lw=1.1, color=color, label=label)
+        ctrl = t[t.kind == "control"]
+        if len(ctrl):
+            c = ctrl.iloc[0]
+            ax.errorbar([len(layers)], [c.diff_fused], yerr=[[c.diff_fused - c.lo_fused], [c.hi_fused - c.diff_fused]],
+                        fmt="s", ms=4, capsize=2, color="C3", label="positive control: ODIN's step − S_T")
+        ax.axhline(0, color="0.3", lw=0.8)
+        names = [*layers.layer.astype(str), *(["ODIN"] if len(ctrl) else [])]
+        ax.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{g} OOD", fontsize=9, loc="left")
+        ax.set_ylabel("Δ AUROC (points)")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("layer (input side → last block below the head); bars: simultaneous 95 % intervals")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
+    return fig
