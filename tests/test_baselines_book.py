@@ -37,7 +37,7 @@ def test_every_baseline_below_chance_gets_its_reason(cifar10):
     low = below_chance(cifar10, {"cifar10": _regime(83.3)})
     assert len(low) >= 1 and (low.AUROC < 50).all()
     ash = low[(low.baseline == "ASH") & (low.cell == "near")].iloc[0]
-    assert ash["fitted setting"] == 83.3 and ash.why.startswith("outside its regime")
+    assert ash["fitted setting"] == 83.3 and ash.why.startswith("outside its regime at percentile 95")
     still = below_chance(cifar10, {"cifar10": _regime(45.0, "none reaches it: the highest agreement, 20 (93.50 %)")})
     assert "93.50 % of the ID training predictions" in still[still.baseline == "ASH"].why.iloc[0]
     with pytest.raises(OODInputError, match="no reason"):  # below chance, no fitted row, no stated reason

@@ -80,13 +80,13 @@ def below_chance(studies: Mapping[str, Study], regime: Mapping[str, pd.DataFrame
                 continue
             after = reg.loc[(method, cell)] if reg is not None and (method, cell) in reg.index else None
             if after is not None and after.auroc_after >= 50:
-                why = (f"outside its regime: at {after.setting_before}; fitted on ID training features "
+                why = (f"outside its regime at {after.setting_before}: fitted on ID training features "
                        f"({after.setting_after}) it scores {after.auroc_after:.1f}")
             elif after is not None and _FALLBACK.search(str(after.get("rule", ""))):
                 pct = _FALLBACK.search(str(after.rule)).group(2)
-                why = (f"no setting keeps the ID decisions the method assumes: at best the shaped head keeps "
-                       f"{pct} % of the ID training predictions ({after.setting_after}; the rule asks 99 %), "
-                       f"and scores {after.auroc_after:.1f} there")
+                why = (f"no setting keeps the ID decisions it assumes: at best the shaped head keeps "
+                       f"{pct} % of the ID training predictions ({after.setting_after}; the rule asks 99 %) "
+                       f"and scores {after.auroc_after:.1f}")
             elif method in REASONS:
                 why = REASONS[method].format(n_fit=f"{s.meta['sets']['id_train']['n']:,}")
             else:
