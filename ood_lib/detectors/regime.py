@@ -29,7 +29,7 @@ import torch
 
 from .._checks import OODInputError, check_features
 from .base import FitData, _h, _head64
-from .shaping import ASH_PERCENTILE, ash_shape, dice_mask, react_logits
+from .shapes import ASH_PERCENTILE, ash_shape, dice_mask, react_logits
 
 PERCENTILE_GRID = (*(float(p) for p in range(10, 100, 5)), 99.0)
 SPARSITY_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))

@@ -25,11 +25,12 @@ from .base import (
     _head64,
     _n_kept,
     _percent,
-    _top_mask,
     head_of,
     register,
 )
+from .regime import choose_in_regime
 from .settings import paper_setting
+from .shapes import ASH_PERCENTILE, ash_shape, dice_mask, react_logits
 
 IN_REGIME = "id"  # the setting chosen on the ID training features (:func:`.regime.choose_in_regime`)
 
@@ -44,34 +45,8 @@ def _in_regime(value: Any) -> bool:
 
 
 def _choose(method: str, model: Any, train: Any, **kw: Any) -> Any:
-    from .regime import choose_in_regime  # regime.py reads this module's shaping functions
-
     return choose_in_regime(method, model, train, **kw)
 
-
-def react_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, threshold: float) -> torch.Tensor:
-    """ReAct's logits W min(h, c) + b (h: (N, D) float64)."""
-    return h.clamp(max=threshold) @ weight.T.to(h.device) + bias.to(h.device)
-
-
-def ash_shape(h: torch.Tensor, percentile: float, variant: str) -> torch.Tensor:
-    """ASH's shaped feature h̃ (see :class:`ASH`) of (N, D) float64 features h ≥ 0."""
-    k = _n_kept(h.shape[1], percentile)
-    keep = _top_mask(h, k)
-    s1 = h.sum(1, keepdim=True)
-    if variant == "b":
-        return keep * (s1 / k)
-    shaped = h * keep
-    if variant == "s":
-        s2 = shaped.sum(1, keepdim=True)
-        shaped = shaped * torch.exp(torch.where(s2 != 0, s1 / s2.where(s2 != 0, 1.0), 1.0))
-    return shaped
-
-
-def dice_mask(weight: torch.Tensor, mean: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """DICE's mask M: the entries of V = W ⊙ 1 h̄ᵀ above its ``sparsity``-quantile."""
-    contrib = (weight * mean[None, :]).numpy()
-    return torch.from_numpy(contrib > np.percentile(contrib, 100 * sparsity))
 
 @register("react")
 class ReAct(FittedDetector):
@@ -113,8 +88,6 @@ class ReAct(FittedDetector):
         return T * torch.logsumexp(f / T, dim=1)
 
 
-ASH_PERCENTILE = {"s": {"cifar": 95.0, "imagenet": 90.0}, "p": {"cifar": 90.0, "imagenet": 60.0},
-                  "b": {"cifar": 95.0, "imagenet": 65.0}}
 
 
 @register("ash")
