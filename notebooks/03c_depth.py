@@ -117,6 +117,7 @@ for b in ("mnist", "cifar10", "cifar10_densenet"):
 # the best forward-only score.
 # ```
 #
+# ::::{dropdown} The same by block for DenseNet-BC-100 and the MNIST CNN
 # ```{glue:figure} nb03c_fig_depth_cifar10_densenet
 # :name: fig-depth-densenet
 # :alt: The same AUROC by block for DenseNet-BC-100.
@@ -130,6 +131,7 @@ for b in ("mnist", "cifar10", "cifar10_densenet"):
 #
 # The same reading for the small CNN on MNIST.
 # ```
+# ::::
 #
 # The head itself ({glue:text}`nb03c_depth_heads`, with its bias) is left out of these counts: its
 # gradient is the closed form's, not a deeper one. Held against the best *penultimate* detector,
@@ -203,12 +205,14 @@ for b in ("cifar10", "cifar10_densenet"):
 # (orange), simultaneous 95 % intervals.
 # ```
 #
+# ::::{dropdown} The same by block for DenseNet-BC-100
 # ```{glue:figure} nb03c_fig_increment_cifar10_densenet
 # :name: fig-increment-densenet
 # :alt: The same differences by block for DenseNet-BC-100.
 #
 # The same reading for DenseNet-BC-100.
 # ```
+# ::::
 
 # %% [markdown]
 # (sec-odin-first-order)=
