@@ -199,8 +199,10 @@ for b in ("cifar10", "cifar10_densenet"):
 # :name: fig-increment-cifar10
 # :alt: Per block of ResNet-20, the AUROC difference of its gradient against the same block's forward statistic and of the fused score against the best forward score, with simultaneous intervals, and ODIN's step as the control.
 #
-# A bar that clears 0 upwards is OOD information a forward pass lacks; the control (red, right)
-# shows what such a gain looks like. ResNet-20 on CIFAR-10, near and far OOD: per block, the
+# An orange bar clear of 0 upwards would be information the best forward score lacks
+# ({glue:text}`nb03c_inc_fused_supported` of {glue:text}`nb03c_inc_fused_n` over all units);
+# a blue one, a gradient that beats its own layer's forward statistics; the control (red, right)
+# shows what a gain looks like. ResNet-20 on CIFAR-10, near and far OOD: per block, the
 # gradient − the same block's forward statistic (blue) and best forward + gradient − best forward
 # (orange), simultaneous 95 % intervals.
 # ```

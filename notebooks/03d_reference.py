@@ -267,8 +267,9 @@ captioned(report.auroc_table(studies, methods, "far", metric="fpr95"),
 # the unshaped head's class on at least 99 % of the ID training images (the ASH and ReAct papers
 # chose their settings so that ID accuracy is kept); KNN with the whole training set as its bank
 # where the data has one, $k$ by the paper's bank-size rule; ODIN, which the DenseNet and ImageNet
-# studies leave out for its cost, on seeded subsets at its published setting
-# (`ood_lib.detectors.regime`, recorded by `tools/record_regime.py`; the grids and chosen values
+# studies leave out for its cost, at its published setting on seeded subsets where that fits a few
+# CPU minutes (the ViT; DenseNet-BC-100's is in its depth runs, {ref}`sec-odin-first-order`; the
+# EfficientNets' is left to a GPU) (`ood_lib.detectors.regime`, recorded by `tools/record_regime.py`; the grids and chosen values
 # are in `results/recorded/<benchmark>/regime.json`). Mean AUROC per cell, published setting →
 # fitted setting (folded: the button opens the table):
 
@@ -317,7 +318,9 @@ captioned(report.seed_rows(studies, "embedded"),
           "Mean ± s.d. over the training seeds, embedded benchmark")
 
 # %% [markdown]
-# MNIST with the small CNN:
+# The embedded CNN is MNIST's small CNN, and its ASH row below 50 on the synthetic sets is the
+# published percentile pruning its narrow feature, as on MNIST ({ref}`sec-regime`). MNIST with the
+# small CNN:
 
 # %% tags=["hide-input"]
 captioned(report.seed_rows(studies, "mnist"),
