@@ -42,3 +42,7 @@ def test_every_baseline_below_chance_gets_its_reason(cifar10):
     assert "93.50 % of the ID training predictions" in still[still.baseline == "ASH"].why.iloc[0]
     with pytest.raises(OODInputError, match="no reason"):  # below chance, no fitted row, no stated reason
         below_chance(cifar10, {})
+    import dataclasses
+
+    live = {"cifar10": dataclasses.replace(cifar10["cifar10"], source="live")}  # a live run on other images
+    assert below_chance(live, {}).why.str.contains("record its regime table").any()
