@@ -277,9 +277,14 @@ def depth_figure(table: pd.DataFrame, groups: Sequence[str] | None = None) -> "F
         ax.set_title("covariate shift" if g == "covariate" else f"{g} OOD", fontsize=9, loc="left")
         ax.set_ylabel("AUROC (%)")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("layer (input side → head); bars and bands: 95 % intervals")
+    return finish_panels(fig, axes, "layer (input side → head); bars and bands: 95 % intervals", ncol=2)
+
+
+def finish_panels(fig: "Figure", axes: Any, xlabel: str, ncol: int) -> "Figure":
+    """The x label under a column of panels and the first panel's legend below the figure."""
+    axes[-1, 0].set_xlabel(xlabel)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
     return fig
 
 

@@ -40,7 +40,7 @@ from ..run.features import batch_loader
 from ..stats.metrics import auroc
 from ..stats.paired import PairedBootstrap
 from .claims import LEVEL, N_BOOT
-from .depth import layer_blocks
+from .depth import finish_panels, layer_blocks
 from .paired_tables import targets
 
 if TYPE_CHECKING:
@@ -314,7 +314,5 @@ def increment_figure(table: pd.DataFrame, groups: Sequence[str] = ("near", "far"
         ax.set_title(f"{g} OOD", fontsize=9, loc="left")
         ax.set_ylabel("Δ AUROC (points)")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("layer (input side → last block below the head); bars: simultaneous 95 % intervals")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=1, fontsize=8, frameon=False)
-    return fig
+    return finish_panels(fig, axes, "layer (input side → last block below the head); bars: simultaneous 95 % intervals",
+                         ncol=1)
